@@ -1,0 +1,154 @@
+"""Command-line programs. Every option of `Config` is a flag, generated from the dataclass.
+
+Bad flags and missing data end in one line on stderr and exit code 2. The
+arguments and the data folders are checked before TensorFlow is imported, so
+a mistake is reported at once.
+"""
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+from mnistcompare.config import PRESETS, Config, UserError, preset
+from mnistcompare.data import find_source
+
+EXIT_USER_ERROR = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block) and exit 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _tuple_type(element):
+    def parse(text):
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
+        try:
+            return tuple(element(s) for s in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {element.__name__}s, got {text!r}") from None
+    return parse
+
+
+def add_config_arguments(parser):
+    """--preset, --config and one flag per Config field (flags override both)."""
+    parser.add_argument("--preset", help=f"start from a named configuration: {', '.join(PRESETS)}")
+    parser.add_argument("--config", metavar="FILE", help="start from a saved config.json (flags override it)")
+    group = parser.add_argument_group("model, training and data options (defaults: report 000's siamese net)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = ",".join(map(str, f.default)) if f.type is tuple else f.default
+        help = f"{f.metadata['help']} (default: {default:.4g})" if f.type is float else \
+            f"{f.metadata['help']} (default: {default})"
+        if f.type is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        elif f.type is tuple:
+            element = type(f.default[0])
+            group.add_argument(flag, type=_tuple_type(element), default=None, metavar="A,B,..", help=help)
+        else:
+            group.add_argument(flag, type=f.type, default=None, metavar=f.type.__name__.upper(), help=help)
+
+
+def add_data_arguments(parser):
+    group = parser.add_argument_group("MNIST (offline)")
+    group.add_argument("--data-dir", help="TFDS data dir holding mnist/ (default: $TFDS_DATA_DIR)")
+    group.add_argument("--idx-dir", help="folder with the four MNIST IDX files, gzipped or not")
+
+
+def config_from_args(args):
+    """Defaults < --preset < --config < explicit flags; validated."""
+    cfg = preset(args.preset) if args.preset else Config()
+    if args.config:
+        cfg = Config.load(args.config)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                 if getattr(args, f.name) is not None}
+    return cfg.replace(**overrides).validate()
+
+
+def prepare_out(out, overwrite):
+    """Create the output folder; refuse to mix a new run into a finished one."""
+    if os.path.exists(os.path.join(out, "metrics.json")) and not overwrite:
+        raise UserError(f"--out {out} holds a finished run; choose another folder or pass --overwrite")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"--out {out}: folder is not writable")
+    return out
+
+
+def quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def run(main, prog):
+    """Run a command body; user mistakes -> one line + exit 2, Ctrl-C -> exit 130."""
+    try:
+        main()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+# -- mnistcompare-train ----------------------------------------------------------
+def train_parser():
+    parser = Parser(
+        prog="mnistcompare-train",
+        description="Train one round on the 1000-pair protocol, print the accuracy, "
+                    "and write config.json, metrics.json, history.csv, model.keras and saved_model/.",
+        epilog="example: mnistcompare-train --preset report000-siamese --out runs/demo")
+    add_config_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--out", help="output folder (default: runs/<name>-<timestamp>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    return parser
+
+
+def train_main(argv=None):
+    args = train_parser().parse_args(argv)
+
+    def main():
+        cfg = config_from_args(args)
+        find_source(args.data_dir, args.idx_dir)
+        name = args.preset or cfg.arch
+        out = prepare_out(args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"),
+                          args.overwrite)
+        quiet_tensorflow()
+        import keras
+
+        from mnistcompare.config import write_json
+        from mnistcompare.data import load_pairs
+        from mnistcompare.export import export_saved_model
+        from mnistcompare.training import train_round
+
+        train, test = load_pairs(cfg, args.data_dir, args.idx_dir)
+        cfg.save(os.path.join(out, "config.json"))
+        model, metrics, _ = train_round(
+            cfg, train, test, verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
+            callbacks=[keras.callbacks.CSVLogger(os.path.join(out, "history.csv"))])
+        model.save(os.path.join(out, "model.keras"))
+        export_saved_model(model, os.path.join(out, "saved_model"))
+        # Written last: its presence marks a finished run.
+        write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
+
+        digits = f", digit accuracy {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
+        print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, train accuracy "
+              f"{metrics['train_accuracy']:.4f}{digits}; {metrics['params']:,} parameters; "
+              f"{metrics['train_seconds']:.1f} s fit ({metrics['epochs']} epochs)")
+        print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/")
+
+    run(main, "mnistcompare-train")
+
+
+if __name__ == "__main__":
+    train_main()

@@ -1,0 +1,225 @@
+"""One configuration object per run: architecture, training and data options.
+
+The command-line programs, the presets, the experiments and the tuner all
+build a `Config`; it is saved as `config.json` beside every result and can be
+read back with `Config.load`, so any run can be repeated.
+"""
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+
+ARCHS = ("baseline", "mlp", "siamese", "two_tower", "siamese_mlp", "digits")
+# Architectures whose model has the auxiliary outputs digit_a / digit_b.
+DIGIT_ARCHS = ("siamese", "two_tower", "siamese_mlp", "digits")
+COMBINES = ("concat", "difference", "max")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+PADDINGS = ("valid", "same")
+# Pairs each MNIST split can give (two images per pair).
+MAX_PAIRS = {"train": 30000, "test": 5000}
+
+
+class UserError(Exception):
+    """A mistake of the user's (bad option, missing data): one line, exit 2."""
+
+
+def _opt(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # What to build. Defaults are report 000's siamese net (its Appendix A).
+    arch: str = _opt("siamese", "architecture: " + ", ".join(ARCHS))
+    channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (ignored by mlp, siamese_mlp)")
+    kernel: tuple = _opt((3, 2, 2), "conv kernel sizes, one per conv layer or one for all")
+    padding: tuple = _opt(("valid",), "conv padding (valid|same), one per conv layer or one for all")
+    pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all")
+    groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)")
+    conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
+    conv_dropout: float = _opt(0.0, "dropout after each conv block")
+    hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)")
+    head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine")
+    activation: str = _opt("relu", "activation: " + ", ".join(ACTIVATIONS))
+    batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
+    dropout: float = _opt(0.25, "dropout after each hidden dense layer")
+    l2: float = _opt(0.0, "l2 penalty on every kernel")
+    combine: str = _opt("concat", "how the two tower outputs meet: " + ", ".join(COMBINES))
+    alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss")
+    # How to train.
+    optimizer: str = _opt("adam", "optimizer: " + ", ".join(OPTIMIZERS))
+    lr: float = _opt(0.005, "learning rate")
+    momentum: float = _opt(0.9, "SGD momentum")
+    nesterov: bool = _opt(False, "SGD with Nesterov momentum")
+    schedule: str = _opt("constant", "learning-rate schedule: " + ", ".join(SCHEDULES))
+    epochs: int = _opt(25, "training epochs")
+    batch_size: int = _opt(100, "mini-batch size")
+    val_split: float = _opt(0.0, "fraction of the training pairs held out for validation (report 003: 0.2)")
+    patience: int = _opt(0, "early-stopping patience on validation accuracy in epochs (0: off; needs --val-split)")
+    # Which data.
+    pairs: int = _opt(1000, f"training pairs (at most {MAX_PAIRS['train']})")
+    test_pairs: int = _opt(0, f"test pairs (at most {MAX_PAIRS['test']}; 0: as many as --pairs, up to that)")
+    seed: int = _opt(0, "seed of the pair sample, the weights and the shuffling")
+    swap: bool = _opt(False, "augment: swap the two images of a training pair at random (target recomputed)")
+    shift: int = _opt(0, "augment: random shift of each training image by up to this many pixels")
+
+    def __post_init__(self):
+        for f in fields(self):
+            if f.type is tuple and isinstance(getattr(self, f.name), list):
+                setattr(self, f.name, tuple(getattr(self, f.name)))
+
+    def per_conv(self, name):
+        """`kernel`, `padding` or `pool` expanded to one value per conv layer."""
+        values = getattr(self, name)
+        return values * len(self.channels) if len(values) == 1 else values
+
+    @property
+    def has_conv(self):
+        return self.arch not in ("mlp", "siamese_mlp")
+
+    @property
+    def n_test_pairs(self):
+        return self.test_pairs or min(self.pairs, MAX_PAIRS["test"])
+
+    @property
+    def has_digits(self):
+        return self.arch in DIGIT_ARCHS
+
+    def validate(self):
+        """Raise UserError naming the first bad option; return self."""
+        def bad(name, why):
+            raise UserError(f"--{name.replace('_', '-')}: {why}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = f.type
+            ok = (isinstance(value, tuple) if kind is tuple else
+                  isinstance(value, bool) if kind is bool else
+                  isinstance(value, int) and not isinstance(value, bool) if kind is int else
+                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
+                  isinstance(value, str))
+            if not ok:
+                bad(f.name, f"expected {kind.__name__}, got {value!r}")
+            if kind is float and not math.isfinite(value):
+                bad(f.name, f"must be a finite number, got {value!r}")
+        for name, allowed in (("arch", ARCHS), ("combine", COMBINES), ("activation", ACTIVATIONS),
+                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                bad(name, f"unknown value {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+        for name in ("channels", "kernel", "pool", "hidden", "head"):
+            values = getattr(self, name)
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+                bad(name, f"expected positive integers, got {','.join(map(str, values)) or 'nothing'}")
+        for name in ("kernel", "padding", "pool"):
+            if len(getattr(self, name)) not in (1, len(self.channels)):
+                bad(name, f"give one value or one per conv layer ({len(self.channels)})")
+        if not all(p in PADDINGS for p in self.padding):
+            bad("padding", f"expected {' or '.join(PADDINGS)}, got {','.join(self.padding)}")
+        if self.has_conv and not self.channels:
+            bad("channels", f"{self.arch} needs at least one conv layer")
+        if self.groups < 1 or (self.arch == "baseline" and self.groups not in (1, 2)):
+            bad("groups", "must be 1 or 2")
+        if not 0 <= self.alpha <= 1:
+            bad("alpha", f"must be in [0, 1], got {self.alpha}")
+        for name in ("dropout", "conv_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.val_split < 1:
+            bad("val_split", f"must be in [0, 1), got {self.val_split}")
+        for name in ("lr",):
+            if getattr(self, name) <= 0:
+                bad(name, f"must be > 0, got {getattr(self, name)}")
+        for name in ("l2", "momentum"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "pairs"):
+            if getattr(self, name) <= 0:
+                bad(name, f"must be a positive integer, got {getattr(self, name)}")
+        for name in ("patience", "shift", "seed", "test_pairs"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.patience and not self.val_split:
+            bad("patience", "early stopping needs validation pairs: add --val-split (e.g. 0.2)")
+        if self.pairs > MAX_PAIRS["train"]:
+            bad("pairs", f"at most {MAX_PAIRS['train']} (MNIST train has 60,000 images), got {self.pairs}")
+        if self.n_test_pairs > MAX_PAIRS["test"]:
+            bad("test_pairs", f"at most {MAX_PAIRS['test']} (MNIST test has 10,000 images), got {self.n_test_pairs}")
+        if self.val_split and round(self.pairs * self.val_split) < 1:
+            bad("val_split", "holds out no pair; raise --val-split or --pairs")
+        return self
+
+    # -- files ---------------------------------------------------------------
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data, source="config"):
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: expected a JSON object of options")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path):
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"config file {path} is not valid JSON: {e}") from None
+        # A metrics/results file saved beside a run keeps its config under "config".
+        if isinstance(data, dict) and isinstance(data.get("config"), dict):
+            data = data["config"]
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+# Named configurations: each report's model with that report's own settings.
+PRESETS = {
+    # Report 000, Appendix A, Fig. A1: 2-channel CNN, compare head only.
+    "report000-baseline": dict(
+        arch="baseline", channels=(32, 64, 128), kernel=(3, 3, 2), padding=("valid", "same", "valid"),
+        pool=(2, 2, 1), groups=2, hidden=(50, 50, 25), batch_norm=False, dropout=0.0, lr=0.0025),
+    # Report 000, Appendix A, Fig. A2: shared tower + digit heads + compare head, equal loss weights.
+    "report000-siamese": dict(
+        arch="siamese", channels=(16, 32, 64), kernel=(3, 2, 2), padding=("valid",), pool=(2, 2, 1),
+        hidden=(75, 75), head=(50, 10), batch_norm=True, dropout=0.25, combine="concat",
+        alpha=1 / 3, lr=0.005),
+}
+
+
+def preset(name):
+    if name not in PRESETS:
+        raise UserError(f"--preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return Config(**PRESETS[name])
+
+
+def write_json(path, data):
+    """Write JSON atomically: a reader never sees half a file."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

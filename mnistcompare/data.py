@@ -1,0 +1,239 @@
+"""MNIST images -> pairs (the reports' protocol) -> tf.data.
+
+The protocol of every report: 2x2 average-pool the 28x28 images to 14x14,
+draw a seeded permutation of a split, pair consecutive images, target =
+class(first) <= class(second), keep both classes for the auxiliary losses.
+"""
+import dataclasses
+import functools
+import gzip
+import os
+
+import numpy as np
+
+from mnistcompare.config import MAX_PAIRS, UserError
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+SPLIT_SIZES = {"train": 60000, "test": 10000}
+WHERE = ("set TFDS_DATA_DIR or pass --data-dir (a TFDS data dir holding mnist/), "
+         "or --idx-dir (a folder with the four MNIST IDX files)")
+
+
+# -- 1. MNIST images + labels ---------------------------------------------------
+def read_idx(path, ndim):
+    """Read one IDX file (gzipped or not) into a uint8 array with `ndim` dims."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read IDX file {path}: {e}") from None
+    magic = 0x800 + ndim
+    if len(raw) < 4 + 4 * ndim or int.from_bytes(raw[:4], "big") != magic:
+        raise UserError(f"{path} is not an IDX file of {ndim} dimensions (expected magic {magic:#010x})")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)):
+        raise UserError(f"{path} is truncated or corrupt: header says {'x'.join(map(str, dims))} "
+                        f"values, file holds {len(raw) - offset}")
+    return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
+
+
+def _idx_path(idx_dir, stem):
+    for path in (os.path.join(idx_dir, stem), os.path.join(idx_dir, stem + ".gz")):
+        if os.path.isfile(path):
+            return path
+    raise UserError(f"--idx-dir {idx_dir}: missing {stem}[.gz]; {WHERE}")
+
+
+def find_source(data_dir=None, idx_dir=None):
+    """("idx", folder) or ("tfds", folder), checked to exist; imports nothing heavy.
+
+    IDX files when `idx_dir` is given, else TFDS from `data_dir`, else from
+    the TFDS_DATA_DIR variable, else from TFDS' default folder.
+    """
+    if idx_dir:
+        if not os.path.isdir(idx_dir):
+            raise UserError(f"--idx-dir {idx_dir}: no such folder; {WHERE}")
+        for stem in IDX_FILES["train"] + IDX_FILES["test"]:
+            _idx_path(idx_dir, stem)
+        return "idx", os.path.abspath(idx_dir)
+    origin = "--data-dir" if data_dir else "TFDS_DATA_DIR" if os.environ.get("TFDS_DATA_DIR") else "TFDS default"
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    if not os.path.isdir(os.path.join(data_dir, "mnist")):
+        raise UserError(f"no MNIST found: {data_dir} ({origin}) holds no mnist/; {WHERE}")
+    return "tfds", os.path.abspath(data_dir)
+
+
+def load_idx(idx_dir, split):
+    images, labels = (read_idx(_idx_path(idx_dir, stem), ndim) for stem, ndim in zip(IDX_FILES[split], (3, 1)))
+    if images.shape[1:] != (28, 28) or len(images) != len(labels):
+        raise UserError(f"--idx-dir {idx_dir}: {split} images {images.shape} and labels {labels.shape} "
+                        "are not MNIST (N x 28 x 28 images, N labels)")
+    return images, labels
+
+
+def load_tfds(data_dir, split):
+    import tensorflow_datasets as tfds  # slow import: only when this source is used
+
+    try:
+        images, labels = tfds.as_numpy(tfds.load(
+            "mnist", split=split, data_dir=data_dir, download=False, batch_size=-1, as_supervised=True))
+    except Exception as e:  # TFDS raises AssertionError, NotFoundError, ... for a bad dir
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load mnist from TFDS dir {data_dir}: {first}") from None
+    return images[..., 0], labels
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(split, kind, folder):
+    images, labels = load_idx(folder, split) if kind == "idx" else load_tfds(folder, split)
+    if labels.min() < 0 or labels.max() > 9:
+        raise UserError(f"{split} labels outside 0..9 in {folder}: not MNIST")
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def load_mnist(split, data_dir=None, idx_dir=None):
+    """uint8 images [N, 28, 28] and labels [N] of one split (see `find_source`), cached per process."""
+    if split not in IDX_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return _load_cached(split, *find_source(data_dir, idx_dir))
+
+
+# -- 2. pairs ------------------------------------------------------------------
+def pool(images):
+    """uint8 [N, 28, 28] -> float32 [N, 14, 14, 1], 2x2 average, pixel scale 0..255."""
+    images = np.asarray(images, np.float32)
+    n = len(images)
+    return images.reshape(n, 14, 2, 14, 2).mean(axis=(2, 4))[..., None]
+
+
+@dataclasses.dataclass
+class Pairs:
+    """N image pairs (float32 [N,14,14,1], pixel scale) with both classes."""
+    image_a: np.ndarray
+    image_b: np.ndarray
+    digit_a: np.ndarray
+    digit_b: np.ndarray
+
+    def __post_init__(self):
+        for name in ("image_a", "image_b"):
+            x = np.asarray(getattr(self, name))
+            if x.ndim == 3:
+                x = x[..., None]
+            if x.ndim != 4 or x.shape[1:] != (14, 14, 1):
+                raise UserError(f"{name}: expected images of shape [N, 14, 14, 1], got {list(x.shape)}")
+            if not np.issubdtype(x.dtype, np.number):
+                raise UserError(f"{name}: expected numbers, got dtype {x.dtype}")
+            x = x.astype(np.float32)
+            if not np.isfinite(x).all():
+                raise UserError(f"{name}: contains NaN or infinity")
+            setattr(self, name, x)
+        for name in ("digit_a", "digit_b"):
+            d = np.asarray(getattr(self, name))
+            if d.ndim != 1 or not np.issubdtype(d.dtype, np.integer) or (d.size and (d.min() < 0 or d.max() > 9)):
+                raise UserError(f"{name}: expected integer classes 0..9 of shape [N], got {d.dtype} {list(d.shape)}")
+            setattr(self, name, d.astype(np.int32))
+        sizes = {len(self.image_a), len(self.image_b), len(self.digit_a), len(self.digit_b)}
+        if len(sizes) != 1:
+            raise UserError(f"pairs: image_a, image_b, digit_a, digit_b differ in length ({sorted(sizes)})")
+
+    def __len__(self):
+        return len(self.digit_a)
+
+    @property
+    def target(self):
+        """1.0 where the first digit is <= the second."""
+        return (self.digit_a <= self.digit_b).astype(np.float32)
+
+    def split(self, n_held_out):
+        """(first len-n pairs, last n pairs)."""
+        cut = len(self) - n_held_out
+        head = Pairs(*(x[:cut] for x in dataclasses.astuple(self)))
+        tail = Pairs(*(x[cut:] for x in dataclasses.astuple(self)))
+        return head, tail
+
+    def features(self):
+        return {"image_a": self.image_a, "image_b": self.image_b}
+
+    def labels(self):
+        return {"compare": self.target[:, None], "digit_a": self.digit_a, "digit_b": self.digit_b}
+
+
+def make_pairs(images, labels, n, rng):
+    """The reports' `generate_pair_sets`: a random permutation, consecutive images paired."""
+    if 2 * n > len(images):
+        raise UserError(f"{n} pairs need {2 * n} images, the split has {len(images)}")
+    chosen = rng.permutation(len(images))[: 2 * n].reshape(n, 2)
+    a, b = chosen[:, 0], chosen[:, 1]
+    return Pairs(pool(images[a]), pool(images[b]), labels[a].astype(np.int32), labels[b].astype(np.int32))
+
+
+def load_pairs(cfg, data_dir=None, idx_dir=None):
+    """(train, test) Pairs for a Config: its seed fixes both samples."""
+    rng = np.random.default_rng(cfg.seed)
+    train = make_pairs(*load_mnist("train", data_dir, idx_dir), min(cfg.pairs, MAX_PAIRS["train"]), rng)
+    test = make_pairs(*load_mnist("test", data_dir, idx_dir), cfg.n_test_pairs, rng)
+    return train, test
+
+
+def normalisation(pairs):
+    """Mean and std of all training pixels (both images), as in the reports."""
+    pixels = np.concatenate([pairs.image_a, pairs.image_b])
+    return float(pixels.mean()), float(pixels.std())
+
+
+# -- 3. tf.data ----------------------------------------------------------------
+def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0):
+    """A batched tf.data pipeline of (features, labels) dicts.
+
+    Shuffling and augmentation (training only) are seeded by `shuffle_seed`
+    and differ from epoch to epoch.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((pairs.features(), pairs.labels()))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if swap or shift:
+        seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            functools.partial(_augment, swap=swap, shift=shift), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _augment(batch, seed, swap, shift):
+    import tensorflow as tf
+
+    features, labels = batch
+    a, b = features["image_a"], features["image_b"]
+    da, db = labels["digit_a"], labels["digit_b"]
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    if swap:
+        flip = tf.random.stateless_uniform(tf.shape(da), seeds[0]) < 0.5
+        a, b = tf.where(flip[:, None, None, None], b, a), tf.where(flip[:, None, None, None], a, b)
+        da, db = tf.where(flip, db, da), tf.where(flip, da, db)
+    if shift:
+        a, b = _shift(a, shift, seeds[1]), _shift(b, shift, seeds[2])
+    labels = {"compare": tf.cast(da <= db, tf.float32)[:, None], "digit_a": da, "digit_b": db}
+    return {"image_a": a, "image_b": b}, labels
+
+
+def _shift(images, max_shift, seed):
+    """Shift each image by whole pixels in [-max_shift, max_shift], background 0 fills in."""
+    import tensorflow as tf
+
+    n = tf.shape(images)[0]
+    d = tf.cast(tf.random.stateless_uniform([n, 2], seed, -max_shift, max_shift + 1, tf.int32), tf.float32)
+    one, zero = tf.ones([n, 1]), tf.zeros([n, 1])
+    # Projective transform rows [a0 a1 a2 b0 b1 b2 c0 c1]: output(x, y) = input(x + dx, y + dy).
+    transforms = tf.concat([one, zero, d[:, :1], zero, one, d[:, 1:], zero, zero], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
+        fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")

@@ -1,0 +1,39 @@
+"""SavedModel export for any TensorFlow program (no mnistcompare needed to load it).
+
+    m = tf.saved_model.load(path)
+    m.serve(image_a, image_b)        # float32 [B,14,14,1], pixel scale 0..255, 2x2-pooled
+    m.serve_mnist(image_a, image_b)  # uint8 [B,28,28], raw MNIST images
+    # -> {"compare": [B] P(a <= b), "digit_a": [B,10], "digit_b": [B,10]} (digits where the model has them)
+
+`serve` is also the `serving_default` signature.
+"""
+import keras
+import tensorflow as tf
+
+
+def export_saved_model(model, path):
+    def outputs(image_a, image_b):
+        out = model({"image_a": image_a, "image_b": image_b}, training=False)
+        result = {"compare": tf.squeeze(out["compare"], axis=-1)}
+        for name in ("digit_a", "digit_b"):
+            if name in out:
+                result[name] = out[name]
+        return result
+
+    def pool(images):
+        x = tf.cast(images, tf.float32)[..., None]
+        return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
+
+    serve = tf.function(outputs, input_signature=[
+        tf.TensorSpec([None, 14, 14, 1], tf.float32, name="image_a"),
+        tf.TensorSpec([None, 14, 14, 1], tf.float32, name="image_b")])
+    serve_mnist = tf.function(lambda image_a, image_b: outputs(pool(image_a), pool(image_b)), input_signature=[
+        tf.TensorSpec([None, 28, 28], tf.uint8, name="image_a"),
+        tf.TensorSpec([None, 28, 28], tf.uint8, name="image_b")])
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve)  # the first endpoint is also serving_default
+    archive.add_endpoint("serve_mnist", serve_mnist)
+    archive.write_out(path, verbose=False)
+    return path

@@ -1,0 +1,100 @@
+"""One round: Config + pairs -> compiled model -> fit -> metrics."""
+import time
+
+import keras
+import numpy as np
+
+from mnistcompare.config import Config
+from mnistcompare.data import normalisation, to_dataset
+from mnistcompare.models import build_model, count_params
+
+
+def loss_weights(alpha):
+    """loss = alpha*compare + (1 - alpha)/2 * (digit_a + digit_b)."""
+    return {"compare": alpha, "digit_a": (1 - alpha) / 2, "digit_b": (1 - alpha) / 2}
+
+
+def make_optimizer(cfg: Config, steps_per_epoch):
+    lr = cfg.lr
+    if cfg.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * steps_per_epoch)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return keras.optimizers.Adam(lr)
+
+
+def compile_model(model, cfg: Config, steps_per_epoch):
+    """Losses, metrics and loss weights keyed by output name (dicts that match exactly:
+    a mismatched `loss_weights` dict is applied by position without an error)."""
+    losses = {"compare": keras.losses.BinaryCrossentropy()}
+    metrics = {"compare": [keras.metrics.BinaryAccuracy(name="accuracy")]}
+    weights = {"compare": 1.0}
+    if "digit_a" in model.output_names:
+        for name in ("digit_a", "digit_b"):
+            losses[name] = keras.losses.SparseCategoricalCrossentropy()
+            metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        weights = loss_weights(cfg.alpha)
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses,
+                  loss_weights=weights, metrics=metrics)
+    return model
+
+
+def predict(model, pairs, batch_size=2000):
+    """Outputs as numpy, in inference mode (no dropout, BN moving statistics)."""
+    chunks = [model(
+        {"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]}, training=False)
+        for i in range(0, len(pairs), batch_size)]
+    return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
+
+
+def accuracy(model, pairs):
+    """Compare accuracy and, where the model has digit heads, digit accuracy (both images)."""
+    out = predict(model, pairs)
+    result = {"accuracy": float(np.mean((out["compare"][:, 0] > 0.5) == (pairs.target > 0.5)))}
+    if "digit_a" in out:
+        hits = np.concatenate([out["digit_a"].argmax(1) == pairs.digit_a, out["digit_b"].argmax(1) == pairs.digit_b])
+        result["digit_accuracy"] = float(hits.mean())
+    return result
+
+
+def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto"):
+    """Train one fresh model; returns (model, metrics, history dict of per-epoch lists)."""
+    keras.utils.set_random_seed(cfg.seed)
+    fit_pairs, val_pairs = train_pairs, None
+    if cfg.val_split:
+        fit_pairs, val_pairs = train_pairs.split(round(len(train_pairs) * cfg.val_split))
+    mean, std = normalisation(fit_pairs)
+    model = build_model(cfg, mean, std)
+    steps = -(-len(fit_pairs) // cfg.batch_size)
+    compile_model(model, cfg, steps)
+
+    callbacks = list(callbacks)
+    val_data = None
+    if val_pairs is not None:
+        val_data = to_dataset(val_pairs, 1000)
+        if cfg.patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
+    data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift)
+    start = time.perf_counter()
+    history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+
+    train, test = accuracy(model, fit_pairs), accuracy(model, test_pairs)
+    metrics = {
+        "arch": cfg.arch,
+        "test_accuracy": test["accuracy"],
+        "train_accuracy": train["accuracy"],
+        "params": count_params(model),
+        "train_seconds": round(seconds, 3),
+        "epochs": len(history.history.get("loss", [])),
+        "seed": cfg.seed,
+        "train_pairs": len(fit_pairs),
+        "test_pairs": len(test_pairs),
+    }
+    if "digit_accuracy" in test:
+        metrics["test_digit_accuracy"] = test["digit_accuracy"]
+        metrics["train_digit_accuracy"] = train["digit_accuracy"]
+    if val_pairs is not None:
+        metrics["val_accuracy"] = accuracy(model, val_pairs)["accuracy"]
+    return model, metrics, history.history

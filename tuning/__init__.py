@@ -1,0 +1,1 @@
+"""keras-tuner hypermodels and grid searches over `mnistcompare.Config` (to come)."""
