@@ -114,13 +114,13 @@ class Config:
             values = getattr(self, name)
             if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
                 bad(name, f"expected positive integers, got {','.join(map(str, values)) or 'nothing'}")
+        if self.has_conv and not self.channels:
+            bad("channels", f"{self.arch} needs at least one conv layer")
         for name in ("kernel", "padding", "pool"):
-            if len(getattr(self, name)) not in (1, len(self.channels)):
+            if self.has_conv and len(getattr(self, name)) not in (1, len(self.channels)):
                 bad(name, f"give one value or one per conv layer ({len(self.channels)})")
         if not all(p in PADDINGS for p in self.padding):
             bad("padding", f"expected {' or '.join(PADDINGS)}, got {','.join(self.padding)}")
-        if self.has_conv and not self.channels:
-            bad("channels", f"{self.arch} needs at least one conv layer")
         if self.groups < 1 or (self.arch == "baseline" and self.groups not in (1, 2)):
             bad("groups", "must be 1 or 2")
         if not 0 <= self.alpha <= 1:

@@ -161,8 +161,12 @@ class Pairs:
     def features(self):
         return {"image_a": self.image_a, "image_b": self.image_b}
 
-    def labels(self):
-        return {"compare": self.target[:, None], "digit_a": self.digit_a, "digit_b": self.digit_b}
+    def labels(self, digits=True):
+        """Targets by output name; `digits=False` for models without digit heads."""
+        labels = {"compare": self.target[:, None]}
+        if digits:
+            labels.update(digit_a=self.digit_a, digit_b=self.digit_b)
+        return labels
 
 
 def make_pairs(images, labels, n, rng):
@@ -189,15 +193,16 @@ def normalisation(pairs):
 
 
 # -- 3. tf.data ----------------------------------------------------------------
-def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0):
+def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, digits=True):
     """A batched tf.data pipeline of (features, labels) dicts.
 
     Shuffling and augmentation (training only) are seeded by `shuffle_seed`
-    and differ from epoch to epoch.
+    and differ from epoch to epoch. `digits=False` leaves out the digit labels
+    (for models without digit heads).
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((pairs.features(), pairs.labels()))
+    ds = tf.data.Dataset.from_tensor_slices((pairs.features(), pairs.labels(digits=True)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -205,6 +210,8 @@ def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0):
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
             functools.partial(_augment, swap=swap, shift=shift), num_parallel_calls=tf.data.AUTOTUNE)
+    if not digits:
+        ds = ds.map(lambda x, y: (x, {"compare": y["compare"]}))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -71,13 +71,15 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     callbacks = list(callbacks)
     val_data = None
     if val_pairs is not None:
-        val_data = to_dataset(val_pairs, 1000)
+        val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits)
         if cfg.patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
-    data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift)
+    data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
+                      digits=cfg.has_digits)
     start = time.perf_counter()
-    history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose)
+    history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose,
+                        shuffle=False)  # the dataset shuffles itself, seeded
     seconds = time.perf_counter() - start
 
     train, test = accuracy(model, fit_pairs), accuracy(model, test_pairs)

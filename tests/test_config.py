@@ -1,0 +1,62 @@
+import json
+
+import pytest
+
+from mnistcompare.config import ARCHS, PRESETS, Config, UserError, preset
+
+
+def test_defaults_validate_for_every_arch():
+    for arch in ARCHS:
+        assert Config(arch=arch).validate().arch == arch
+
+
+@pytest.mark.parametrize("changes, flag", [
+    (dict(arch="nope"), "--arch"), (dict(epochs=-1), "--epochs"), (dict(epochs=0), "--epochs"),
+    (dict(batch_size=0), "--batch-size"), (dict(lr=0.0), "--lr"), (dict(alpha=1.5), "--alpha"),
+    (dict(alpha=-0.1), "--alpha"), (dict(dropout=1.0), "--dropout"), (dict(pairs=30001), "--pairs"),
+    (dict(test_pairs=5001), "--test-pairs"), (dict(kernel=(3, 3)), "--kernel"), (dict(channels=()), "--channels"),
+    (dict(padding=("full",)), "--padding"), (dict(patience=5), "--patience"), (dict(combine="sum"), "--combine"),
+    (dict(epochs="ten"), "--epochs"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
+])
+def test_bad_values_name_the_flag(changes, flag):
+    with pytest.raises(UserError, match=flag):
+        Config(**changes).validate()
+
+
+def test_mlp_needs_no_channels():
+    Config(arch="mlp", channels=()).validate()
+
+
+def test_json_round_trip(tmp_path):
+    cfg = Config(arch="two_tower", channels=(8, 16), kernel=(3,), pool=(2, 1), alpha=0.44, swap=True)
+    cfg.save(tmp_path / "config.json")
+    assert Config.load(tmp_path / "config.json") == cfg
+
+
+def test_load_reads_config_inside_a_metrics_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"test_accuracy": 0.9, "config": {"arch": "digits", "epochs": 3}}))
+    assert Config.load(path) == Config(arch="digits", epochs=3)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"), ('{"epochs": 3, "colour": "red"}', "unknown option"), ("[1, 2]", "JSON object")])
+def test_malformed_config_files(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        Config.load(path)
+
+
+def test_wrong_type_in_config_file_is_caught_by_validate(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"epochs": "25"}')
+    with pytest.raises(UserError, match="--epochs: expected int"):
+        Config.load(path).validate()
+
+
+def test_presets_validate_and_unknown_preset_is_refused():
+    for name in PRESETS:
+        preset(name).validate()
+    with pytest.raises(UserError, match="unknown preset"):
+        preset("report999")

@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+
+from conftest import fake_mnist, write_idx
+from mnistcompare.config import Config, UserError
+from mnistcompare.data import (Pairs, find_source, load_mnist, load_pairs, make_pairs, normalisation, pool,
+                               read_idx, to_dataset)
+
+
+def test_pool_is_2x2_average_at_pixel_scale():
+    images = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    pooled = pool(images)
+    assert pooled.shape == (2, 14, 14, 1) and pooled.dtype == np.float32
+    expected = images[1, 2:4, 6:8].astype(np.float32).mean()
+    assert pooled[1, 1, 3, 0] == pytest.approx(expected)
+
+
+def test_pairs_follow_the_protocol():
+    images, labels = fake_mnist(100, 0)
+    pairs = make_pairs(images, labels, 30, np.random.default_rng(7))
+    # Rebuild the same permutation: consecutive images of it form the pairs.
+    chosen = np.random.default_rng(7).permutation(100)[:60].reshape(30, 2)
+    np.testing.assert_array_equal(pairs.digit_a, labels[chosen[:, 0]])
+    np.testing.assert_array_equal(pairs.digit_b, labels[chosen[:, 1]])
+    np.testing.assert_array_equal(pairs.image_b, pool(images[chosen[:, 1]]))
+    np.testing.assert_array_equal(pairs.target, (labels[chosen[:, 0]] <= labels[chosen[:, 1]]).astype(np.float32))
+    assert len(set(chosen.ravel())) == 60  # no image used twice
+
+
+def test_same_seed_same_pairs_other_seed_other_pairs(idx_dir):
+    a_train, a_test = load_pairs(Config(pairs=50, seed=3), idx_dir=str(idx_dir))
+    b_train, b_test = load_pairs(Config(pairs=50, seed=3), idx_dir=str(idx_dir))
+    c_train, _ = load_pairs(Config(pairs=50, seed=4), idx_dir=str(idx_dir))
+    np.testing.assert_array_equal(a_train.image_a, b_train.image_a)
+    np.testing.assert_array_equal(a_test.digit_b, b_test.digit_b)
+    assert not np.array_equal(a_train.image_a, c_train.image_a)
+
+
+def test_too_many_pairs_for_the_split(idx_dir):
+    with pytest.raises(UserError, match="pairs need"):
+        load_pairs(Config(pairs=201), idx_dir=str(idx_dir))
+
+
+def test_normalisation_uses_both_images(tiny_pairs):
+    train, _ = tiny_pairs
+    mean, std = normalisation(train)
+    both = np.concatenate([train.image_a, train.image_b])
+    assert mean == pytest.approx(both.mean()) and std == pytest.approx(both.std())
+
+
+def test_idx_gz_and_plain_load(idx_dir):
+    images, labels = load_mnist("train", idx_dir=str(idx_dir))  # gzipped
+    test_images, _ = load_mnist("test", idx_dir=str(idx_dir))  # plain
+    assert images.shape == (400, 28, 28) and labels.shape == (400,) and test_images.shape == (200, 28, 28)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: b"\x00\x00\x08\x01" + raw[4:], "not an IDX file"),  # label magic on an image file
+    (lambda raw: raw[:-100], "truncated or corrupt"),
+    (lambda raw: raw[:5], "not an IDX file"),
+])
+def test_corrupt_idx_is_one_clear_error(tmp_path, damage, message):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    write_idx(path, fake_mnist(10, 0)[0])
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(UserError, match=message):
+        read_idx(str(path), 3)
+
+
+def test_missing_sources_are_named(tmp_path, idx_dir, monkeypatch):
+    with pytest.raises(UserError, match="no such folder"):
+        find_source(idx_dir=str(tmp_path / "nowhere"))
+    (idx_dir / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(UserError, match="missing t10k-labels-idx1-ubyte"):
+        find_source(idx_dir=str(idx_dir))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(UserError, match="TFDS_DATA_DIR"):
+        find_source()
+    with pytest.raises(UserError, match="--data-dir"):
+        find_source(data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("image_a", np.zeros((4, 28, 28)), "shape"), ("image_b", np.full((4, 14, 14, 1), np.nan), "NaN"),
+    ("image_a", np.array([["x"] * 14] * 14 * 4).reshape(4, 14, 14, 1), "numbers"),
+    ("digit_a", np.array([0, 1, 2, 10]), "0..9"), ("digit_b", np.zeros(3, int), "length"),
+])
+def test_pairs_reject_bad_arrays(field, value, message):
+    arrays = dict(image_a=np.zeros((4, 14, 14, 1)), image_b=np.zeros((4, 14, 14)),
+                  digit_a=np.zeros(4, int), digit_b=np.zeros(4, int))
+    arrays[field] = value
+    with pytest.raises(UserError, match=message):
+        Pairs(**arrays)
+
+
+def _batches(ds):
+    return [(f["image_a"].numpy(), f["image_b"].numpy(), {k: v.numpy() for k, v in y.items()}) for f, y in ds]
+
+
+def test_dataset_names_shapes_and_seeded_shuffle(tiny_pairs):
+    train, _ = tiny_pairs
+    ds = to_dataset(train, 16, shuffle_seed=1)
+    (a, b, y), *_ = _batches(ds)
+    assert a.shape == (16, 14, 14, 1) and y["compare"].shape == (16, 1) and y["digit_a"].shape == (16,)
+    first = np.concatenate([z[2]["digit_a"] for z in _batches(to_dataset(train, 16, shuffle_seed=1))])
+    again = np.concatenate([z[2]["digit_a"] for z in _batches(to_dataset(train, 16, shuffle_seed=1))])
+    np.testing.assert_array_equal(first, again)
+    assert sorted(first) == sorted(train.digit_a)
+
+
+def test_swap_augmentation_recomputes_the_target(tiny_pairs):
+    train, _ = tiny_pairs
+    originals = {(round(float(a.sum()), 3), round(float(b.sum()), 3)) for a, b in zip(train.image_a, train.image_b)}
+    swapped = 0
+    for a, b, y in _batches(to_dataset(train, 64, shuffle_seed=5, swap=True)):
+        np.testing.assert_array_equal(y["compare"][:, 0], (y["digit_a"] <= y["digit_b"]).astype(np.float32))
+        for ia, ib in zip(a, b):
+            key = (round(float(ia.sum()), 3), round(float(ib.sum()), 3))
+            swapped += key not in originals
+            assert key in originals or key[::-1] in originals
+    assert 0 < swapped < 64
+
+
+def test_shift_augmentation_moves_pixels_and_keeps_content(tiny_pairs):
+    train, _ = tiny_pairs
+    image = np.zeros((1, 14, 14, 1), np.float32)
+    image[0, 5:9, 5:9] = 200.0
+    one = Pairs(image, image, np.array([1]), np.array([2]))
+    outs = [_batches(to_dataset(one, 1, shuffle_seed=s, shift=2))[0][0] for s in range(8)]
+    assert all(o.sum() == pytest.approx(image.sum()) for o in outs)  # content inside the frame survives
+    assert any(not np.array_equal(o, image) for o in outs)
+    assert all(set(np.unique(o)) <= {0.0, 200.0} for o in outs)  # whole-pixel shifts, background 0

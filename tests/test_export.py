@@ -1,0 +1,61 @@
+"""The SavedModel contract, checked from a process that never imports mnistcompare."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mnistcompare.config import Config
+from mnistcompare.models import build_model
+from mnistcompare.training import predict
+
+SMALL = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,))
+
+CHECK = r"""
+import sys, numpy as np, tensorflow as tf
+folder, arch = sys.argv[1], sys.argv[2]
+m = tf.saved_model.load(folder + "/saved_model")
+raw_a, raw_b = np.load(folder + "/raw_a.npy"), np.load(folder + "/raw_b.npy")
+pool = lambda x: x.astype(np.float32).reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))[..., None]
+out = m.serve(tf.constant(pool(raw_a)), tf.constant(pool(raw_b)))
+sig = m.signatures["serving_default"](image_a=tf.constant(pool(raw_a)), image_b=tf.constant(pool(raw_b)))
+mnist = m.serve_mnist(tf.constant(raw_a), tf.constant(raw_b))
+expected = np.load(folder + "/expected.npy")
+assert out["compare"].shape == (len(raw_a),), out["compare"].shape
+for got in (out, sig, mnist):
+    np.testing.assert_allclose(got["compare"].numpy(), expected, rtol=1e-4, atol=1e-5)
+keys = sorted(out)
+assert keys == sorted(mnist) == sorted(sig), (keys, sorted(mnist), sorted(sig))
+if keys != ["compare"]:
+    assert keys == ["compare", "digit_a", "digit_b"] and out["digit_a"].shape == (len(raw_a), 10)
+for bad in ([tf.zeros([2, 28, 28, 1]), tf.zeros([2, 14, 14, 1])], [tf.zeros([2, 14, 14, 1], tf.int32)] * 2):
+    try:
+        m.serve(*bad)
+    except (TypeError, ValueError) as e:
+        pass
+    else:
+        raise AssertionError("wrong input accepted")
+print("ok", " ".join(keys))
+"""
+
+
+@pytest.mark.parametrize("arch", ["siamese", "baseline"])
+def test_saved_model_round_trip_without_mnistcompare(arch, tmp_path):
+    from conftest import fake_mnist
+    from mnistcompare.data import Pairs, pool
+    from mnistcompare.export import export_saved_model
+
+    images, labels = fake_mnist(40, 0)
+    raw_a, raw_b = images[:20], images[20:]
+    model = build_model(Config(arch=arch, **SMALL).validate(), 40.0, 50.0)
+    expected = predict(model, Pairs(pool(raw_a), pool(raw_b), labels[:20], labels[20:]))["compare"][:, 0]
+    export_saved_model(model, str(tmp_path / "saved_model"))
+    np.save(tmp_path / "raw_a.npy", raw_a)
+    np.save(tmp_path / "raw_b.npy", raw_b)
+    np.save(tmp_path / "expected.npy", expected)
+    code = "import sys; sys.modules['mnistcompare'] = None\n" + CHECK  # importing it would fail
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path), arch], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok compare")
+    assert ("digit_a" in result.stdout) == (arch == "siamese")
