@@ -25,6 +25,8 @@ class Parser(argparse.ArgumentParser):
 
 def _tuple_type(element):
     def parse(text):
+        if text.strip().lower() == "none":
+            return ()
         items = [s.strip() for s in text.split(",") if s.strip()]
         if not items:
             raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
@@ -60,14 +62,18 @@ def add_data_arguments(parser):
     group.add_argument("--idx-dir", help="folder with the four MNIST IDX files, gzipped or not")
 
 
-def config_from_args(args):
-    """Defaults < --preset < --config < explicit flags; validated."""
-    cfg = preset(args.preset) if args.preset else Config()
+def explicit_flags(args):
+    """The Config fields given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+
+
+def config_from_args(args, preset_name=None):
+    """Defaults < preset < --config < explicit flags; validated."""
+    preset_name = preset_name or args.preset
+    cfg = preset(preset_name) if preset_name else Config()
     if args.config:
         cfg = Config.load(args.config)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name) is not None}
-    return cfg.replace(**overrides).validate()
+    return cfg.replace(**explicit_flags(args)).validate()
 
 
 def prepare_out(out, overwrite):
@@ -148,6 +154,73 @@ def train_main(argv=None):
         print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/")
 
     run(main, "mnistcompare-train")
+
+
+# -- mnistcompare-evaluate -------------------------------------------------------
+def evaluate_parser():
+    from mnistcompare.experiments import STUDIES
+
+    parser = Parser(
+        prog="mnistcompare-evaluate",
+        description="Train many rounds of one or more configurations (round r: seed+r for the pairs and the "
+                    "weights) and write results.json, results.md, curves.png and rounds.png. Rerunning the "
+                    "same command continues an interrupted evaluation.",
+        epilog="examples: mnistcompare-evaluate --arch siamese,two_tower,baseline --rounds 10; "
+               "mnistcompare-evaluate --study reports --rounds 10")
+    parser.add_argument("--study", help=f"a named set of entries: {', '.join(STUDIES)} "
+                                        "(flags below then apply to every entry)")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per entry (default: 10)")
+    add_config_arguments(parser)
+    add_data_arguments(parser)
+    parser.add_argument("--out", help="output folder (default: runs/evaluate-<what>)")
+    parser.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    return parser
+
+
+def entries_from_args(args):
+    """--study, or --preset P[,Q..], or --arch A[,B..]: the entries to evaluate, validated."""
+    from mnistcompare.experiments import Entry, study
+
+    if args.study:
+        if args.preset or args.config:
+            raise UserError("--study: give a study, or --preset/--config, not both")
+        changes = explicit_flags(args)
+        return args.study, [Entry(e.name, e.config.replace(**changes).validate(), e.published)
+                            for e in study(args.study)]
+    if args.preset:
+        names = [n for n in args.preset.split(",") if n]
+        return ",".join(names), [Entry(n, config_from_args(args, preset_name=n)) for n in names]
+    archs = [a for a in (args.arch or "siamese").split(",") if a]
+    entries = []
+    for arch in archs:
+        args.arch = arch
+        entries.append(Entry(arch, config_from_args(args)))
+    return ",".join(archs), entries
+
+
+def evaluate_main(argv=None):
+    args = evaluate_parser().parse_args(argv)
+
+    def main():
+        if args.rounds < 1:
+            raise UserError(f"--rounds: must be a positive integer, got {args.rounds}")
+        label, entries = entries_from_args(args)
+        find_source(args.data_dir, args.idx_dir)
+        out = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+        quiet_tensorflow()
+        from mnistcompare.experiments import evaluate, markdown_table
+
+        print(f"{len(entries)} entries x {args.rounds} rounds -> {out}/", flush=True)
+        results = evaluate(entries, args.rounds, out, args.data_dir, args.idx_dir, overwrite=args.overwrite,
+                           log=lambda line: print(line, flush=True))
+        print(markdown_table(results), end="")
+        print(f"outputs in {out}/: results.json results.md curves.png rounds.png")
+
+    run(main, "mnistcompare-evaluate")
 
 
 if __name__ == "__main__":

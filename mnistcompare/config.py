@@ -4,6 +4,7 @@ The command-line programs, the presets, the experiments and the tuner all
 build a `Config`; it is saved as `config.json` beside every result and can be
 read back with `Config.load`, so any run can be repeated.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,7 +18,7 @@ DIGIT_ARCHS = ("siamese", "two_tower", "siamese_mlp", "digits")
 COMBINES = ("concat", "difference", "max")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "exponential")
 PADDINGS = ("valid", "same")
 # Pairs each MNIST split can give (two images per pair).
 MAX_PAIRS = {"train": 30000, "test": 5000}
@@ -35,9 +36,9 @@ def _opt(default, help, **kw):
 class Config:
     # What to build. Defaults are report 000's siamese net (its Appendix A).
     arch: str = _opt("siamese", "architecture: " + ", ".join(ARCHS))
-    channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (ignored by mlp, siamese_mlp)")
+    channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (none: a dense tower; ignored by mlp, siamese_mlp)")
     kernel: tuple = _opt((3, 2, 2), "conv kernel sizes, one per conv layer or one for all")
-    padding: tuple = _opt(("valid",), "conv padding (valid|same), one per conv layer or one for all")
+    padding: tuple = _opt(("valid",), "conv padding (valid, same, or N zero pixels), one per conv layer or one for all")
     pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all")
     groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)")
     conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
@@ -56,6 +57,7 @@ class Config:
     momentum: float = _opt(0.9, "SGD momentum")
     nesterov: bool = _opt(False, "SGD with Nesterov momentum")
     schedule: str = _opt("constant", "learning-rate schedule: " + ", ".join(SCHEDULES))
+    lr_decay: float = _opt(0.9, "learning-rate factor per epoch of the exponential schedule")
     epochs: int = _opt(25, "training epochs")
     batch_size: int = _opt(100, "mini-batch size")
     val_split: float = _opt(0.0, "fraction of the training pairs held out for validation (report 003: 0.2)")
@@ -79,7 +81,8 @@ class Config:
 
     @property
     def has_conv(self):
-        return self.arch not in ("mlp", "siamese_mlp")
+        """A conv stack in the tower(s); siamese/two_tower/digits with no channels have dense towers."""
+        return bool(self.channels) and self.arch not in ("mlp", "siamese_mlp")
 
     @property
     def n_test_pairs(self):
@@ -110,17 +113,17 @@ class Config:
                               ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in allowed:
                 bad(name, f"unknown value {getattr(self, name)!r}; choose from {', '.join(allowed)}")
-        for name in ("channels", "kernel", "pool", "hidden", "head"):
+        for name in ("channels", "kernel", "pool", "hidden", "head"):  # may be empty
             values = getattr(self, name)
             if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
                 bad(name, f"expected positive integers, got {','.join(map(str, values)) or 'nothing'}")
-        if self.has_conv and not self.channels:
-            bad("channels", f"{self.arch} needs at least one conv layer")
+        if self.arch == "baseline" and not self.channels:
+            bad("channels", "baseline needs at least one conv layer")
         for name in ("kernel", "padding", "pool"):
             if self.has_conv and len(getattr(self, name)) not in (1, len(self.channels)):
                 bad(name, f"give one value or one per conv layer ({len(self.channels)})")
-        if not all(p in PADDINGS for p in self.padding):
-            bad("padding", f"expected {' or '.join(PADDINGS)}, got {','.join(self.padding)}")
+        if not all(p in PADDINGS or p.isdigit() for p in self.padding):
+            bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got {','.join(self.padding)}")
         if self.groups < 1 or (self.arch == "baseline" and self.groups not in (1, 2)):
             bad("groups", "must be 1 or 2")
         if not 0 <= self.alpha <= 1:
@@ -133,6 +136,8 @@ class Config:
         for name in ("lr",):
             if getattr(self, name) <= 0:
                 bad(name, f"must be > 0, got {getattr(self, name)}")
+        if not 0 < self.lr_decay <= 1:
+            bad("lr_decay", f"must be in (0, 1], got {self.lr_decay}")
         for name in ("l2", "momentum"):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
@@ -198,6 +203,27 @@ PRESETS = {
         arch="siamese", channels=(16, 32, 64), kernel=(3, 2, 2), padding=("valid",), pool=(2, 2, 1),
         hidden=(75, 75), head=(50, 10), batch_norm=True, dropout=0.25, combine="concat",
         alpha=1 / 3, lr=0.005),
+    # Report 001 Table IV, the tuned CNN: BC 24, K 3, KL 2, HL 512, C-KL 2, C-HL 512, alpha 0.44,
+    # LeakyReLU, dropout 0.2, Adam 0.001 decayed 0.9 per epoch, 20 epochs, batch 5.
+    "report001-cnn": dict(
+        arch="siamese", channels=(24, 48), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(512, 512),
+        head=(512, 512), activation="leaky_relu", batch_norm=False, dropout=0.2, alpha=0.44, lr=0.001,
+        schedule="exponential", lr_decay=0.9, epochs=20, batch_size=5),
+    # Report 002 transfer learning: a digit classifier (two conv, two dense layers) compared by the
+    # exact rule, trained on the digit labels only, swap augmentation throughout.
+    "report002-transfer": dict(
+        arch="digits", channels=(32, 64), kernel=(3,), pool=(2, 2), hidden=(200,), head=(20, 20),
+        batch_norm=False, dropout=0.0, alpha=0.0, lr=0.001, swap=True),
+    # Report 003 direct classification: classify both digits, compare them; 800/200 train/validation,
+    # early stopping (patience 20) within 100 epochs, Adam 3e-4, no dropout.
+    "report003-direct": dict(
+        arch="digits", channels=(32, 64), kernel=(3,), pool=(2, 2), hidden=(128,), batch_norm=False,
+        dropout=0.0, alpha=0.0, lr=3e-4, epochs=100, val_split=0.2, patience=20),
+    # Report 004 Table III, CNN + auxiliary loss: conv 16 and 20 (kernel 5, padding 3) with batch-norm,
+    # 500 -> 300 -> 10 per digit, the two digit outputs -> comparison; losses summed; Adam 5e-4; l2.
+    "report004-cnn-aux": dict(
+        arch="siamese", channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True,
+        hidden=(300,), head=(), batch_norm=False, dropout=0.0, alpha=1 / 3, lr=5e-4, l2=1e-3),
 }
 
 
@@ -212,14 +238,20 @@ def write_json(path, data):
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def write_text(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path` that replaces it on success: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
+                               suffix=os.path.splitext(path)[1])
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)

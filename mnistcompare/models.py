@@ -34,6 +34,9 @@ def _dense_block(x, units, cfg, name):
 def _conv_stack(x, cfg, groups=1):
     for i, (channels, kernel, padding, pool) in enumerate(
             zip(cfg.channels, cfg.per_conv("kernel"), cfg.per_conv("padding"), cfg.per_conv("pool"))):
+        if padding.isdigit():  # PyTorch-style explicit zero padding
+            x = layers.ZeroPadding2D(int(padding), name=f"conv{i}_pad")(x)
+            padding = "valid"
         x = layers.Conv2D(channels, kernel, padding=padding, groups=groups if i == 0 else 1,
                           kernel_regularizer=_regularizer(cfg), name=f"conv{i}")(x)
         if cfg.conv_batch_norm:

@@ -18,6 +18,8 @@ def make_optimizer(cfg: Config, steps_per_epoch):
     lr = cfg.lr
     if cfg.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * steps_per_epoch)
+    elif cfg.schedule == "exponential":
+        lr = keras.optimizers.schedules.ExponentialDecay(cfg.lr, steps_per_epoch, cfg.lr_decay, staircase=True)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return keras.optimizers.Adam(lr)
@@ -57,8 +59,25 @@ def accuracy(model, pairs):
     return result
 
 
-def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto"):
-    """Train one fresh model; returns (model, metrics, history dict of per-epoch lists)."""
+class TestAccuracy(keras.callbacks.Callback):
+    """Adds `test_accuracy` to each epoch's logs (for accuracy-per-epoch curves); times itself
+    so that the fit time can leave it out."""
+
+    def __init__(self, pairs):
+        super().__init__()
+        self.pairs, self.seconds = pairs, 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        logs["test_accuracy"] = accuracy(self.model, self.pairs)["accuracy"]
+        self.seconds += time.perf_counter() - start
+
+
+def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False):
+    """Train one fresh model; returns (model, metrics, history dict of per-epoch lists).
+
+    `curves=True` also records the test accuracy after every epoch (excluded from the fit time).
+    """
     keras.utils.set_random_seed(cfg.seed)
     fit_pairs, val_pairs = train_pairs, None
     if cfg.val_split:
@@ -69,6 +88,9 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     compile_model(model, cfg, steps)
 
     callbacks = list(callbacks)
+    test_curve = TestAccuracy(test_pairs) if curves else None
+    if test_curve:
+        callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
     val_data = None
     if val_pairs is not None:
         val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits)
@@ -80,7 +102,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     start = time.perf_counter()
     history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # the dataset shuffles itself, seeded
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
 
     train, test = accuracy(model, fit_pairs), accuracy(model, test_pairs)
     metrics = {

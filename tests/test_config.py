@@ -14,7 +14,7 @@ def test_defaults_validate_for_every_arch():
     (dict(arch="nope"), "--arch"), (dict(epochs=-1), "--epochs"), (dict(epochs=0), "--epochs"),
     (dict(batch_size=0), "--batch-size"), (dict(lr=0.0), "--lr"), (dict(alpha=1.5), "--alpha"),
     (dict(alpha=-0.1), "--alpha"), (dict(dropout=1.0), "--dropout"), (dict(pairs=30001), "--pairs"),
-    (dict(test_pairs=5001), "--test-pairs"), (dict(kernel=(3, 3)), "--kernel"), (dict(channels=()), "--channels"),
+    (dict(test_pairs=5001), "--test-pairs"), (dict(kernel=(3, 3)), "--kernel"), (dict(arch="baseline", channels=()), "--channels"),
     (dict(padding=("full",)), "--padding"), (dict(patience=5), "--patience"), (dict(combine="sum"), "--combine"),
     (dict(epochs="ten"), "--epochs"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
 ])

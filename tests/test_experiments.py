@@ -1,0 +1,124 @@
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from mnistcompare.config import Config, UserError
+from mnistcompare.experiments import STUDIES, Entry, evaluate, markdown_table, study, summarise
+from mnistcompare.plots import plot_curves, plot_rounds
+
+TINY = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,), pairs=100, test_pairs=50,
+            epochs=2, batch_size=25)
+
+
+def fake_round(r, test, train, seconds, epochs=3):
+    return {"round": r, "test_accuracy": test, "train_accuracy": train, "train_seconds": seconds, "params": 10,
+            "history": {"loss": [1.0 / (e + 1) for e in range(epochs)],
+                        "test_accuracy": [test - 0.01 * (epochs - e) for e in range(epochs)]}}
+
+
+def test_summary_statistics_on_hand_made_rounds():
+    rounds = [fake_round(0, 0.90, 0.99, 3.0), fake_round(1, 0.94, 1.0, 5.0), fake_round(2, 0.92, 0.98, 100.0)]
+    s = summarise(rounds)
+    assert s["rounds"] == 3
+    assert s["test_accuracy_mean"] == pytest.approx(0.92)
+    assert s["test_accuracy_std"] == pytest.approx(0.02)  # sample std (n - 1)
+    assert (s["test_accuracy_min"], s["test_accuracy_max"]) == (0.90, 0.94)
+    assert s["train_accuracy_mean"] == pytest.approx(0.99)
+    assert s["train_seconds_median"] == 5.0  # the median ignores the slow outlier
+    assert "test_digit_accuracy_mean" not in s
+    assert summarise(rounds[:1])["test_accuracy_std"] == 0.0
+
+
+def test_markdown_table_has_ours_and_the_published_figure():
+    entry = {"name": "000 siamese", "published": {"test_accuracy": 0.948, "std": 0.010, "source": "000 Table I"},
+             "per_round": [fake_round(0, 0.93, 0.99, 5.0), fake_round(1, 0.95, 0.99, 6.0)]}
+    entry.update(summarise(entry["per_round"]))
+    table = markdown_table({"entries": [entry]})
+    assert "| 000 siamese | 0.940 ± 0.014 |" in table
+    assert "0.948 ± 0.010 (000 Table I)" in table
+
+
+def test_plots_are_valid_png(tmp_path):
+    results = {"entries": [{"name": n, "per_round": [fake_round(r, 0.9 + r / 100, 0.99, 4.0 + r, epochs=3 + r)
+                                                  for r in range(3)]} for n in ("a", "b")]}
+    for plot, name in ((plot_curves, "curves.png"), (plot_rounds, "rounds.png")):
+        plot(results, str(tmp_path / name))
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width > 500 and height > 200 and len(data) > 20000
+
+
+def test_every_study_builds_valid_entries():
+    for name in STUDIES:
+        entries = study(name)
+        assert entries and all(e.config.validate() for e in entries)
+    assert len(study("sharing-aux")) == 8
+    assert [e.name for e in study("reports")][0] == "000 siamese"
+    with pytest.raises(UserError, match="unknown study"):
+        study("nope")
+
+
+def test_rounds_resume_without_duplicates(idx_dir, tmp_path):
+    entries = [Entry("tiny", Config(**TINY).validate())]
+    out = str(tmp_path / "eval")
+    os.makedirs(out)
+    lines = []
+    first = evaluate(entries, 1, out, idx_dir=str(idx_dir), log=lines.append)
+    assert [r["round"] for r in first["entries"][0]["per_round"]] == [0]
+    # Rerunning with more rounds trains only the missing ones, with seed + r.
+    lines.clear()
+    second = evaluate(entries, 3, out, idx_dir=str(idx_dir), log=lines.append)
+    rounds = second["entries"][0]["per_round"]
+    assert [r["round"] for r in rounds] == [0, 1, 2] and [r["seed"] for r in rounds] == [0, 1, 2]
+    assert rounds[0] == first["entries"][0]["per_round"][0]
+    assert len(lines) == 2
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert saved["entries"][0]["per_round"] == rounds and saved["entries"][0]["rounds"] == 3 and saved["entries"][0]["test_accuracy_std"] >= 0
+    assert len(rounds[0]["history"]["test_accuracy"]) == 2
+    # A different configuration in the same folder is refused, unless overwriting.
+    other = [Entry("tiny", Config(**{**TINY, "lr": 0.01}).validate())]
+    with pytest.raises(UserError, match="another configuration"):
+        evaluate(other, 3, out, idx_dir=str(idx_dir), log=lines.append)
+    assert len(evaluate(other, 1, out, idx_dir=str(idx_dir), overwrite=True, log=lines.append)
+               ["entries"][0]["per_round"]) == 1
+
+
+def _evaluate(*args, timeout=900):
+    code = "import sys; from mnistcompare.cli import evaluate_main; sys.argv[0] = 'mnistcompare-evaluate'; " \
+           "evaluate_main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--study", "nope"], "unknown study"), (["--rounds", "0"], "--rounds"), (["--arch", "siamese,nope"], "--arch"),
+    (["--study", "reports", "--epochs", "0"], "--epochs"), (["--study", "reports", "--preset", "report000-siamese"],
+                                                            "not both")])
+def test_evaluate_user_mistakes(args, message, tmp_path):
+    result = _evaluate(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path):
+    out = tmp_path / "eval"
+    result = _evaluate("--arch", "siamese,baseline", "--rounds", "2", "--epochs", "2", "--data-dir", mnist_dir,
+                       "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("] round ") == 4
+    results = json.loads((out / "results.json").read_text())
+    names = [e["name"] for e in results["entries"]]
+    assert names == ["siamese", "baseline"]
+    for e in results["entries"]:
+        assert e["rounds"] == len(e["per_round"]) == 2
+        for key in ("test_accuracy_mean", "test_accuracy_std", "train_accuracy_mean", "train_accuracy_std",
+                    "params", "train_seconds_median", "config"):
+            assert key in e
+        assert e["test_accuracy_mean"] > 0.6  # two epochs already beat the 55 % majority class
+    assert "| siamese |" in (out / "results.md").read_text()
+    for png in ("curves.png", "rounds.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
