@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from mnistcompare.config import MAX_PAIRS, UserError
+from mnistcompare.config import UserError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -169,19 +169,39 @@ class Pairs:
         return labels
 
 
-def make_pairs(images, labels, n, rng):
-    """The reports' `generate_pair_sets`: a random permutation, consecutive images paired."""
-    if 2 * n > len(images):
-        raise UserError(f"{n} pairs need {2 * n} images, the split has {len(images)}")
-    chosen = rng.permutation(len(images))[: 2 * n].reshape(n, 2)
-    a, b = chosen[:, 0], chosen[:, 1]
+def pairs_from(images, labels, indices):
+    """Pairs of consecutive `indices`: (i0, i1), (i2, i3), ..."""
+    a, b = indices[0::2], indices[1::2]
     return Pairs(pool(images[a]), pool(images[b]), labels[a].astype(np.int32), labels[b].astype(np.int32))
 
 
-def load_pairs(cfg, data_dir=None, idx_dir=None):
-    """(train, test) Pairs for a Config: its seed fixes both samples."""
+def sample_pairs(images, labels, counts, rng):
+    """The reports' `generate_pair_sets`: one random permutation of the split, its first
+    2*counts[0] images paired two by two, then the next 2*counts[1], ... (disjoint samples)."""
+    if 2 * sum(counts) > len(images):
+        raise UserError(f"{sum(counts)} pairs need {2 * sum(counts)} images, the split has {len(images)}")
+    order = rng.permutation(len(images))
+    starts = np.cumsum([0] + [2 * n for n in counts])
+    return [pairs_from(images, labels, order[start:end]) for start, end in zip(starts[:-1], starts[1:])]
+
+
+def make_pairs(images, labels, n, rng):
+    return sample_pairs(images, labels, [n], rng)[0]
+
+
+def load_pairs(cfg, data_dir=None, idx_dir=None, validation=0):
+    """(train, test) Pairs for a Config: its seed fixes both samples.
+
+    With `validation=N`, returns (train, validation) instead: N more pairs from
+    images of the MNIST training split that the training pairs do not use (for
+    model selection that never sees the test split). The training pairs are the
+    same either way.
+    """
     rng = np.random.default_rng(cfg.seed)
-    train = make_pairs(*load_mnist("train", data_dir, idx_dir), min(cfg.pairs, MAX_PAIRS["train"]), rng)
+    train_images, train_labels = load_mnist("train", data_dir, idx_dir)
+    if validation:
+        return tuple(sample_pairs(train_images, train_labels, [cfg.pairs, validation], rng))
+    train = make_pairs(train_images, train_labels, cfg.pairs, rng)
     test = make_pairs(*load_mnist("test", data_dir, idx_dir), cfg.n_test_pairs, rng)
     return train, test
 

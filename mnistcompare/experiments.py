@@ -147,6 +147,7 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
     from mnistcompare.plots import plot_curves, plot_rounds
     from mnistcompare.training import train_round
 
+    os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
     previous = {}
     if os.path.exists(path) and not overwrite:

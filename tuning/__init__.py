@@ -1,1 +1,7 @@
-"""keras-tuner hypermodels and grid searches over `mnistcompare.Config` (to come)."""
+"""keras-tuner grid searches over `mnistcompare.Config`.
+
+`grid` parses and applies grids (no TensorFlow), `hypermodel` is the
+keras-tuner HyperModel, `search` the resumable grid oracle and the tuner that
+averages several rounds per trial, `cli` the `mnistcompare-tune` command.
+"""
+PROJECT = "keras_tuner"  # keras-tuner's project folder inside the output folder

@@ -1,0 +1,91 @@
+"""Grids over `mnistcompare.Config` (imports no TensorFlow, so bad grids fail at once).
+
+A grid is a dict {name: [values]}; each name is a Config field (alpha, lr,
+dropout, batch_size, combine, ...) or one of the shorthands below, which set
+a tuple-valued field from one number:
+
+    channels  first conv's channels; the others keep the base config's ratios (8 -> 8,16,32)
+    hidden    units of every hidden dense layer of the tower
+    head      units of every hidden layer of the comparison head
+    layers    number of hidden dense layers of the tower (report 001's KL)
+    head_layers  number of hidden layers of the comparison head (report 001's C-KL)
+    kernel    kernel size of every conv layer
+"""
+import dataclasses
+
+from mnistcompare.config import Config, UserError
+
+SHORTHANDS = ("channels", "hidden", "head", "layers", "head_layers", "kernel")
+SCALARS = {f.name: f.type for f in dataclasses.fields(Config) if f.type in (int, float, str, bool)}
+
+
+def apply(cfg: Config, values: dict) -> Config:
+    """The Config that grid point `values` describes (shorthands applied after scalars)."""
+    changes = {k: v for k, v in values.items() if k in SCALARS}
+    cfg = cfg.replace(**changes)
+    hidden_layers = values.get("layers", len(cfg.hidden))
+    head_layers = values.get("head_layers", len(cfg.head))
+    hidden = values.get("hidden", cfg.hidden[0] if cfg.hidden else 64)
+    head = values.get("head", cfg.head[0] if cfg.head else 64)
+    if "layers" in values or "hidden" in values:
+        cfg = cfg.replace(hidden=(hidden,) * hidden_layers)
+    if "head_layers" in values or "head" in values:
+        cfg = cfg.replace(head=(head,) * head_layers)
+    if "channels" in values:
+        base = cfg.channels or (values["channels"],)
+        cfg = cfg.replace(channels=tuple(max(1, round(c * values["channels"] / base[0])) for c in base))
+    if "kernel" in values:
+        cfg = cfg.replace(kernel=(values["kernel"],))
+    return cfg
+
+
+def _number(text, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise UserError(f"expected {kind.__name__} values, got {text!r}") from None
+
+
+def parse_values(text, kind):
+    """'8,16,32' or 'start:stop:step' (inclusive, exact decimals) -> list of `kind`."""
+    text = text.strip()
+    if not text:
+        raise UserError("no values")
+    if ":" in text and kind in (int, float):
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise UserError(f"a range is start:stop:step, got {text!r}")
+        start, stop, step = (_number(p, float) for p in parts)
+        if step <= 0 or stop < start:
+            raise UserError(f"empty range {text!r}")
+        count = int(round((stop - start) / step)) + 1
+        # Rounded so that 0.2:0.8:0.2 gives 0.6, not 0.6000000000000001, and keeps the stop value.
+        values = [round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9]
+        return [kind(v) for v in values]
+    if kind is bool:
+        return [_number(v.strip(), lambda s: {"true": True, "false": False}[s.lower()]) for v in text.split(",")]
+    return [_number(v.strip(), kind) for v in text.split(",") if v.strip()]
+
+
+def parse_grid(specs, base: Config):
+    """['alpha=0.2:0.8:0.2', 'channels=8,16'] -> {'alpha': [...], 'channels': [...]}, each value checked."""
+    grid = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        name = name.strip().replace("-", "_")
+        try:
+            if not sep:
+                raise UserError("expected NAME=VALUES")
+            if name not in SHORTHANDS and name not in SCALARS:
+                raise UserError(f"unknown name {name!r}; use a training option ({', '.join(sorted(SCALARS))}) "
+                                f"or {', '.join(SHORTHANDS)}")
+            kind = SCALARS.get(name, int)
+            values = list(dict.fromkeys(parse_values(text, kind)))  # drop repeats, keep order
+            for value in values:
+                apply(base, {name: value}).validate()
+        except UserError as e:
+            raise UserError(f"--grid {spec}: {e}") from None
+        grid[name] = values
+    if not grid:
+        raise UserError("--grid: give at least one NAME=VALUES")
+    return grid
