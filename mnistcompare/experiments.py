@@ -145,7 +145,7 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
     """Train `rounds` rounds of every entry; write results.json/.md and the plots after each round."""
     from mnistcompare.data import load_pairs
     from mnistcompare.plots import plot_curves, plot_rounds
-    from mnistcompare.training import train_round
+    from mnistcompare.training import ModelCache, train_round
 
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
@@ -164,24 +164,28 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
             record["per_round"] = old["per_round"][:rounds]
         results["entries"].append(record)
 
-    def save():
+    def save(plots=False):
         for record in results["entries"]:
             record.update(summarise(record["per_round"]))
         write_json(path, results)
         write_text(os.path.join(out, "results.md"), markdown_table(results))
-        if any(r["per_round"] for r in results["entries"]):
+        if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))
             plot_rounds(results, os.path.join(out, "rounds.png"))
 
-    for entry, record in zip(entries, results["entries"]):
-        for r in range(len(record["per_round"]), rounds):
-            cfg = entry.config.replace(seed=entry.config.seed + r)
-            train, test = load_pairs(cfg, data_dir, idx_dir)
-            _, metrics, history = train_round(cfg, train, test, verbose=0, curves=True)
-            record["per_round"].append({"round": r, **metrics, "history": history})
-            save()
-            digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
-            log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test {metrics['test_accuracy']:.4f} "
-                f"train {metrics['train_accuracy']:.4f}{digits}  {metrics['train_seconds']:.1f} s")
-    save()
+    cache = ModelCache()  # one build and trace per configuration, not per round
+    try:
+        for entry, record in zip(entries, results["entries"]):
+            for r in range(len(record["per_round"]), rounds):
+                cfg = entry.config.replace(seed=entry.config.seed + r)
+                train, test = load_pairs(cfg, data_dir, idx_dir)
+                _, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache)
+                record["per_round"].append({"round": r, **metrics, "history": history})
+                save()  # tables after every round: an interrupted run loses at most one round
+                digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
+                log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "
+                    f"{metrics['test_accuracy']:.4f} train {metrics['train_accuracy']:.4f}{digits}  "
+                    f"{metrics['train_seconds']:.1f} s")
+    finally:
+        save(plots=True)  # plots once (they take about a second), also when interrupted
     return results

@@ -1,4 +1,5 @@
 """One round: Config + pairs -> compiled model -> fit -> metrics."""
+import json
 import time
 
 import keras
@@ -36,8 +37,9 @@ def compile_model(model, cfg: Config, steps_per_epoch):
             losses[name] = keras.losses.SparseCategoricalCrossentropy()
             metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         weights = loss_weights(cfg.alpha)
+    # A whole epoch per execution: fewer round trips between Python and the graph.
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses,
-                  loss_weights=weights, metrics=metrics)
+                  loss_weights=weights, metrics=metrics, steps_per_execution=min(steps_per_epoch, 100))
     return model
 
 
@@ -73,19 +75,56 @@ class TestAccuracy(keras.callbacks.Callback):
         self.seconds += time.perf_counter() - start
 
 
-def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False):
-    """Train one fresh model; returns (model, metrics, history dict of per-epoch lists).
+class ModelCache:
+    """Compiled models kept across rounds, so that each is built and traced once per process.
 
-    `curves=True` also records the test accuracy after every epoch (excluded from the fit time).
+    Tracing the training step of a new model costs seconds, several times the
+    fit of a 1000-pair round. A round on a cached model starts from exactly the
+    state a fresh model would have: every variable (weights, BatchNorm
+    statistics, dropout seed states, normalisation constants) is copied from a
+    model freshly built with the round's seed, and the optimizer's slots and
+    step counter are re-initialised. So a round gives the same result either way.
+    """
+
+    def __init__(self, size=4):
+        self.size, self.models = size, {}
+
+    def get(self, cfg: Config, mean, std, steps_per_epoch):
+        fresh = build_model(cfg, mean, std)  # cheap: no tracing
+        key = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
+        model = self.models.pop(key, None)
+        if model is None:
+            model = compile_model(fresh, cfg, steps_per_epoch)
+        else:
+            for target, source in zip(model.variables, fresh.variables):
+                target.assign(source)
+            optimizer = make_optimizer(cfg, steps_per_epoch)
+            optimizer.build(model.trainable_variables)
+            for target, source in zip(model.optimizer.variables, optimizer.variables):
+                target.assign(source)
+        self.models[key] = model  # most recently used last
+        while len(self.models) > self.size:
+            self.models.pop(next(iter(self.models)))
+        return model
+
+
+def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None):
+    """Train one round from freshly initialised weights; returns (model, metrics, history dict).
+
+    `curves=True` also records the test accuracy after every epoch (excluded
+    from the fit time). With a `ModelCache`, a model of the same configuration
+    trained earlier in this process is re-initialised instead of rebuilt.
     """
     keras.utils.set_random_seed(cfg.seed)
     fit_pairs, val_pairs = train_pairs, None
     if cfg.val_split:
         fit_pairs, val_pairs = train_pairs.split(round(len(train_pairs) * cfg.val_split))
     mean, std = normalisation(fit_pairs)
-    model = build_model(cfg, mean, std)
     steps = -(-len(fit_pairs) // cfg.batch_size)
-    compile_model(model, cfg, steps)
+    if cache is None:
+        model = compile_model(build_model(cfg, mean, std), cfg, steps)
+    else:
+        model = cache.get(cfg, mean, std, steps)
 
     callbacks = list(callbacks)
     test_curve = TestAccuracy(test_pairs) if curves else None

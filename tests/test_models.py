@@ -127,3 +127,18 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_cached_model_rounds_equal_fresh_rounds(tiny_pairs):
+    from mnistcompare.training import ModelCache, train_round
+
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, epochs=2, batch_size=16, dropout=0.3, swap=True, shift=1).validate()
+    cache = ModelCache()
+    first, m0, _ = train_round(cfg, train, test, verbose=0, cache=cache)
+    second, m1, h1 = train_round(cfg.replace(seed=1), train, test, verbose=0, cache=cache)
+    assert second is first  # reused, not rebuilt
+    _, fresh, h_fresh = train_round(cfg.replace(seed=1), train, test, verbose=0)
+    assert h1["loss"] == pytest.approx(h_fresh["loss"], rel=1e-6)
+    assert (m1["test_accuracy"], m1["train_accuracy"]) == (fresh["test_accuracy"], fresh["train_accuracy"])
+    assert m0["seed"] == 0 and m1["seed"] == 1

@@ -46,17 +46,19 @@ class ComparisonTuner(keras_tuner.Tuner):
         super().__init__(oracle=ResumableGridSearchOracle(objective=OBJECTIVE),
                          hypermodel=hypermodel, **kwargs)
         self.runs, self.val_pairs, self.data_dir, self.idx_dir = runs, val_pairs, data_dir, idx_dir
+        self.cache = None
 
     def run_trial(self, trial, *args, **kwargs):
         from mnistcompare.data import load_pairs
-        from mnistcompare.training import train_round
+        from mnistcompare.training import ModelCache, train_round
 
+        self.cache = self.cache or ModelCache(size=1)  # the rounds of a trial share one traced model
         cfg = self.hypermodel.config(trial.hyperparameters)
         results = []
         for run in range(self.runs):
             run_cfg = cfg.replace(seed=cfg.seed + run)
             train, val = load_pairs(run_cfg, self.data_dir, self.idx_dir, validation=self.val_pairs)
-            _, metrics, _ = train_round(run_cfg, train, val, verbose=0)
+            _, metrics, _ = train_round(run_cfg, train, val, verbose=0, cache=self.cache)
             results.append({"val_compare_accuracy": metrics["test_accuracy"],
                             "train_seconds": metrics["train_seconds"]})
         # keras-tuner keeps only the mean; the rounds go beside the trial for trials.md.
