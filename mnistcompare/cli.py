@@ -7,6 +7,7 @@ a mistake is reported at once.
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 
@@ -76,21 +77,69 @@ def config_from_args(args, preset_name=None):
     return cfg.replace(**explicit_flags(args)).validate()
 
 
-def prepare_out(out, overwrite):
-    """Create the output folder; refuse to mix a new run into a finished one."""
-    if os.path.exists(os.path.join(out, "metrics.json")) and not overwrite:
+RUN_FILES = ("config.json", "metrics.json", "history.csv", "model.keras", "saved_model", "backup")
+
+
+def check_out(out, cfg, overwrite):
+    """True when `out` holds an unfinished run of `cfg` to resume; changes nothing.
+
+    A finished run (metrics.json) is kept unless --overwrite; an unfinished run
+    of another configuration is never mixed with this one.
+    """
+    if overwrite or not os.path.exists(out):
+        return False
+    if not os.path.isdir(out):
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if os.path.exists(os.path.join(out, "metrics.json")):
         raise UserError(f"--out {out} holds a finished run; choose another folder or pass --overwrite")
+    if os.path.exists(os.path.join(out, "config.json")):
+        try:
+            same = Config.load(os.path.join(out, "config.json")) == cfg
+        except UserError:
+            same = False
+        if not same:
+            raise UserError(f"--out {out} holds an unfinished run of another configuration; "
+                            "choose another folder or pass --overwrite")
+        return True
+    return False
+
+
+def make_out(out, overwrite=False):
+    """Create the output folder (emptied of an earlier run's files with `overwrite`)."""
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    if not os.access(out, os.W_OK):
+    if not os.access(out, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: folder is not writable")
-    return out
+    if overwrite:
+        for name in RUN_FILES:
+            path = os.path.join(out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.unlink(path)
 
 
 def quiet_tensorflow():
+    """Import TensorFlow and Keras with their C++ start-up messages (absl, oneDNN) kept off stderr.
+
+    TensorFlow prints them from C++ whatever TF_CPP_MIN_LOG_LEVEL says, so the
+    stderr file descriptor is pointed at /dev/null for the import only.
+    """
+    if "tensorflow" in sys.modules:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def run(main, prog):
@@ -101,7 +150,8 @@ def run(main, prog):
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted", file=sys.stderr)
+        # train resumes from its last finished epoch, evaluate from its last round, tune from its last trial
+        print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
 
 
@@ -127,21 +177,29 @@ def train_main(argv=None):
         cfg = config_from_args(args)
         find_source(args.data_dir, args.idx_dir)
         name = args.preset or cfg.arch
-        out = prepare_out(args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"),
-                          args.overwrite)
+        out = args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        resuming = check_out(out, cfg, args.overwrite)
         quiet_tensorflow()
         import keras
 
         from mnistcompare.config import write_json
         from mnistcompare.data import load_pairs
         from mnistcompare.export import export_saved_model
-        from mnistcompare.training import train_round
+        from mnistcompare.training import HistoryFile, train_round
 
-        train, test = load_pairs(cfg, args.data_dir, args.idx_dir)
-        cfg.save(os.path.join(out, "config.json"))
-        model, metrics, _ = train_round(
-            cfg, train, test, verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
-            callbacks=[keras.callbacks.CSVLogger(os.path.join(out, "history.csv"))])
+        train, test = load_pairs(cfg, args.data_dir, args.idx_dir)  # data errors leave no folder behind
+        make_out(out, args.overwrite)
+        cfg.save(os.path.join(out, "config.json"))  # marks an unfinished run of this configuration
+        history = HistoryFile(os.path.join(out, "history.csv"))
+        # Order matters: the history row of an epoch is written before its backup,
+        # so a run killed in between redoes that epoch and rewrites that row.
+        # double_checkpoint: a kill while the weights are written falls back on the previous epoch's copy.
+        backup = keras.callbacks.BackupAndRestore(os.path.join(out, "backup"), double_checkpoint=True)
+        if resuming:
+            print(f"resuming the unfinished run in {out}/", flush=True)
+        model, metrics, _ = train_round(cfg, train, test, callbacks=[history, backup],
+                                        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
+        metrics["epochs"] = history.epochs  # including the epochs of an interrupted earlier process
         model.save(os.path.join(out, "model.keras"))
         export_saved_model(model, os.path.join(out, "saved_model"))
         # Written last: its presence marks a finished run.
@@ -207,10 +265,7 @@ def evaluate_main(argv=None):
         label, entries = entries_from_args(args)
         find_source(args.data_dir, args.idx_dir)
         out = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+        make_out(out)
         quiet_tensorflow()
         from mnistcompare.experiments import evaluate, markdown_table
 

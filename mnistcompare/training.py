@@ -1,11 +1,13 @@
 """One round: Config + pairs -> compiled model -> fit -> metrics."""
+import csv
 import json
+import os
 import time
 
 import keras
 import numpy as np
 
-from mnistcompare.config import Config
+from mnistcompare.config import Config, atomic_path
 from mnistcompare.data import normalisation, to_dataset
 from mnistcompare.models import build_model, count_params
 
@@ -73,6 +75,34 @@ class TestAccuracy(keras.callbacks.Callback):
         start = time.perf_counter()
         logs["test_accuracy"] = accuracy(self.model, self.pairs)["accuracy"]
         self.seconds += time.perf_counter() - start
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """history.csv, rewritten atomically after every epoch; continues the rows of a run
+    resumed by BackupAndRestore (rows from the restored epoch on are dropped and redone)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path, self.rows, self.started = path, [], False
+
+    @property
+    def epochs(self):
+        return len(self.rows)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.started:  # after every on_train_begin, so after BackupAndRestore has restored
+            self.started = True
+            if os.path.exists(self.path):
+                with open(self.path, newline="") as f:
+                    self.rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, keys, restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
 
 
 class ModelCache:

@@ -60,3 +60,26 @@ def test_presets_validate_and_unknown_preset_is_refused():
         preset(name).validate()
     with pytest.raises(UserError, match="unknown preset"):
         preset("report999")
+
+
+def test_outputs_are_written_atomically_with_usual_permissions(tmp_path):
+    import os
+
+    from mnistcompare.config import atomic_path, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert oct(os.stat(tmp_path / "a.json").st_mode & 0o777) == oct(0o666 & ~_umask())
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(tmp_path / "a.json")) as tmp:
+            open(tmp, "w").write("half")
+            raise RuntimeError("killed mid-write")
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}  # the old file is intact
+    assert os.listdir(tmp_path) == ["a.json"]  # no temporary file left behind
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

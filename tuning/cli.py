@@ -12,8 +12,8 @@ import statistics
 import subprocess
 import sys
 
-from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, quiet_tensorflow,
-                              run)
+from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, make_out,
+                              quiet_tensorflow, run)
 from mnistcompare.config import MAX_PAIRS, Config, UserError
 from mnistcompare.data import find_source
 from tuning import PROJECT
@@ -102,10 +102,7 @@ def tune_main(argv=None):
         if base.pairs + args.val_pairs > MAX_PAIRS["train"]:
             raise UserError(f"--pairs + --val-pairs must be at most {MAX_PAIRS['train']} (MNIST train)")
         find_source(args.data_dir, args.idx_dir)
-        try:
-            os.makedirs(args.out, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"--out {args.out}: cannot create the folder ({e.strerror})") from None
+        make_out(args.out)
         if args.workers:
             if args.overwrite:  # here, once: every process deleting the project would race
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
