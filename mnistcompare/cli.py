@@ -167,6 +167,9 @@ def train_parser():
     parser.add_argument("--out", help="output folder (default: runs/<name>-<timestamp>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    parser.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
+                        help="tf.distribute strategy: mirrored = all local GPUs; multiworker = several machines "
+                             "described by TF_CONFIG (default: none)")
     return parser
 
 
@@ -185,7 +188,7 @@ def train_main(argv=None):
         from mnistcompare.config import write_json
         from mnistcompare.data import load_pairs
         from mnistcompare.export import export_saved_model
-        from mnistcompare.training import HistoryFile, train_round
+        from mnistcompare.training import HistoryFile, make_strategy, train_round
 
         train, test = load_pairs(cfg, args.data_dir, args.idx_dir)  # data errors leave no folder behind
         make_out(out, args.overwrite)
@@ -198,7 +201,8 @@ def train_main(argv=None):
         if resuming:
             print(f"resuming the unfinished run in {out}/", flush=True)
         model, metrics, _ = train_round(cfg, train, test, callbacks=[history, backup],
-                                        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2)
+                                        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
+                                        strategy=make_strategy(args.strategy))
         metrics["epochs"] = history.epochs  # including the epochs of an interrupted earlier process
         model.save(os.path.join(out, "model.keras"))
         export_saved_model(model, os.path.join(out, "saved_model"))

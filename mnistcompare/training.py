@@ -28,7 +28,7 @@ def make_optimizer(cfg: Config, steps_per_epoch):
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model, cfg: Config, steps_per_epoch):
+def compile_model(model, cfg: Config, steps_per_epoch, whole_epochs=True):
     """Losses, metrics and loss weights keyed by output name (dicts that match exactly:
     a mismatched `loss_weights` dict is applied by position without an error)."""
     losses = {"compare": keras.losses.BinaryCrossentropy()}
@@ -40,8 +40,9 @@ def compile_model(model, cfg: Config, steps_per_epoch):
             metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         weights = loss_weights(cfg.alpha)
     # A whole epoch per execution: fewer round trips between Python and the graph.
-    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses,
-                  loss_weights=weights, metrics=metrics, steps_per_execution=min(steps_per_epoch, 100))
+    # (Not under a tf.distribute strategy: TF 2.21 fails there to run several steps per call.)
+    model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses, loss_weights=weights,
+                  metrics=metrics, steps_per_execution=min(steps_per_epoch, 100) if whole_epochs else 1)
     return model
 
 
@@ -138,12 +139,26 @@ class ModelCache:
         return model
 
 
-def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None):
+def make_strategy(name):
+    """None, or the tf.distribute strategy `name` names: "mirrored" (all local GPUs, or the CPU),
+    "multiworker" (MultiWorkerMirroredStrategy, configured by the TF_CONFIG variable)."""
+    if name in (None, "none"):
+        return None
+    import tensorflow as tf
+
+    return {"mirrored": tf.distribute.MirroredStrategy,
+            "multiworker": tf.distribute.MultiWorkerMirroredStrategy}[name]()
+
+
+def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
+                strategy=None):
     """Train one round from freshly initialised weights; returns (model, metrics, history dict).
 
     `curves=True` also records the test accuracy after every epoch (excluded
     from the fit time). With a `ModelCache`, a model of the same configuration
-    trained earlier in this process is re-initialised instead of rebuilt.
+    trained earlier in this process is re-initialised instead of rebuilt. With a
+    tf.distribute `strategy`, the model is built and trained under its scope
+    (each step's batch split across its replicas).
     """
     keras.utils.set_random_seed(cfg.seed)
     fit_pairs, val_pairs = train_pairs, None
@@ -151,7 +166,10 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
         fit_pairs, val_pairs = train_pairs.split(round(len(train_pairs) * cfg.val_split))
     mean, std = normalisation(fit_pairs)
     steps = -(-len(fit_pairs) // cfg.batch_size)
-    if cache is None:
+    if strategy is not None:
+        with strategy.scope():
+            model = compile_model(build_model(cfg, mean, std), cfg, steps, whole_epochs=False)
+    elif cache is None:
         model = compile_model(build_model(cfg, mean, std), cfg, steps)
     else:
         model = cache.get(cfg, mean, std, steps)

@@ -142,3 +142,34 @@ def test_cached_model_rounds_equal_fresh_rounds(tiny_pairs):
     assert h1["loss"] == pytest.approx(h_fresh["loss"], rel=1e-6)
     assert (m1["test_accuracy"], m1["train_accuracy"]) == (fresh["test_accuracy"], fresh["train_accuracy"])
     assert m0["seed"] == 0 and m1["seed"] == 1
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    # A fresh process: logical devices must be configured before TensorFlow starts.
+    code = r"""
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import sys; sys.path.insert(0, sys.argv[1])
+from conftest import fake_mnist
+from mnistcompare.config import Config
+from mnistcompare.data import make_pairs
+from mnistcompare.training import train_round
+rng = np.random.default_rng(0)
+train, test = make_pairs(*fake_mnist(400, 1), 200, rng), make_pairs(*fake_mnist(100, 2), 50, rng)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+cfg = Config(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,), epochs=3, batch_size=40).validate()
+model, metrics, history = train_round(cfg, train, test, verbose=0, strategy=strategy)
+assert strategy.num_replicas_in_sync == 2
+variable = model.trainable_weights[0].value
+assert isinstance(variable, tf.distribute.DistributedValues), type(variable)  # one copy per replica
+assert {v.device.split("/")[-1] for v in variable.values} == {"device:CPU:0", "device:CPU:1"}, variable.values
+assert len(history["loss"]) == 3 and np.isfinite(history["loss"]).all()
+assert history["loss"][-1] < history["loss"][0]
+print("ok", metrics["test_accuracy"])
+"""
+    import os
+    tests = os.path.dirname(os.path.abspath(__file__))
+    result = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok")
