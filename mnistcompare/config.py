@@ -50,6 +50,8 @@ class Config:
     dropout: float = _opt(0.25, "dropout after each hidden dense layer")
     l2: float = _opt(0.0, "l2 penalty on every kernel")
     combine: str = _opt("concat", "how the two tower outputs meet: " + ", ".join(COMBINES))
+    members: int = _opt(1, "digits only: independent towers whose digit probabilities are averaged (an ensemble "
+                           "inside one model)")
     alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss")
     # How to train.
     optimizer: str = _opt("adam", "optimizer: " + ", ".join(OPTIMIZERS))
@@ -68,6 +70,8 @@ class Config:
     seed: int = _opt(0, "seed of the pair sample, the weights and the shuffling")
     swap: bool = _opt(False, "augment: swap the two images of a training pair at random (target recomputed)")
     shift: int = _opt(0, "augment: random shift of each training image by up to this many pixels")
+    rotate: float = _opt(0.0, "augment: random rotation of each training image by up to this many degrees")
+    zoom: float = _opt(0.0, "augment: random scaling of each training image by up to this fraction (0.1: 0.9-1.1)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -124,6 +128,10 @@ class Config:
                 bad(name, f"give one value or one per conv layer ({len(self.channels)})")
         if not all(p in PADDINGS or p.isdigit() for p in self.padding):
             bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got {','.join(self.padding)}")
+        if self.members < 1 or (self.members > 1 and self.arch != "digits"):
+            bad("members", "must be 1, or more with --arch digits")
+        if not 0 <= self.rotate <= 180 or not 0 <= self.zoom < 1:
+            bad("rotate" if not 0 <= self.rotate <= 180 else "zoom", "must be in [0, 180] degrees / [0, 1)")
         if self.groups < 1 or (self.arch == "baseline" and self.groups not in (1, 2)):
             bad("groups", "must be 1 or 2")
         if not 0 <= self.alpha <= 1:

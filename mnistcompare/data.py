@@ -213,7 +213,7 @@ def normalisation(pairs):
 
 
 # -- 3. tf.data ----------------------------------------------------------------
-def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, digits=True):
+def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate=0.0, zoom=0.0, digits=True):
     """A batched tf.data pipeline of (features, labels) dicts.
 
     Shuffling and augmentation (training only) are seeded by `shuffle_seed`
@@ -226,16 +226,16 @@ def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, digits
     if shuffle_seed is not None:
         ds = ds.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    if swap or shift:
+    if swap or shift or rotate or zoom:
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            functools.partial(_augment, swap=swap, shift=shift), num_parallel_calls=tf.data.AUTOTUNE)
+            functools.partial(_augment, swap=swap, affine=(shift, rotate, zoom)), num_parallel_calls=tf.data.AUTOTUNE)
     if not digits:
         ds = ds.map(lambda x, y: (x, {"compare": y["compare"]}))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _augment(batch, seed, swap, shift):
+def _augment(batch, seed, swap, affine):
     import tensorflow as tf
 
     features, labels = batch
@@ -246,21 +246,29 @@ def _augment(batch, seed, swap, shift):
         flip = tf.random.stateless_uniform(tf.shape(da), seeds[0]) < 0.5
         a, b = tf.where(flip[:, None, None, None], b, a), tf.where(flip[:, None, None, None], a, b)
         da, db = tf.where(flip, db, da), tf.where(flip, da, db)
-    if shift:
-        a, b = _shift(a, shift, seeds[1]), _shift(b, shift, seeds[2])
+    if any(affine):
+        a, b = _affine(a, *affine, seeds[1]), _affine(b, *affine, seeds[2])
     labels = {"compare": tf.cast(da <= db, tf.float32)[:, None], "digit_a": da, "digit_b": db}
     return {"image_a": a, "image_b": b}, labels
 
 
-def _shift(images, max_shift, seed):
-    """Shift each image by whole pixels in [-max_shift, max_shift], background 0 fills in."""
+def _affine(images, max_shift, max_degrees, max_zoom, seed):
+    """Random shift (whole pixels), rotation and scaling of each image about its centre;
+    background 0 fills in (pixel scale, before the model's normalisation)."""
+    import math
+
     import tensorflow as tf
 
     n = tf.shape(images)[0]
-    d = tf.cast(tf.random.stateless_uniform([n, 2], seed, -max_shift, max_shift + 1, tf.int32), tf.float32)
-    one, zero = tf.ones([n, 1]), tf.zeros([n, 1])
-    # Projective transform rows [a0 a1 a2 b0 b1 b2 c0 c1]: output(x, y) = input(x + dx, y + dy).
-    transforms = tf.concat([one, zero, d[:, :1], zero, one, d[:, 1:], zero, zero], axis=1)
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    d = tf.cast(tf.random.stateless_uniform([n, 2], seeds[0], -max_shift, max_shift + 1, tf.int32), tf.float32)
+    angle = tf.random.stateless_uniform([n], seeds[1], -1.0, 1.0) * (max_degrees * math.pi / 180)
+    scale = 1.0 + tf.random.stateless_uniform([n], seeds[2], -1.0, 1.0) * max_zoom
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    c = 6.5  # centre of a 14x14 image
+    # Projective transform rows [a0 a1 a2 b0 b1 b2 c0 c1]: output(x, y) = input(a0 x + a1 y + a2, b0 x + b1 y + b2).
+    transforms = tf.stack([cos, -sin, c - cos * c + sin * c + d[:, 0],
+                           sin, cos, c - sin * c - cos * c + d[:, 1], tf.zeros([n]), tf.zeros([n])], axis=1)
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3],
-        fill_value=0.0, interpolation="NEAREST", fill_mode="CONSTANT")
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+        interpolation="BILINEAR" if max_degrees or max_zoom else "NEAREST", fill_mode="CONSTANT")

@@ -108,8 +108,14 @@ def build_digits(cfg, mean=0.0, std=1.0):
     """Report 002 transfer learning / 003 direct classification: a shared digit
     classifier, and compare = P(a <= b) computed exactly from its two outputs."""
     inputs, standardize = _inputs(mean, std)
-    logits_a, logits_b = _shared_tower_logits(inputs, standardize, cfg)
-    digit_a, digit_b = _digit_outputs(logits_a, logits_b)
+    both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
+    if cfg.members == 1:
+        probs = layers.Softmax(name="probs")(build_tower(cfg, name="tower")(both))
+    else:  # an ensemble inside one model: each member its own tower, probabilities averaged
+        probs = layers.Average(name="probs")([
+            layers.Softmax(name=f"probs{k}")(build_tower(cfg, name=f"tower{k}")(both)) for k in range(cfg.members)])
+    p_a, p_b = SplitPair(name="split_pair")(probs)
+    digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")
 

@@ -185,7 +185,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
     data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
-                      digits=cfg.has_digits)
+                      rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
     start = time.perf_counter()
     history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose,
                         shuffle=False)  # the dataset shuffles itself, seeded

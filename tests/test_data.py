@@ -130,3 +130,15 @@ def test_shift_augmentation_moves_pixels_and_keeps_content(tiny_pairs):
     assert all(o.sum() == pytest.approx(image.sum()) for o in outs)  # content inside the frame survives
     assert any(not np.array_equal(o, image) for o in outs)
     assert all(set(np.unique(o)) <= {0.0, 200.0} for o in outs)  # whole-pixel shifts, background 0
+
+
+def test_rotation_and_zoom_change_images_not_labels(tiny_pairs):
+    train, _ = tiny_pairs
+    plain = _batches(to_dataset(train, 64, shuffle_seed=3))
+    moved = _batches(to_dataset(train, 64, shuffle_seed=3, rotate=15, zoom=0.1))
+    for (a0, _, y0), (a1, _, y1) in zip(plain, moved):
+        np.testing.assert_array_equal(y0["compare"], y1["compare"])
+        assert not np.allclose(a0, a1)
+        assert a1.min() >= 0 and a1.max() <= 255
+        # Small transforms keep most of the ink: total brightness within 35 %.
+        assert abs(a1.sum() - a0.sum()) < 0.35 * a0.sum()

@@ -173,3 +173,18 @@ print("ok", metrics["test_accuracy"])
     result = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok")
+
+
+def test_digits_ensemble_averages_member_probabilities(tiny_pairs):
+    train, _ = tiny_pairs
+    cfg = Config(arch="digits", members=3, **SMALL).validate()
+    model = build_model(cfg, 40.0, 50.0)
+    towers = [model.get_layer(f"tower{k}") for k in range(3)]
+    assert len({id(v) for t in towers for v in t.trainable_weights}) == 3 * len(towers[0].trainable_weights)
+    out = predict(model, train)
+    x = model.get_layer("standardize")(train.image_a)
+    members = [keras.ops.softmax(t(x, training=False)) for t in towers]
+    np.testing.assert_allclose(out["digit_a"], np.mean([np.asarray(m) for m in members], 0), rtol=1e-5, atol=1e-6)
+    assert count_params(model) == 3 * count_params(towers[0])
+    with pytest.raises(Exception, match="--members"):
+        Config(arch="siamese", members=2).validate()

@@ -1,0 +1,38 @@
+"""Test accuracy of a preset over many rounds: mean ± std, as the reports give it.
+
+    python bench/accuracy.py [--preset best] [--rounds 10] [--out DIR]
+
+A thin wrapper over `mnistcompare-evaluate` (same outputs in --out, resumable);
+prints one summary line. A benchmark, never a test.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="best")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--out", help="output folder (default: runs/bench-accuracy-<preset>)")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--idx-dir")
+    args = parser.parse_args()
+
+    from mnistcompare.cli import quiet_tensorflow
+    from mnistcompare.config import preset
+    from mnistcompare.experiments import Entry, evaluate
+
+    quiet_tensorflow()
+    out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
+    e = evaluate([Entry(args.preset, preset(args.preset).validate())], args.rounds, out, args.data_dir,
+                 args.idx_dir)["entries"][0]
+    print(f"accuracy {args.preset}: test {e['test_accuracy_mean']:.4f} ± {e['test_accuracy_std']:.4f} "
+          f"(min {e['test_accuracy_min']:.4f}, max {e['test_accuracy_max']:.4f}) over {e['rounds']} rounds; "
+          f"fit {e['train_seconds_median']:.1f} s per round (median); outputs in {out}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Training speed beside the PyTorch reference, measured alternately in one run.
+
+    python bench/speed.py [--pairs 3] [--rounds 10] [--torch-python PYTHON]
+
+Each pair runs, one after the other, the whole of
+`mnistcompare-evaluate --preset report000-siamese --rounds N` and
+`python ../shared/bench/torch_siamese_ref.py --rounds N` (report 000's siamese
+net in PyTorch), timing each process's wall clock from start to exit (imports,
+data loading, tracing and training included). Prints both medians and their
+ratio, and each side's mean test accuracy. Needs a Python with torch for the
+reference (--torch-python). A benchmark, never a test: it never fails on timing.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
+
+
+def timed(command, env=None):
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+    return seconds, result.stdout
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3, help="alternating (ours, reference) pairs (default 3)")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds per run (default 10)")
+    parser.add_argument("--preset", default="report000-siamese")
+    parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch installed")
+    parser.add_argument("--reference", default=REFERENCE, help="the PyTorch reference script")
+    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR",
+                                                             os.path.join(ROOT, "..", "shared", "data",
+                                                                          "tensorflow_datasets")))
+    args = parser.parse_args()
+
+    ours_s, ref_s, ours_acc, ref_acc = [], [], [], []
+    for i in range(args.pairs):
+        out = tempfile.mkdtemp()
+        seconds, _ = timed([sys.executable, "-c", "from mnistcompare.cli import evaluate_main; evaluate_main()",
+                            "--preset", args.preset, "--rounds", str(args.rounds), "--data-dir", args.data_dir,
+                            "--out", out])
+        with open(os.path.join(out, "results.json")) as f:
+            ours_acc.append(json.load(f)["entries"][0]["test_accuracy_mean"])
+        ours_s.append(seconds)
+        seconds, stdout = timed([args.torch_python, args.reference, "--rounds", str(args.rounds)])
+        ref_s.append(seconds)
+        ref_acc.append(float(re.search(r"acc_mean=([\d.]+)", stdout).group(1)))
+        print(f"pair {i + 1}: ours {ours_s[-1]:.1f} s (acc {ours_acc[-1]:.4f})   "
+              f"torch {ref_s[-1]:.1f} s (acc {ref_acc[-1]:.4f})", flush=True)
+    ours, ref = statistics.median(ours_s), statistics.median(ref_s)
+    print(f"speed: ours median {ours:.1f} s, torch median {ref:.1f} s for {args.rounds} rounds; "
+          f"ratio ours/torch {ours / ref:.2f}; accuracy ours {statistics.mean(ours_acc):.4f}, "
+          f"torch {statistics.mean(ref_acc):.4f} ({os.cpu_count()} CPUs)")
+
+
+if __name__ == "__main__":
+    main()
