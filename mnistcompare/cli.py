@@ -41,7 +41,8 @@ def _tuple_type(element):
 def add_config_arguments(parser):
     """--preset, --config and one flag per Config field (flags override both)."""
     parser.add_argument("--preset", help=f"start from a named configuration: {', '.join(PRESETS)}")
-    parser.add_argument("--config", metavar="FILE", help="start from a saved config.json (flags override it)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="start from a saved config.json instead (flags override it)")
     group = parser.add_argument_group("model, training and data options (defaults: report 000's siamese net)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -54,7 +55,8 @@ def add_config_arguments(parser):
             element = type(f.default[0])
             group.add_argument(flag, type=_tuple_type(element), default=None, metavar="A,B,..", help=help)
         else:
-            group.add_argument(flag, type=f.type, default=None, metavar=f.type.__name__.upper(), help=help)
+            group.add_argument(flag, type=f.type, default=None, metavar={int: "N", float: "X", str: "NAME"}[f.type],
+                               help=help)
 
 
 def add_data_arguments(parser):
