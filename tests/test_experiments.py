@@ -122,3 +122,39 @@ def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path):
     assert "| siamese |" in (out / "results.md").read_text()
     for png in ("curves.png", "rounds.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "eval"
+    args = ["--arch", "siamese,digits", "--idx-dir", str(idx_dir), "--rounds", "3", *[
+        f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()],
+        "--epochs", "4", "--out", str(out)]
+    code = "import sys; from mnistcompare.cli import evaluate_main; sys.argv[0] = 'mnistcompare-evaluate'; " \
+           "evaluate_main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+    def done():
+        try:
+            return sum(e["rounds"] for e in json.loads((out / "results.json").read_text())["entries"])
+        except (OSError, ValueError):
+            return 0
+    deadline = time.time() + 300
+    while done() < 2:
+        assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = done()
+    assert 2 <= before < 6
+
+    result = _evaluate(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    entries = json.loads((out / "results.json").read_text())["entries"]
+    for e in entries:
+        assert [r["round"] for r in e["per_round"]] == [0, 1, 2]
+        assert [r["seed"] for r in e["per_round"]] == [0, 1, 2]
+    assert result.stdout.count("] round ") == 6 - before  # only the missing rounds were trained
