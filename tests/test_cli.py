@@ -78,3 +78,16 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path):
     assert metrics2["config"] == metrics["config"]
     assert metrics2["test_accuracy"] == metrics["test_accuracy"]
     assert metrics2["train_accuracy"] == metrics["train_accuracy"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"), ('{"epochs": 3, "colour": "red"}', "unknown option(s) colour"),
+    ('{"epochs": "25"}', "--epochs: expected int"), ('{"channels": 16}', "--channels: expected tuple")])
+def test_malformed_config_file_exits_2_with_one_line(text, message, tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    result = run("--config", str(path), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
