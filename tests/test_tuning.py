@@ -111,3 +111,11 @@ def test_workers_on_loopback_run_every_point_once(idx_dir, tmp_path):
     workers = {json.loads((out / "keras_tuner" / t / "rounds.json").read_text())["tuner_id"] for t in trials}
     assert workers <= {"tuner0", "tuner1"}
     assert len((out / "trials.md").read_text().strip().splitlines()) == 2 + 4
+
+
+def test_worker_command_lines_drop_workers_and_overwrite():
+    from tuning.cli import without_flag
+
+    argv = ["--workers", "2", "--grid", "alpha=0.2,0.4", "--overwrite", "--out", "d"]
+    assert without_flag(without_flag(argv, "--workers"), "--overwrite") == ["--grid", "alpha=0.2,0.4", "--out", "d"]
+    assert without_flag(["--workers=3", "--out", "d"], "--workers") == ["--out", "d"]

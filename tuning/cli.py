@@ -26,36 +26,41 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch_workers(argv, workers, timeout=None):
+def without_flag(argv, flag):
+    """`argv` without `flag VALUE` / `flag=VALUE` (or a bare `flag` for switches)."""
+    args, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+        elif not a.startswith(flag + "="):
+            args.append(a)
+    return args
+
+
+def launch_workers(argv, workers, out, timeout=None):
     """Start a chief and `workers` workers of this same command on 127.0.0.1; wait for all.
 
     The chief serves the oracle and, once the grid is done, writes the outputs
     and runs the final rounds; its output is shown, the workers' go to
-    DIR/worker-N.log.
+    OUT/worker-N.log.
     """
-    args = [a for a in argv]
-    i = args.index("--workers") if "--workers" in args else None
-    if i is not None:
-        del args[i:i + 2]
-    else:
-        args = [a for a in args if not a.startswith("--workers=")]
-    out = args[args.index("--out") + 1] if "--out" in args else None
-    port = str(free_port())
-    command = [sys.executable, "-m", "tuning.cli", *args]
-    base_env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": port}
-    chief = subprocess.Popen(command, env={**base_env, "KERASTUNER_TUNER_ID": "chief"})
-    procs = []
+    command = [sys.executable, "-m", "tuning.cli", *argv]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    logs = [open(os.path.join(out, f"worker-{n}.log"), "w") for n in range(workers)]
+    chief = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"})
+    procs = [subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{n}"}, stdout=log,
+                              stderr=subprocess.STDOUT) for n, log in enumerate(logs)]
     try:
-        for n in range(workers):
-            log = open(os.path.join(out, f"worker-{n}.log"), "w") if out else subprocess.DEVNULL
-            procs.append(subprocess.Popen(command, env={**base_env, "KERASTUNER_TUNER_ID": f"tuner{n}"},
-                                          stdout=log, stderr=subprocess.STDOUT))
         codes = [p.wait(timeout=timeout) for p in procs]
         code = chief.wait(timeout=timeout)
     finally:
         for p in [chief, *procs]:
             if p.poll() is None:
                 p.kill()
+        for log in logs:
+            log.close()
     if any(codes):
         raise UserError(f"a worker failed (exit codes {codes}); see {out}/worker-*.log")
     return code
@@ -106,7 +111,8 @@ def tune_main(argv=None):
         if args.workers:
             if args.overwrite:  # here, once: every process deleting the project would race
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
-            sys.exit(launch_workers([a for a in argv if a != "--overwrite"], args.workers))
+            sys.exit(launch_workers(without_flag(without_flag(argv, "--workers"), "--overwrite"), args.workers,
+                                    args.out))
         quiet_tensorflow()
         from tuning.search import make_tuner, trials_markdown, write_outputs
 
