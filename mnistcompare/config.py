@@ -126,8 +126,18 @@ class Config:
         for name in ("kernel", "padding", "pool"):
             if self.has_conv and len(getattr(self, name)) not in (1, len(self.channels)):
                 bad(name, f"give one value or one per conv layer ({len(self.channels)})")
-        if not all(p in PADDINGS or p.isdigit() for p in self.padding):
-            bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got {','.join(self.padding)}")
+        if not all(isinstance(p, str) and (p in PADDINGS or p.isdigit()) for p in self.padding):
+            bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got "
+                f"{','.join(map(str, self.padding))}")
+        if self.has_conv or self.arch == "baseline":
+            size = 14
+            for i, (k, p, pool) in enumerate(zip(self.per_conv("kernel"), self.per_conv("padding"),
+                                                 self.per_conv("pool"))):
+                size = size if p == "same" else size + 2 * (int(p) if p.isdigit() else 0) - k + 1
+                size = size // pool if size > 0 else 0
+                if size < 1:
+                    bad("channels", f"the conv stack shrinks the 14x14 image to nothing at conv layer {i + 1}; "
+                        "use fewer layers, smaller --kernel or --pool, or --padding same")
         if self.members < 1 or (self.members > 1 and self.arch != "digits"):
             bad("members", "must be 1, or more with --arch digits")
         if not 0 <= self.rotate <= 180 or not 0 <= self.zoom < 1:

@@ -137,15 +137,18 @@ def markdown_table(results):
 
 # -- running ---------------------------------------------------------------------
 def load_results(path):
+    """The entries of an earlier results.json, by name, to resume from."""
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} cannot be read to resume ({e}); pass --overwrite to start again") from None
+            entries = json.load(f)["entries"]
+        return {e["name"]: {"config": e["config"], "per_round": list(e["per_round"])} for e in entries}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} cannot be read to resume ({type(e).__name__}: {e}); "
+                        "pass --overwrite to start again") from None
 
 
 def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False, log=print):
-    """Train `rounds` rounds of every entry; write results.json/.md and the plots after each round."""
+    """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end."""
     from mnistcompare.data import load_pairs
     from mnistcompare.plots import plot_curves, plot_rounds
     from mnistcompare.training import ModelCache, train_round
@@ -154,7 +157,7 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
     path = os.path.join(out, "results.json")
     previous = {}
     if os.path.exists(path) and not overwrite:
-        previous = {e["name"]: e for e in load_results(path)["entries"]}
+        previous = load_results(path)
     results = {"entries": []}
     for entry in entries:
         record = {"name": entry.name, "arch": entry.config.arch, "published": entry.published,

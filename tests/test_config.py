@@ -16,7 +16,9 @@ def test_defaults_validate_for_every_arch():
     (dict(alpha=-0.1), "--alpha"), (dict(dropout=1.0), "--dropout"), (dict(pairs=30001), "--pairs"),
     (dict(test_pairs=5001), "--test-pairs"), (dict(kernel=(3, 3)), "--kernel"), (dict(arch="baseline", channels=()), "--channels"),
     (dict(padding=("full",)), "--padding"), (dict(patience=5), "--patience"), (dict(combine="sum"), "--combine"),
-    (dict(epochs="ten"), "--epochs"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
+    (dict(epochs="ten"), "--epochs"), (dict(padding=(1,)), "--padding"),
+    (dict(channels=(16, 32, 64, 128), kernel=(3,), pool=(2,)), "shrinks the 14x14 image"),
+    (dict(arch="baseline", channels=(8,), kernel=(15,), pool=(1,)), "shrinks the 14x14 image"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
 ])
 def test_bad_values_name_the_flag(changes, flag):
     with pytest.raises(UserError, match=flag):
@@ -83,3 +85,10 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_every_preset_and_default_fits_a_14x14_image():
+    for arch in ARCHS:
+        Config(arch=arch).validate()
+    Config(channels=(16, 32, 64, 128), kernel=(3,), padding=("same",), pool=(2, 2, 2, 1)).validate()
+    Config(channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,)).validate()  # report 004: 14->16->8->10->5

@@ -158,3 +158,10 @@ def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path):
         assert [r["round"] for r in e["per_round"]] == [0, 1, 2]
         assert [r["seed"] for r in e["per_round"]] == [0, 1, 2]
     assert result.stdout.count("] round ") == 6 - before  # only the missing rounds were trained
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"entries": [{"name": "tiny"}]}', '{"entries": 3}'])
+def test_unreadable_results_file_is_one_clear_error(text, tmp_path):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(UserError, match="cannot be read to resume.*--overwrite"):
+        evaluate([Entry("tiny", Config(**TINY).validate())], 1, str(tmp_path))

@@ -13,6 +13,8 @@ import keras_tuner
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from mnistcompare.config import UserError, write_json, write_text
+from mnistcompare.data import load_pairs
+from mnistcompare.training import ModelCache, train_round
 from tuning import PROJECT
 from tuning.hypermodel import ComparisonHyperModel
 
@@ -46,13 +48,9 @@ class ComparisonTuner(keras_tuner.Tuner):
         super().__init__(oracle=ResumableGridSearchOracle(objective=OBJECTIVE),
                          hypermodel=hypermodel, **kwargs)
         self.runs, self.val_pairs, self.data_dir, self.idx_dir = runs, val_pairs, data_dir, idx_dir
-        self.cache = None
+        self.cache = ModelCache(size=1)  # the rounds of a trial share one traced model
 
     def run_trial(self, trial, *args, **kwargs):
-        from mnistcompare.data import load_pairs
-        from mnistcompare.training import ModelCache, train_round
-
-        self.cache = self.cache or ModelCache(size=1)  # the rounds of a trial share one traced model
         cfg = self.hypermodel.config(trial.hyperparameters)
         results = []
         for run in range(self.runs):
