@@ -19,19 +19,23 @@ def main():
     parser.add_argument("--out", help="output folder (default: runs/bench-accuracy-<preset>)")
     parser.add_argument("--data-dir")
     parser.add_argument("--idx-dir")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="rounds side by side (default 1: each round's fit seconds are its own)")
     args = parser.parse_args()
 
     from mnistcompare.cli import quiet_tensorflow
     from mnistcompare.config import preset
     from mnistcompare.experiments import Entry, evaluate
+    from mnistcompare.training import one_thread_per_op
 
     quiet_tensorflow()
+    one_thread_per_op()
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
     e = evaluate([Entry(args.preset, preset(args.preset).validate())], args.rounds, out, args.data_dir,
-                 args.idx_dir)["entries"][0]
+                 args.idx_dir, jobs=args.jobs)["entries"][0]
     print(f"accuracy {args.preset}: test {e['test_accuracy_mean']:.4f} ± {e['test_accuracy_std']:.4f} "
           f"(min {e['test_accuracy_min']:.4f}, max {e['test_accuracy_max']:.4f}) over {e['rounds']} rounds; "
-          f"fit {e['train_seconds_median']:.1f} s per round (median); outputs in {out}/")
+          f"fit {e['train_seconds_median']:.1f} s per round (median, {args.jobs} at a time); outputs in {out}/")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
     python bench/speed.py [--pairs 3] [--rounds 10] [--torch-python PYTHON]
 
 Each pair runs, one after the other, the whole of
-`mnistcompare-evaluate --preset report000-siamese --rounds N` and
-`python ../shared/bench/torch_siamese_ref.py --rounds N` (report 000's siamese
-net in PyTorch), timing each process's wall clock from start to exit (imports,
-data loading, tracing and training included). Prints both medians and their
+`mnistcompare-evaluate --preset report000-siamese --rounds N --idx-dir D` and
+`python ../shared/bench/torch_siamese_ref.py --rounds N --idx-dir D` (report
+000's siamese net in PyTorch), timing each process's wall clock from start to
+exit (imports, data loading, tracing and training included). Both read the
+same MNIST IDX files, D (default ../shared/data/mnist); `--tfds` has ours read
+TFDS_DATA_DIR instead, which costs about 3 s more (PNG decoding). Prints both medians and their
 ratio, and each side's mean test accuracy. Needs a Python with torch for the
 reference (--torch-python). A benchmark, never a test: it never fails on timing.
 """
@@ -22,6 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
+IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
 
 
 def timed(command, env=None):
@@ -40,21 +43,23 @@ def main():
     parser.add_argument("--preset", default="report000-siamese")
     parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch installed")
     parser.add_argument("--reference", default=REFERENCE, help="the PyTorch reference script")
-    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR",
-                                                             os.path.join(ROOT, "..", "shared", "data",
-                                                                          "tensorflow_datasets")))
+    parser.add_argument("--idx-dir", default=IDX_DIR, help="MNIST IDX files both sides read (default %(default)s)")
+    parser.add_argument("--tfds", action="store_true", help="ours reads TFDS (TFDS_DATA_DIR) instead of --idx-dir")
     args = parser.parse_args()
+    source = ["--data-dir", os.environ.get("TFDS_DATA_DIR", os.path.join(ROOT, "..", "shared", "data",
+                                                                         "tensorflow_datasets"))] \
+        if args.tfds else ["--idx-dir", args.idx_dir]
 
     ours_s, ref_s, ours_acc, ref_acc = [], [], [], []
     for i in range(args.pairs):
         out = tempfile.mkdtemp()
         seconds, _ = timed([sys.executable, "-c", "from mnistcompare.cli import evaluate_main; evaluate_main()",
-                            "--preset", args.preset, "--rounds", str(args.rounds), "--data-dir", args.data_dir,
-                            "--out", out])
+                            "--preset", args.preset, "--rounds", str(args.rounds), *source, "--out", out])
         with open(os.path.join(out, "results.json")) as f:
             ours_acc.append(json.load(f)["entries"][0]["test_accuracy_mean"])
         ours_s.append(seconds)
-        seconds, stdout = timed([args.torch_python, args.reference, "--rounds", str(args.rounds)])
+        seconds, stdout = timed([args.torch_python, args.reference, "--rounds", str(args.rounds),
+                                 "--idx-dir", args.idx_dir])
         ref_s.append(seconds)
         ref_acc.append(float(re.search(r"acc_mean=([\d.]+)", stdout).group(1)))
         print(f"pair {i + 1}: ours {ours_s[-1]:.1f} s (acc {ours_acc[-1]:.4f})   "

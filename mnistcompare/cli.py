@@ -190,8 +190,9 @@ def train_main(argv=None):
         from mnistcompare.config import write_json
         from mnistcompare.data import load_pairs
         from mnistcompare.export import export_saved_model
-        from mnistcompare.training import HistoryFile, make_strategy, train_round
+        from mnistcompare.training import HistoryFile, make_strategy, one_thread_per_op, train_round
 
+        one_thread_per_op()
         train, test = load_pairs(cfg, args.data_dir, args.idx_dir)  # data errors leave no folder behind
         make_out(out, args.overwrite)
         cfg.save(os.path.join(out, "config.json"))  # marks an unfinished run of this configuration
@@ -234,6 +235,9 @@ def evaluate_parser():
     parser.add_argument("--study", help=f"a named set of entries: {', '.join(STUDIES)} "
                                         "(flags below then apply to every entry)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds per entry (default: 10)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="rounds trained side by side, in threads of one process (default: one per CPU, "
+                             "%(default)s here); a round's numbers do not depend on it")
     add_config_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--out", help="output folder (default: runs/evaluate-<what>)")
@@ -266,18 +270,21 @@ def evaluate_main(argv=None):
     args = evaluate_parser().parse_args(argv)
 
     def main():
-        if args.rounds < 1:
-            raise UserError(f"--rounds: must be a positive integer, got {args.rounds}")
+        for flag in ("rounds", "jobs"):
+            if getattr(args, flag) < 1:
+                raise UserError(f"--{flag}: must be a positive integer, got {getattr(args, flag)}")
         label, entries = entries_from_args(args)
         find_source(args.data_dir, args.idx_dir)
         out = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
         make_out(out)
         quiet_tensorflow()
         from mnistcompare.experiments import evaluate, markdown_table
+        from mnistcompare.training import one_thread_per_op
 
+        one_thread_per_op()
         print(f"{len(entries)} entries x {args.rounds} rounds -> {out}/", flush=True)
         results = evaluate(entries, args.rounds, out, args.data_dir, args.idx_dir, overwrite=args.overwrite,
-                           log=lambda line: print(line, flush=True))
+                           log=lambda line: print(line, flush=True), jobs=args.jobs)
         print(markdown_table(results), end="")
         print(f"outputs in {out}/: results.json results.md curves.png rounds.png")
 

@@ -229,13 +229,15 @@ def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate
     if swap or shift or rotate or zoom:
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            functools.partial(_augment, swap=swap, affine=(shift, rotate, zoom)), num_parallel_calls=tf.data.AUTOTUNE)
+            functools.partial(augment_batch, swap=swap, affine=(shift, rotate, zoom)), num_parallel_calls=tf.data.AUTOTUNE)
     if not digits:
         ds = ds.map(lambda x, y: (x, {"compare": y["compare"]}))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _augment(batch, seed, swap, affine):
+def augment_batch(batch, seed, swap, affine):
+    """(features, labels) of a batch, each pair swapped with probability 1/2 (`swap`; the compare
+    label follows) and each image moved by `affine` = (shift, rotate, zoom); `seed`: [2] ints."""
     import tensorflow as tf
 
     features, labels = batch

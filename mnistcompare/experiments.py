@@ -8,7 +8,9 @@ continues with the rounds that are missing.
 import dataclasses
 import json
 import os
+import queue
 import statistics
+import threading
 
 from mnistcompare.config import Config, UserError, preset, write_json, write_text
 
@@ -147,8 +149,43 @@ def load_results(path):
                         "pass --overwrite to start again") from None
 
 
-def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False, log=print):
-    """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end."""
+def in_order(fn, items, jobs):
+    """fn(item) for each item, `jobs` at a time on daemon threads, yielded in the items' order.
+
+    TensorFlow runs a graph without Python's lock, so rounds in threads train
+    side by side. Daemon threads: an interrupted caller does not wait for them.
+    """
+    items = list(items)
+    if jobs <= 1:
+        yield from map(fn, items)
+        return
+    results = [queue.Queue(1) for _ in items]
+    pending = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def work():
+        while True:
+            with lock:
+                i = next(pending, None)
+            if i is None:
+                return
+            try:
+                results[i].put((True, fn(items[i])))
+            except BaseException as e:  # re-raised in the caller's thread
+                results[i].put((False, e))
+
+    for _ in range(min(jobs, len(items))):
+        threading.Thread(target=work, daemon=True).start()
+    for result in results:
+        ok, value = result.get()
+        if not ok:
+            raise value
+        yield value
+
+
+def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False, log=print, jobs=1):
+    """Train `rounds` rounds of every entry, `jobs` rounds at a time; results.json/.md after each
+    round, the plots at the end."""
     from mnistcompare.data import load_pairs
     from mnistcompare.plots import plot_curves, plot_rounds
     from mnistcompare.training import ModelCache, train_round
@@ -179,19 +216,26 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
             plot_curves(results, os.path.join(out, "curves.png"))
             plot_rounds(results, os.path.join(out, "rounds.png"))
 
-    cache = ModelCache()  # one build and trace per configuration, not per round
+    def train_one(job):
+        entry, r = job
+        cfg = entry.config.replace(seed=entry.config.seed + r)
+        train, test = load_pairs(cfg, data_dir, idx_dir)
+        return cfg, train_round(cfg, train, test, verbose=0, curves=True, cache=cache)
+
+    cache = ModelCache(size=max(4, jobs))  # one build and trace per configuration (and job), not per round
+    todo = [(entry, r) for entry, record in zip(entries, results["entries"])
+            for r in range(len(record["per_round"]), rounds)]
+    if todo and jobs > 1:
+        load_pairs(entries[0].config, data_dir, idx_dir)  # MNIST read once, before the threads need it
+    records = {id(entry): record for entry, record in zip(entries, results["entries"])}
     try:
-        for entry, record in zip(entries, results["entries"]):
-            for r in range(len(record["per_round"]), rounds):
-                cfg = entry.config.replace(seed=entry.config.seed + r)
-                train, test = load_pairs(cfg, data_dir, idx_dir)
-                _, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache)
-                record["per_round"].append({"round": r, **metrics, "history": history})
-                save()  # tables after every round: an interrupted run loses at most one round
-                digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
-                log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "
-                    f"{metrics['test_accuracy']:.4f} train {metrics['train_accuracy']:.4f}{digits}  "
-                    f"{metrics['train_seconds']:.1f} s")
+        for (entry, r), (cfg, (_, metrics, history)) in zip(todo, in_order(train_one, todo, jobs)):
+            records[id(entry)]["per_round"].append({"round": r, **metrics, "history": history})
+            save()  # tables after every round: an interrupted run loses only the rounds in progress
+            digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
+            log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "
+                f"{metrics['test_accuracy']:.4f} train {metrics['train_accuracy']:.4f}{digits}  "
+                f"{metrics['train_seconds']:.1f} s")
     finally:
         save(plots=True)  # plots once (they take about a second), also when interrupted
     return results

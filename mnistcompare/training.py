@@ -1,14 +1,16 @@
 """One round: Config + pairs -> compiled model -> fit -> metrics."""
+import contextlib
 import csv
 import json
 import os
+import threading
 import time
 
 import keras
 import numpy as np
 
 from mnistcompare.config import Config, atomic_path
-from mnistcompare.data import normalisation, to_dataset
+from mnistcompare.data import augment_batch, normalisation, to_dataset
 from mnistcompare.models import build_model, count_params
 
 
@@ -28,7 +30,7 @@ def make_optimizer(cfg: Config, steps_per_epoch):
     return keras.optimizers.Adam(lr)
 
 
-def compile_model(model, cfg: Config, steps_per_epoch, whole_epochs=True):
+def compile_model(model, cfg: Config, steps_per_epoch):
     """Losses, metrics and loss weights keyed by output name (dicts that match exactly:
     a mismatched `loss_weights` dict is applied by position without an error)."""
     losses = {"compare": keras.losses.BinaryCrossentropy()}
@@ -39,10 +41,8 @@ def compile_model(model, cfg: Config, steps_per_epoch, whole_epochs=True):
             losses[name] = keras.losses.SparseCategoricalCrossentropy()
             metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         weights = loss_weights(cfg.alpha)
-    # A whole epoch per execution: fewer round trips between Python and the graph.
-    # (Not under a tf.distribute strategy: TF 2.21 fails there to run several steps per call.)
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses, loss_weights=weights,
-                  metrics=metrics, steps_per_execution=min(steps_per_epoch, 100) if whole_epochs else 1)
+                  metrics=metrics)
     return model
 
 
@@ -75,7 +75,7 @@ def accuracy(model, pairs):
 
 
 class TestAccuracy(keras.callbacks.Callback):
-    """Adds `test_accuracy` to each epoch's logs (for accuracy-per-epoch curves); times itself
+    """Adds `test_accuracy` to each epoch's logs under a tf.distribute strategy; times itself
     so that the fit time can leave it out."""
 
     def __init__(self, pairs):
@@ -116,10 +116,99 @@ class HistoryFile(keras.callbacks.Callback):
             writer.writerows(self.rows)
 
 
-class ModelCache:
-    """Compiled models kept across rounds, so that each is built and traced once per process.
+class EpochFunction:
+    """One whole training epoch as one traced call, over pairs held as tensors.
 
-    Tracing the training step of a new model costs seconds, several times the
+    `run(x, y, seed, probe)`: reset the metrics, shuffle (stateless, from
+    `seed`), then for each batch the augmentation of data.to_dataset and Keras'
+    own `train_step` (losses, loss weights, optimizer, metrics as compiled).
+    Returns the epoch's metrics and, for `probe` features, the compare output in
+    inference mode. Keras' fit feeds every step from a tf.data iterator; on nets
+    this small that costs about as much as the step itself. The pairs are
+    arguments, not captured constants, so one trace serves every round of the
+    same shapes.
+    """
+
+    def __init__(self, model, cfg: Config):
+        import tensorflow as tf
+
+        self.model, self.reset = model, None
+        step = tf.autograph.experimental.do_not_convert(model.train_step)
+        affine = (cfg.shift, cfg.rotate, cfg.zoom)
+        augment = cfg.swap or any(affine)
+        size = cfg.batch_size
+
+        @tf.function(reduce_retracing=True)
+        def run(x, y, seed, probe=None):
+            n = tf.shape(y["compare"])[0]
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed)
+            for i in tf.range((n + size - 1) // size):
+                take = order[i * size:(i + 1) * size]
+                batch = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))
+                if augment:
+                    batch = augment_batch(batch, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, affine)
+                features, labels = batch
+                if not cfg.has_digits:
+                    labels = {"compare": labels["compare"]}
+                step((features, labels))
+            logs = model.get_metrics_result()
+            return logs, None if probe is None else model(probe, training=False)["compare"]
+
+        self.run = run
+
+    def __call__(self, x, y, seed, probe=None):
+        import tensorflow as tf
+
+        if self.reset is None:
+            self.model.reset_metrics()
+            result = self.run(x, y, seed, probe)
+            self.reset = tf.function(self.model.reset_metrics)  # traced now that every metric exists
+            return result
+        self.reset()
+        return self.run(x, y, seed, probe)
+
+
+def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, callbacks=(), verbose="auto"):
+    """Keras' fit loop (callbacks, history, progress bar, validation, resume by
+    BackupAndRestore, early stopping) with one `EpochFunction` call per epoch.
+    `probe`: Pairs whose compare accuracy is logged as `test_accuracy` after each epoch."""
+    import tensorflow as tf
+
+    x, y = (tf.nest.map_structure(tf.constant, d) for d in (pairs.features(), pairs.labels(digits=True)))
+    probe_x = tf.nest.map_structure(tf.constant, probe.features()) if probe is not None else None
+    val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
+    steps = -(-len(pairs) // cfg.batch_size)
+    history = keras.callbacks.History()
+    callbacks = keras.callbacks.CallbackList([*callbacks, history], add_progbar=verbose != 0,
+                                             verbose=2 if verbose == "auto" else verbose, epochs=cfg.epochs,
+                                             steps=steps, model=model)
+    if not model.optimizer.built:  # its variables made here, not inside the traced loop
+        model.optimizer.build(model.trainable_variables)
+    model.stop_training = False
+    callbacks.on_train_begin()
+    logs = {}
+    for epoch in range(getattr(model, "_initial_epoch", None) or 0, cfg.epochs):  # set by BackupAndRestore
+        callbacks.on_epoch_begin(epoch)
+        step_logs, compare = run(x, y, tf.constant([cfg.seed, epoch]), probe_x)
+        logs = {k: float(v) for k, v in step_logs.items()}
+        callbacks.on_train_batch_end(steps - 1, logs)  # the progress bar shows the epoch done
+        if probe is not None:
+            logs["test_accuracy"] = float(np.mean((compare.numpy()[:, 0] > 0.5) == (probe.target > 0.5)))
+        if val_data is not None:
+            val = model.evaluate(val_data, verbose=0, return_dict=True)
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        callbacks.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callbacks.on_train_end(logs)
+    return history
+
+
+class ModelCache:
+    """Compiled models, and their epoch functions, kept across rounds, so that each is built and
+    traced once per process (once per round running at the same time).
+
+    Tracing the training step of a new model costs seconds, more than the whole
     fit of a 1000-pair round. A round on a cached model starts from exactly the
     state a fresh model would have: every variable (weights, BatchNorm
     statistics, dropout seed states, normalisation constants) is copied from a
@@ -128,25 +217,54 @@ class ModelCache:
     """
 
     def __init__(self, size=4):
-        self.size, self.models = size, {}
+        self.size, self.free, self.lock = size, {}, threading.Lock()
 
-    def get(self, cfg: Config, mean, std, steps_per_epoch):
+    @contextlib.contextmanager
+    def borrow(self, cfg: Config, mean, std, steps_per_epoch):
+        """(model, EpochFunction) for `cfg`, initialised as if new, lent to no other round until the
+        block ends. Builds with Keras' global seed: call it where no other thread seeds or builds."""
+        import tensorflow as tf
+
         fresh = build_model(cfg, mean, std)  # cheap: no tracing
         key = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
-        model = self.models.pop(key, None)
-        if model is None:
+        with self.lock:
+            spare = self.free.get(key)
+            entry = spare.pop() if spare else None
+        if entry is None:
             model = compile_model(fresh, cfg, steps_per_epoch)
+            model.optimizer.build(model.trainable_variables)
+            entry = model, EpochFunction(model, cfg), tf.function(
+                lambda values: [v.assign(x) for v, x in zip(model.variables + model.optimizer.variables, values)])
         else:
-            for target, source in zip(model.variables, fresh.variables):
-                target.assign(source)
             optimizer = make_optimizer(cfg, steps_per_epoch)
-            optimizer.build(model.trainable_variables)
-            for target, source in zip(model.optimizer.variables, optimizer.variables):
-                target.assign(source)
-        self.models[key] = model  # most recently used last
-        while len(self.models) > self.size:
-            self.models.pop(next(iter(self.models)))
-        return model
+            optimizer.build(fresh.trainable_variables)
+            entry[2]([v.value for v in fresh.variables + optimizer.variables])  # one call, not one per variable
+        try:
+            yield entry[:2]
+        finally:
+            with self.lock:
+                self.free[key] = self.free.pop(key, []) + [entry]  # most recently used last
+                while sum(map(len, self.free.values())) > self.size:
+                    oldest = next(iter(self.free))
+                    self.free[oldest].pop(0)
+                    if not self.free[oldest]:
+                        del self.free[oldest]
+
+
+def one_thread_per_op():
+    """Run each TensorFlow op on one thread; independent ops, and rounds trained side by side,
+    still use every core.
+
+    The ops of nets this small are too small to split across threads: on two
+    cores this trains faster than TensorFlow's default, and a round's numbers no
+    longer depend on how many rounds run at once. Call before TensorFlow runs
+    its first op; TF_NUM_INTRAOP_THREADS, when set, wins.
+    """
+    import tensorflow as tf
+
+    if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        with contextlib.suppress(RuntimeError):  # TensorFlow already started: it keeps its threads
+            tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 def make_strategy(name):
@@ -160,55 +278,70 @@ def make_strategy(name):
             "multiworker": tf.distribute.MultiWorkerMirroredStrategy}[name]()
 
 
+_SEEDING = threading.Lock()  # Keras' random seed is global: one round at a time seeds and builds
+
+
 def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
                 strategy=None):
     """Train one round from freshly initialised weights; returns (model, metrics, history dict).
 
-    `curves=True` also records the test accuracy after every epoch (excluded
-    from the fit time). With a `ModelCache`, a model of the same configuration
-    trained earlier in this process is re-initialised instead of rebuilt. With a
-    tf.distribute `strategy`, the model is built and trained under its scope
+    `curves=True` also logs the test accuracy after every epoch (a forward pass
+    inside the epoch's call, a few milliseconds). With a `ModelCache`, a model
+    of the same configuration trained earlier in this process is re-initialised
+    instead of rebuilt and retraced (rounds may then run in several threads at
+    once; the model returned is lent to later rounds). With a tf.distribute
+    `strategy`, the model is built and trained under its scope by Keras' fit
     (each step's batch split across its replicas).
     """
-    keras.utils.set_random_seed(cfg.seed)
     fit_pairs, val_pairs = train_pairs, None
     if cfg.val_split:
         fit_pairs, val_pairs = train_pairs.split(round(len(train_pairs) * cfg.val_split))
     mean, std = normalisation(fit_pairs)
     steps = -(-len(fit_pairs) // cfg.batch_size)
-    if strategy is not None:
-        with strategy.scope():
-            model = compile_model(build_model(cfg, mean, std), cfg, steps, whole_epochs=False)
-    elif cache is None:
-        model = compile_model(build_model(cfg, mean, std), cfg, steps)
-    else:
-        model = cache.get(cfg, mean, std, steps)
-
     callbacks = list(callbacks)
-    test_curve = TestAccuracy(test_pairs) if curves else None
-    if test_curve:
-        callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
-    val_data = None
-    if val_pairs is not None:
-        val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits)
-        if cfg.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
-    data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
-                      rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
-    start = time.perf_counter()
-    history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # the dataset shuffles itself, seeded
-    seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
+    if cfg.patience and val_pairs is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
 
+    with contextlib.ExitStack() as stack:
+        with _SEEDING:
+            keras.utils.set_random_seed(cfg.seed)
+            if strategy is not None:
+                with strategy.scope():
+                    model = compile_model(build_model(cfg, mean, std), cfg, steps)
+            elif cache is not None:
+                model, run = stack.enter_context(cache.borrow(cfg, mean, std, steps))
+            else:
+                model = compile_model(build_model(cfg, mean, std), cfg, steps)
+                run = EpochFunction(model, cfg)
+        start = time.perf_counter()
+        if strategy is None:
+            history = fit_tensors(model, run, cfg, fit_pairs, val_pairs, test_pairs if curves else None,
+                                  callbacks, verbose)
+        else:
+            test_curve = TestAccuracy(test_pairs) if curves else None
+            if test_curve:
+                callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
+            val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
+            data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
+                              rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
+            history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks,
+                                verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
+            start += test_curve.seconds if test_curve else 0.0
+        seconds = time.perf_counter() - start
+        metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
+    metrics.update(train_seconds=round(seconds, 3), epochs=len(history.history.get("loss", [])))
+    return model, metrics, history.history
+
+
+def round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs):
+    """Accuracies of a trained model (compare and, where it has them, digits), with what defines the round."""
     train, test = accuracy(model, fit_pairs), accuracy(model, test_pairs)
     metrics = {
         "arch": cfg.arch,
         "test_accuracy": test["accuracy"],
         "train_accuracy": train["accuracy"],
         "params": count_params(model),
-        "train_seconds": round(seconds, 3),
-        "epochs": len(history.history.get("loss", [])),
         "seed": cfg.seed,
         "train_pairs": len(fit_pairs),
         "test_pairs": len(test_pairs),
@@ -218,4 +351,4 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
         metrics["train_digit_accuracy"] = train["digit_accuracy"]
     if val_pairs is not None:
         metrics["val_accuracy"] = accuracy(model, val_pairs)["accuracy"]
-    return model, metrics, history.history
+    return metrics

@@ -144,6 +144,37 @@ def test_cached_model_rounds_equal_fresh_rounds(tiny_pairs):
     assert m0["seed"] == 0 and m1["seed"] == 1
 
 
+def test_epoch_loop_runs_every_batch_and_logs_the_test_curve(tiny_pairs):
+    from mnistcompare.training import train_round
+
+    train, test = tiny_pairs  # 64 pairs: 6 batches of 10, then one of 4
+    cfg = Config(**SMALL, epochs=3, batch_size=10, swap=True, rotate=5.0).validate()
+    model, metrics, history = train_round(cfg, train, test, verbose=0, curves=True)
+    assert int(model.optimizer.iterations.numpy()) == 3 * 7
+    assert len(history["loss"]) == len(history["test_accuracy"]) == metrics["epochs"] == 3
+    assert history["test_accuracy"][-1] == metrics["test_accuracy"]  # the curve's last point is the final model
+    assert {"compare_accuracy", "digit_a_accuracy", "compare_loss"} <= set(history)
+
+
+def test_early_stopping_on_validation_pairs_keeps_the_best_epoch(tiny_pairs):
+    from mnistcompare.training import train_round
+
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, epochs=60, batch_size=16, val_split=0.25, patience=2).validate()
+    _, metrics, history = train_round(cfg, train, test, verbose=0)
+    assert len(history["loss"]) < 60 and metrics["train_pairs"] == 48
+    assert metrics["val_accuracy"] == pytest.approx(max(history["val_compare_accuracy"]))
+
+
+def test_progress_bar_shows_every_epoch(tiny_pairs, capsys):
+    from mnistcompare.training import train_round
+
+    train, test = tiny_pairs
+    train_round(Config(**SMALL, epochs=2, batch_size=32).validate(), train, test, verbose=2)
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss:" in out
+
+
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     # A fresh process: logical devices must be configured before TensorFlow starts.
     code = r"""

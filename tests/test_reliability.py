@@ -22,8 +22,9 @@ TINY = ["--channels", "4", "--kernel", "3", "--pool", "2", "--hidden", "16", "--
 
 def train(*args, wait=True, timeout=600):
     command = [sys.executable, "-m", "mnistcompare.cli", *args]
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if not wait:  # SIGINT restored: a shell starting the tests in the background leaves it ignored
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 

@@ -114,8 +114,10 @@ def tune_main(argv=None):
             sys.exit(launch_workers(without_flag(without_flag(argv, "--workers"), "--overwrite"), args.workers,
                                     args.out))
         quiet_tensorflow()
+        from mnistcompare.training import one_thread_per_op
         from tuning.search import make_tuner, trials_markdown, write_outputs
 
+        one_thread_per_op()
         tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, args.data_dir, args.idx_dir,
                            overwrite=args.overwrite)
         tuner.search()
@@ -131,7 +133,7 @@ def tune_main(argv=None):
 
             results = evaluate([Entry("best", Config.from_dict(best))], args.final_rounds,
                                os.path.join(args.out, "final"), args.data_dir, args.idx_dir,
-                               log=lambda line: print(line, flush=True))
+                               log=lambda line: print(line, flush=True), jobs=os.cpu_count() or 1)
             print(markdown_table(results), end="")
 
     run(main, "mnistcompare-tune")
