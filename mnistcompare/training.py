@@ -116,6 +116,11 @@ class HistoryFile(keras.callbacks.Callback):
             writer.writerows(self.rows)
 
 
+# Tracing is Python, under Python's lock: rounds starting side by side trace one after the other,
+# so that the first trains (outside that lock) while the second traces.
+_TRACING = threading.Lock()
+
+
 class EpochFunction:
     """One whole training epoch as one traced call, over pairs held as tensors.
 
@@ -161,7 +166,8 @@ class EpochFunction:
 
         if self.reset is None:
             self.model.reset_metrics()
-            result = self.run(x, y, seed, probe)
+            with _TRACING:
+                result = self.run(x, y, seed, probe)
             self.reset = tf.function(self.model.reset_metrics)  # traced now that every metric exists
             return result
         self.reset()
