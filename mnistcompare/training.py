@@ -124,11 +124,11 @@ _TRACING = threading.Lock()
 class EpochFunction:
     """One whole training epoch as one traced call, over pairs held as tensors.
 
-    `run(x, y, seed, probe)`: reset the metrics, shuffle (stateless, from
-    `seed`), then for each batch the augmentation of data.to_dataset and Keras'
-    own `train_step` (losses, loss weights, optimizer, metrics as compiled).
-    Returns the epoch's metrics and, for `probe` features, the compare output in
-    inference mode. Keras' fit feeds every step from a tf.data iterator; on nets
+    Called with (x, y, seed, probe): resets the metrics, shuffles the pairs
+    (stateless, from `seed`), then for each batch applies the augmentation of
+    data.to_dataset and Keras' own `train_step` (losses, loss weights,
+    optimizer, metrics as compiled). Returns the epoch's metrics and, for
+    `probe` features, the compare output in inference mode. Keras' fit feeds every step from a tf.data iterator; on nets
     this small that costs about as much as the step itself. The pairs are
     arguments, not captured constants, so one trace serves every round of the
     same shapes.
@@ -186,7 +186,7 @@ def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, call
     steps = -(-len(pairs) // cfg.batch_size)
     history = keras.callbacks.History()
     callbacks = keras.callbacks.CallbackList([*callbacks, history], add_progbar=verbose != 0,
-                                             verbose=2 if verbose == "auto" else verbose, epochs=cfg.epochs,
+                                             verbose=1 if verbose == "auto" else verbose, epochs=cfg.epochs,
                                              steps=steps, model=model)
     if not model.optimizer.built:  # its variables made here, not inside the traced loop
         model.optimizer.build(model.trainable_variables)
@@ -195,7 +195,7 @@ def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, call
     logs = {}
     for epoch in range(getattr(model, "_initial_epoch", None) or 0, cfg.epochs):  # set by BackupAndRestore
         callbacks.on_epoch_begin(epoch)
-        step_logs, compare = run(x, y, tf.constant([cfg.seed, epoch]), probe_x)
+        step_logs, compare = run(x, y, tf.constant([cfg.seed, epoch], tf.int64), probe_x)
         logs = {k: float(v) for k, v in step_logs.items()}
         callbacks.on_train_batch_end(steps - 1, logs)  # the progress bar shows the epoch done
         if probe is not None:
