@@ -236,8 +236,8 @@ def evaluate_parser():
                                         "(flags below then apply to every entry)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds per entry (default: 10)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                        help="rounds trained side by side, in threads of one process (default: one per CPU, "
-                             "%(default)s here); a round's numbers do not depend on it")
+                        help="rounds trained side by side, in N worker processes (default: one per CPU, "
+                             "%(default)s here; use 1 on a GPU); a round's numbers do not depend on it")
     add_config_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--out", help="output folder (default: runs/evaluate-<what>)")
@@ -277,11 +277,13 @@ def evaluate_main(argv=None):
         find_source(args.data_dir, args.idx_dir)
         out = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
         make_out(out)
-        quiet_tensorflow()
         from mnistcompare.experiments import evaluate, markdown_table
-        from mnistcompare.training import one_thread_per_op
 
-        one_thread_per_op()
+        if args.jobs == 1:  # trained here; with --jobs N, worker processes import TensorFlow
+            quiet_tensorflow()
+            from mnistcompare.training import one_thread_per_op
+
+            one_thread_per_op()
         print(f"{len(entries)} entries x {args.rounds} rounds -> {out}/", flush=True)
         results = evaluate(entries, args.rounds, out, args.data_dir, args.idx_dir, overwrite=args.overwrite,
                            log=lambda line: print(line, flush=True), jobs=args.jobs)

@@ -7,10 +7,10 @@ continues with the rounds that are missing.
 """
 import dataclasses
 import json
+import multiprocessing
 import os
-import queue
+import signal
 import statistics
-import threading
 
 from mnistcompare.config import Config, UserError, preset, write_json, write_text
 
@@ -149,46 +149,45 @@ def load_results(path):
                         "pass --overwrite to start again") from None
 
 
-def in_order(fn, items, jobs):
-    """fn(item) for each item, `jobs` at a time on daemon threads, yielded in the items' order.
+_CACHE = None  # a worker process's ModelCache
 
-    TensorFlow runs a graph without Python's lock, so rounds in threads train
-    side by side. Daemon threads: an interrupted caller does not wait for them.
-    """
-    items = list(items)
-    if jobs <= 1:
-        yield from map(fn, items)
-        return
-    results = [queue.Queue(1) for _ in items]
-    pending = iter(range(len(items)))
-    lock = threading.Lock()
 
-    def work():
-        while True:
-            with lock:
-                i = next(pending, None)
-            if i is None:
-                return
-            try:
-                results[i].put((True, fn(items[i])))
-            except BaseException as e:  # re-raised in the caller's thread
-                results[i].put((False, e))
+def _start_worker():
+    """A process that trains rounds for `evaluate --jobs`: TensorFlow quiet, one thread per op
+    (as every command runs), Ctrl-C left to the parent, which ends the workers."""
+    global _CACHE
+    from mnistcompare.cli import quiet_tensorflow
 
-    for _ in range(min(jobs, len(items))):
-        threading.Thread(target=work, daemon=True).start()
-    for result in results:
-        ok, value = result.get()
-        if not ok:
-            raise value
-        yield value
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_tensorflow()
+    from mnistcompare.training import ModelCache, one_thread_per_op
+
+    one_thread_per_op()
+    _CACHE = ModelCache()
+
+
+def train_job(job, cache=None):
+    """(metrics, history) of one round: job = (Config with the round's seed, data_dir, idx_dir)."""
+    from mnistcompare.data import load_pairs
+    from mnistcompare.training import train_round
+
+    cfg, data_dir, idx_dir = job
+    train, test = load_pairs(cfg, data_dir, idx_dir)
+    _, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache or _CACHE)
+    return metrics, history
 
 
 def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False, log=print, jobs=1):
-    """Train `rounds` rounds of every entry, `jobs` rounds at a time; results.json/.md after each
-    round, the plots at the end."""
-    from mnistcompare.data import load_pairs
+    """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
+
+    jobs=1 trains in this process. jobs=N>1 trains N rounds side by side, in N
+    worker processes (TensorFlow is not imported here then): each process
+    traces its own model once and trains the rounds it is given; results come
+    back, and are saved, in round order. Processes, not threads: tracing holds
+    Python's lock, and TensorFlow 2.21 fails now and then ("Container
+    __per_step_0 does not exist") when threads run graphs at once.
+    """
     from mnistcompare.plots import plot_curves, plot_rounds
-    from mnistcompare.training import ModelCache, train_round
 
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
@@ -216,20 +215,20 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
             plot_curves(results, os.path.join(out, "curves.png"))
             plot_rounds(results, os.path.join(out, "rounds.png"))
 
-    def train_one(job):
-        entry, r = job
-        cfg = entry.config.replace(seed=entry.config.seed + r)
-        train, test = load_pairs(cfg, data_dir, idx_dir)
-        return cfg, train_round(cfg, train, test, verbose=0, curves=True, cache=cache)
-
-    cache = ModelCache(size=max(4, jobs))  # one build and trace per configuration (and job), not per round
-    todo = [(entry, r) for entry, record in zip(entries, results["entries"])
-            for r in range(len(record["per_round"]), rounds)]
-    if todo and jobs > 1:
-        load_pairs(entries[0].config, data_dir, idx_dir)  # MNIST read once, before the threads need it
+    todo = [(entry, r, entry.config.replace(seed=entry.config.seed + r))
+            for entry, record in zip(entries, results["entries"]) for r in range(len(record["per_round"]), rounds)]
     records = {id(entry): record for entry, record in zip(entries, results["entries"])}
+    pool = None
+    if jobs > 1 and todo:
+        pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(todo)), initializer=_start_worker)
+        done = pool.imap(train_job, [(cfg, data_dir, idx_dir) for _, _, cfg in todo])
+    else:
+        from mnistcompare.training import ModelCache
+
+        cache = ModelCache()  # one build and trace per configuration, not per round
+        done = (train_job((cfg, data_dir, idx_dir), cache) for _, _, cfg in todo)
     try:
-        for (entry, r), (cfg, (_, metrics, history)) in zip(todo, in_order(train_one, todo, jobs)):
+        for (entry, r, cfg), (metrics, history) in zip(todo, done):
             records[id(entry)]["per_round"].append({"round": r, **metrics, "history": history})
             save()  # tables after every round: an interrupted run loses only the rounds in progress
             digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
@@ -237,5 +236,7 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
                 f"{metrics['test_accuracy']:.4f} train {metrics['train_accuracy']:.4f}{digits}  "
                 f"{metrics['train_seconds']:.1f} s")
     finally:
+        if pool is not None:
+            pool.terminate()  # rounds still training when interrupted are dropped
         save(plots=True)  # plots once (they take about a second), also when interrupted
     return results

@@ -3,7 +3,6 @@ import contextlib
 import csv
 import json
 import os
-import threading
 import time
 
 import keras
@@ -116,11 +115,6 @@ class HistoryFile(keras.callbacks.Callback):
             writer.writerows(self.rows)
 
 
-# Tracing is Python, under Python's lock: rounds starting side by side trace one after the other,
-# so that the first trains (outside that lock) while the second traces.
-_TRACING = threading.Lock()
-
-
 class EpochFunction:
     """One whole training epoch as one traced call, over pairs held as tensors.
 
@@ -166,8 +160,7 @@ class EpochFunction:
 
         if self.reset is None:
             self.model.reset_metrics()
-            with _TRACING:
-                result = self.run(x, y, seed, probe)
+            result = self.run(x, y, seed, probe)
             self.reset = tf.function(self.model.reset_metrics)  # traced now that every metric exists
             return result
         self.reset()
@@ -212,7 +205,7 @@ def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, call
 
 class ModelCache:
     """Compiled models, and their epoch functions, kept across rounds, so that each is built and
-    traced once per process (once per round running at the same time).
+    traced once per process.
 
     Tracing the training step of a new model costs seconds, more than the whole
     fit of a 1000-pair round. A round on a cached model starts from exactly the
@@ -223,19 +216,15 @@ class ModelCache:
     """
 
     def __init__(self, size=4):
-        self.size, self.free, self.lock = size, {}, threading.Lock()
+        self.size, self.entries = size, {}
 
-    @contextlib.contextmanager
-    def borrow(self, cfg: Config, mean, std, steps_per_epoch):
-        """(model, EpochFunction) for `cfg`, initialised as if new, lent to no other round until the
-        block ends. Builds with Keras' global seed: call it where no other thread seeds or builds."""
+    def get(self, cfg: Config, mean, std, steps_per_epoch):
+        """(model, EpochFunction) for `cfg`, initialised as if new."""
         import tensorflow as tf
 
         fresh = build_model(cfg, mean, std)  # cheap: no tracing
         key = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
-        with self.lock:
-            spare = self.free.get(key)
-            entry = spare.pop() if spare else None
+        entry = self.entries.pop(key, None)
         if entry is None:
             model = compile_model(fresh, cfg, steps_per_epoch)
             model.optimizer.build(model.trainable_variables)
@@ -245,25 +234,19 @@ class ModelCache:
             optimizer = make_optimizer(cfg, steps_per_epoch)
             optimizer.build(fresh.trainable_variables)
             entry[2]([v.value for v in fresh.variables + optimizer.variables])  # one call, not one per variable
-        try:
-            yield entry[:2]
-        finally:
-            with self.lock:
-                self.free[key] = self.free.pop(key, []) + [entry]  # most recently used last
-                while sum(map(len, self.free.values())) > self.size:
-                    oldest = next(iter(self.free))
-                    self.free[oldest].pop(0)
-                    if not self.free[oldest]:
-                        del self.free[oldest]
+        self.entries[key] = entry  # most recently used last
+        while len(self.entries) > self.size:
+            self.entries.pop(next(iter(self.entries)))
+        return entry[:2]
 
 
 def one_thread_per_op():
-    """Run each TensorFlow op on one thread; independent ops, and rounds trained side by side,
-    still use every core.
+    """Run each TensorFlow op on one thread; independent ops still run side by side on every core.
 
     The ops of nets this small are too small to split across threads: on two
-    cores this trains faster than TensorFlow's default, and a round's numbers no
-    longer depend on how many rounds run at once. Call before TensorFlow runs
+    cores this trains faster than TensorFlow's default, leaves the other cores
+    to rounds trained side by side (evaluate --jobs), and a round's numbers do
+    not depend on how many rounds run at once. Call before TensorFlow runs
     its first op; TF_NUM_INTRAOP_THREADS, when set, wins.
     """
     import tensorflow as tf
@@ -284,9 +267,6 @@ def make_strategy(name):
             "multiworker": tf.distribute.MultiWorkerMirroredStrategy}[name]()
 
 
-_SEEDING = threading.Lock()  # Keras' random seed is global: one round at a time seeds and builds
-
-
 def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
                 strategy=None):
     """Train one round from freshly initialised weights; returns (model, metrics, history dict).
@@ -294,10 +274,9 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     `curves=True` also logs the test accuracy after every epoch (a forward pass
     inside the epoch's call, a few milliseconds). With a `ModelCache`, a model
     of the same configuration trained earlier in this process is re-initialised
-    instead of rebuilt and retraced (rounds may then run in several threads at
-    once; the model returned is lent to later rounds). With a tf.distribute
-    `strategy`, the model is built and trained under its scope by Keras' fit
-    (each step's batch split across its replicas).
+    instead of rebuilt and retraced (the model returned is then reused by later
+    rounds). With a tf.distribute `strategy`, the model is built and trained
+    under its scope by Keras' fit (each step's batch split across its replicas).
     """
     fit_pairs, val_pairs = train_pairs, None
     if cfg.val_split:
@@ -309,33 +288,31 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
 
-    with contextlib.ExitStack() as stack:
-        with _SEEDING:
-            keras.utils.set_random_seed(cfg.seed)
-            if strategy is not None:
-                with strategy.scope():
-                    model = compile_model(build_model(cfg, mean, std), cfg, steps)
-            elif cache is not None:
-                model, run = stack.enter_context(cache.borrow(cfg, mean, std, steps))
-            else:
-                model = compile_model(build_model(cfg, mean, std), cfg, steps)
-                run = EpochFunction(model, cfg)
-        start = time.perf_counter()
-        if strategy is None:
-            history = fit_tensors(model, run, cfg, fit_pairs, val_pairs, test_pairs if curves else None,
-                                  callbacks, verbose)
-        else:
-            test_curve = TestAccuracy(test_pairs) if curves else None
-            if test_curve:
-                callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
-            val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
-            data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
-                              rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
-            history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks,
-                                verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
-            start += test_curve.seconds if test_curve else 0.0
-        seconds = time.perf_counter() - start
-        metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
+    keras.utils.set_random_seed(cfg.seed)
+    if strategy is not None:
+        with strategy.scope():
+            model = compile_model(build_model(cfg, mean, std), cfg, steps)
+    elif cache is not None:
+        model, run = cache.get(cfg, mean, std, steps)
+    else:
+        model = compile_model(build_model(cfg, mean, std), cfg, steps)
+        run = EpochFunction(model, cfg)
+    start = time.perf_counter()
+    if strategy is None:
+        history = fit_tensors(model, run, cfg, fit_pairs, val_pairs, test_pairs if curves else None, callbacks,
+                              verbose)
+    else:
+        test_curve = TestAccuracy(test_pairs) if curves else None
+        if test_curve:
+            callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
+        val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
+        data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
+                          rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
+        history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks,
+                            verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
+        start += test_curve.seconds if test_curve else 0.0
+    seconds = time.perf_counter() - start
+    metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
     metrics.update(train_seconds=round(seconds, 3), epochs=len(history.history.get("loss", [])))
     return model, metrics, history.history
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mnistcompare.config import Config, UserError
-from mnistcompare.experiments import STUDIES, Entry, evaluate, in_order, markdown_table, study, summarise
+from mnistcompare.experiments import STUDIES, Entry, evaluate, markdown_table, study, summarise
 from mnistcompare.plots import plot_curves, plot_rounds
 
 TINY = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,), pairs=100, test_pairs=50,
@@ -88,36 +88,20 @@ def test_rounds_resume_without_duplicates(idx_dir, tmp_path):
                ["entries"][0]["per_round"]) == 1
 
 
-def test_rounds_side_by_side_give_the_numbers_of_rounds_one_at_a_time(idx_dir, tmp_path):
-    entries = [Entry("tiny", Config(**TINY, dropout=0.2, swap=True).validate()),
-               Entry("tiny-digits", Config(**{**TINY, "arch": "digits"}).validate())]
+def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_dir, tmp_path):
+    # CLI processes, so that --jobs 1 runs ops on one thread as the workers do.
     runs = {}
     for jobs in (1, 2):
-        out = str(tmp_path / f"jobs{jobs}")
-        os.makedirs(out)
-        lines = []
-        results = evaluate(entries, 3, out, idx_dir=str(idx_dir), log=lines.append, jobs=jobs)
-        runs[jobs] = [[(r["round"], r["test_accuracy"], r["history"]["loss"]) for r in e["per_round"]]
-                      for e in results["entries"]]
-        assert [line.split(" round ")[1][:3] for line in lines] == ["1/3", "2/3", "3/3"] * 2  # logged in order
+        out = tmp_path / f"jobs{jobs}"
+        result = _evaluate("--preset", "report000-siamese", "--pairs", "100", "--test-pairs", "50", "--epochs", "2",
+                           "--batch-size", "20", "--swap", "--rounds", "3", "--jobs", str(jobs),
+                           "--idx-dir", str(idx_dir), "--out", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [line.split(" round ")[1][:3] for line in result.stdout.splitlines() if " round " in line] == \
+            ["1/3", "2/3", "3/3"]  # logged in round order
+        entry = json.loads((out / "results.json").read_text())["entries"][0]
+        runs[jobs] = [(r["round"], r["test_accuracy"], r["history"]["loss"]) for r in entry["per_round"]]
     assert runs[2] == runs[1]
-
-
-def test_in_order_keeps_the_order_and_raises_in_the_caller():
-    import time
-
-    def slow_square(x):
-        time.sleep(0.05 * max(0, 3 - x))  # later items finish first
-        if x == 4:
-            raise ValueError("four")
-        return x * x
-
-    assert list(in_order(slow_square, range(4), jobs=3)) == [0, 1, 4, 9]
-    assert list(in_order(slow_square, range(4), jobs=1)) == [0, 1, 4, 9]
-    results = in_order(slow_square, range(6), jobs=2)
-    assert [next(results) for _ in range(4)] == [0, 1, 4, 9]
-    with pytest.raises(ValueError, match="four"):
-        next(results)
 
 
 def _evaluate(*args, timeout=900):
