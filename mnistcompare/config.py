@@ -242,12 +242,12 @@ PRESETS = {
     "report004-cnn-aux": dict(
         arch="siamese", channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True,
         hidden=(300,), head=(), batch_norm=False, dropout=0.0, alpha=1 / 3, lr=5e-4, l2=1e-3),
-    # Beyond the reports, on the same 1000 training pairs and their digit labels only: two wider
+    # Beyond the reports, on the same 1000 training pairs and their digit labels only: three wider
     # batch-normalised digit classifiers averaged inside one model, read through the exact rule
     # P(a <= b), trained jointly on the comparison and both digits; swap and small affine
     # augmentation; 60 epochs on a cosine schedule.
     "best": dict(
-        arch="digits", members=2, channels=(32, 64, 128), kernel=(3,), padding=("same",), pool=(2, 2, 1),
+        arch="digits", members=3, channels=(32, 64, 128), kernel=(3,), padding=("same",), pool=(2, 2, 1),
         conv_batch_norm=True, hidden=(256,), batch_norm=True, dropout=0.3, alpha=1 / 3, lr=0.003,
         schedule="cosine", epochs=60, swap=True, shift=1, rotate=10.0, zoom=0.1),
 }
