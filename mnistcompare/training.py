@@ -118,14 +118,14 @@ class HistoryFile(keras.callbacks.Callback):
 class EpochFunction:
     """One whole training epoch as one traced call, over pairs held as tensors.
 
-    Called with (x, y, seed, probe): resets the metrics, shuffles the pairs
+    Called with (x, y, seed): resets the metrics, shuffles the pairs
     (stateless, from `seed`), then for each batch applies the augmentation of
     data.to_dataset and Keras' own `train_step` (losses, loss weights,
-    optimizer, metrics as compiled). Returns the epoch's metrics and, for
-    `probe` features, the compare output in inference mode. Keras' fit feeds every step from a tf.data iterator; on nets
-    this small that costs about as much as the step itself. The pairs are
-    arguments, not captured constants, so one trace serves every round of the
-    same shapes.
+    optimizer, metrics as compiled); returns the epoch's metrics. `compare(x)`:
+    the compare output in inference mode, traced once too. Keras' fit feeds
+    every step from a tf.data iterator; on nets this small that costs about as
+    much as the step itself. The pairs are arguments, not captured constants,
+    so one trace serves every round of the same shapes.
     """
 
     def __init__(self, model, cfg: Config):
@@ -138,7 +138,7 @@ class EpochFunction:
         size = cfg.batch_size
 
         @tf.function(reduce_retracing=True)
-        def run(x, y, seed, probe=None):
+        def run(x, y, seed):
             n = tf.shape(y["compare"])[0]
             order = tf.random.experimental.stateless_shuffle(tf.range(n), seed)
             for i in tf.range((n + size - 1) // size):
@@ -150,27 +150,28 @@ class EpochFunction:
                 if not cfg.has_digits:
                     labels = {"compare": labels["compare"]}
                 step((features, labels))
-            logs = model.get_metrics_result()
-            return logs, None if probe is None else model(probe, training=False)["compare"]
+            return model.get_metrics_result()
 
         self.run = run
+        self.compare = tf.function(lambda x: model(x, training=False)["compare"], reduce_retracing=True)
 
-    def __call__(self, x, y, seed, probe=None):
+    def __call__(self, x, y, seed):
         import tensorflow as tf
 
         if self.reset is None:
             self.model.reset_metrics()
-            result = self.run(x, y, seed, probe)
+            result = self.run(x, y, seed)
             self.reset = tf.function(self.model.reset_metrics)  # traced now that every metric exists
             return result
         self.reset()
-        return self.run(x, y, seed, probe)
+        return self.run(x, y, seed)
 
 
 def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, callbacks=(), verbose="auto"):
     """Keras' fit loop (callbacks, history, progress bar, validation, resume by
     BackupAndRestore, early stopping) with one `EpochFunction` call per epoch.
-    `probe`: Pairs whose compare accuracy is logged as `test_accuracy` after each epoch."""
+    `probe`: Pairs whose compare accuracy is logged as `test_accuracy` after each
+    epoch. Returns the History and the seconds spent on `probe`."""
     import tensorflow as tf
 
     x, y = (tf.nest.map_structure(tf.constant, d) for d in (pairs.features(), pairs.labels(digits=True)))
@@ -185,14 +186,16 @@ def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, call
         model.optimizer.build(model.trainable_variables)
     model.stop_training = False
     callbacks.on_train_begin()
-    logs = {}
+    logs, probe_seconds = {}, 0.0
     for epoch in range(getattr(model, "_initial_epoch", None) or 0, cfg.epochs):  # set by BackupAndRestore
         callbacks.on_epoch_begin(epoch)
-        step_logs, compare = run(x, y, tf.constant([cfg.seed, epoch], tf.int64), probe_x)
-        logs = {k: float(v) for k, v in step_logs.items()}
+        logs = {k: float(v) for k, v in run(x, y, tf.constant([cfg.seed, epoch], tf.int64)).items()}
         callbacks.on_train_batch_end(steps - 1, logs)  # the progress bar shows the epoch done
         if probe is not None:
-            logs["test_accuracy"] = float(np.mean((compare.numpy()[:, 0] > 0.5) == (probe.target > 0.5)))
+            start = time.perf_counter()
+            compare = run.compare(probe_x).numpy()[:, 0]
+            logs["test_accuracy"] = float(np.mean((compare > 0.5) == (probe.target > 0.5)))
+            probe_seconds += time.perf_counter() - start
         if val_data is not None:
             val = model.evaluate(val_data, verbose=0, return_dict=True)
             logs.update({f"val_{k}": v for k, v in val.items()})
@@ -200,7 +203,7 @@ def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, call
         if model.stop_training:
             break
     callbacks.on_train_end(logs)
-    return history
+    return history, probe_seconds
 
 
 class ModelCache:
@@ -271,8 +274,8 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
                 strategy=None):
     """Train one round from freshly initialised weights; returns (model, metrics, history dict).
 
-    `curves=True` also logs the test accuracy after every epoch (a forward pass
-    inside the epoch's call, a few milliseconds). With a `ModelCache`, a model
+    `curves=True` also logs the test accuracy after every epoch (left out of the
+    fit time, as is the final evaluation). With a `ModelCache`, a model
     of the same configuration trained earlier in this process is re-initialised
     instead of rebuilt and retraced (the model returned is then reused by later
     rounds). With a tf.distribute `strategy`, the model is built and trained
@@ -299,8 +302,9 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
         run = EpochFunction(model, cfg)
     start = time.perf_counter()
     if strategy is None:
-        history = fit_tensors(model, run, cfg, fit_pairs, val_pairs, test_pairs if curves else None, callbacks,
-                              verbose)
+        history, probe_seconds = fit_tensors(model, run, cfg, fit_pairs, val_pairs, test_pairs if curves else None,
+                                             callbacks, verbose)
+        start += probe_seconds
     else:
         test_curve = TestAccuracy(test_pairs) if curves else None
         if test_curve:
