@@ -131,7 +131,9 @@ def quiet_tensorflow():
     """
     if "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: not even C++ errors, such as Grappler's harmless "remapper failed" on LeakyReLU gradients
+    # in a loop; a real failure still raises in Python. Set the variable to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
