@@ -23,13 +23,11 @@ def main():
                         help="rounds side by side (default 1: each round's fit seconds are its own)")
     args = parser.parse_args()
 
-    from mnistcompare.cli import quiet_tensorflow
+    from mnistcompare.cli import start_tensorflow
     from mnistcompare.config import preset
     from mnistcompare.experiments import Entry, evaluate
-    from mnistcompare.training import one_thread_per_op
 
-    quiet_tensorflow()
-    one_thread_per_op()
+    start_tensorflow()
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
     e = evaluate([Entry(args.preset, preset(args.preset).validate())], args.rounds, out, args.data_dir,
                  args.idx_dir, jobs=args.jobs)["entries"][0]

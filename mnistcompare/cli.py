@@ -146,6 +146,15 @@ def quiet_tensorflow():
         os.close(devnull)
 
 
+def start_tensorflow():
+    """TensorFlow as every command trains with it: imported quietly, each op on one thread
+    (training.one_thread_per_op: a round's numbers then do not depend on evaluate --jobs)."""
+    quiet_tensorflow()
+    from mnistcompare.training import one_thread_per_op
+
+    one_thread_per_op()
+
+
 def run(main, prog):
     """Run a command body; user mistakes -> one line + exit 2, Ctrl-C -> exit 130."""
     try:
@@ -186,15 +195,14 @@ def train_main(argv=None):
         name = args.preset or cfg.arch
         out = args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         resuming = check_out(out, cfg, args.overwrite)
-        quiet_tensorflow()
+        start_tensorflow()
         import keras
 
         from mnistcompare.config import write_json
         from mnistcompare.data import load_pairs
         from mnistcompare.export import export_saved_model
-        from mnistcompare.training import HistoryFile, make_strategy, one_thread_per_op, train_round
+        from mnistcompare.training import HistoryFile, make_strategy, train_round
 
-        one_thread_per_op()
         train, test = load_pairs(cfg, args.data_dir, args.idx_dir)  # data errors leave no folder behind
         make_out(out, args.overwrite)
         cfg.save(os.path.join(out, "config.json"))  # marks an unfinished run of this configuration
@@ -282,10 +290,7 @@ def evaluate_main(argv=None):
         from mnistcompare.experiments import evaluate, markdown_table
 
         if args.jobs == 1:  # trained here; with --jobs N, worker processes import TensorFlow
-            quiet_tensorflow()
-            from mnistcompare.training import one_thread_per_op
-
-            one_thread_per_op()
+            start_tensorflow()
         print(f"{len(entries)} entries x {args.rounds} rounds -> {out}/", flush=True)
         results = evaluate(entries, args.rounds, out, args.data_dir, args.idx_dir, overwrite=args.overwrite,
                            log=lambda line: print(line, flush=True), jobs=args.jobs)

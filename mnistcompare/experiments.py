@@ -156,13 +156,12 @@ def _start_worker():
     """A process that trains rounds for `evaluate --jobs`: TensorFlow quiet, one thread per op
     (as every command runs), Ctrl-C left to the parent, which ends the workers."""
     global _CACHE
-    from mnistcompare.cli import quiet_tensorflow
+    from mnistcompare.cli import start_tensorflow
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    quiet_tensorflow()
-    from mnistcompare.training import ModelCache, one_thread_per_op
+    start_tensorflow()
+    from mnistcompare.training import ModelCache
 
-    one_thread_per_op()
     _CACHE = ModelCache()
 
 

@@ -74,11 +74,14 @@ def _compare_head(logits_a, logits_b, cfg):
     return layers.Dense(1, activation="sigmoid", kernel_regularizer=_regularizer(cfg), name="compare")(x)
 
 
+def _stacked(inputs, standardize):
+    """Both images as one standardised batch, so that a shared tower runs once per step."""
+    return standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
+
+
 def _shared_tower_logits(inputs, standardize, cfg):
     """ONE tower object for both images, run once on the stacked batch (shared weights)."""
-    tower = build_tower(cfg, name="tower")
-    both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
-    return SplitPair(name="split_pair")(tower(both))
+    return SplitPair(name="split_pair")(build_tower(cfg, name="tower")(_stacked(inputs, standardize)))
 
 
 def _digit_outputs(logits_a, logits_b):
@@ -108,7 +111,7 @@ def build_digits(cfg, mean=0.0, std=1.0):
     """Report 002 transfer learning / 003 direct classification: a shared digit
     classifier, and compare = P(a <= b) computed exactly from its two outputs."""
     inputs, standardize = _inputs(mean, std)
-    both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
+    both = _stacked(inputs, standardize)
     if cfg.members == 1:
         probs = layers.Softmax(name="probs")(build_tower(cfg, name="tower")(both))
     else:  # an ensemble inside one model: each member its own tower, probabilities averaged

@@ -42,6 +42,7 @@ def compile_model(model, cfg: Config, steps_per_epoch):
         weights = loss_weights(cfg.alpha)
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses, loss_weights=weights,
                   metrics=metrics)
+    model.optimizer.build(model.trainable_variables)  # its variables made now, not inside a traced loop
     return model
 
 
@@ -74,7 +75,7 @@ def accuracy(model, pairs):
 
 
 class TestAccuracy(keras.callbacks.Callback):
-    """Adds `test_accuracy` to each epoch's logs under a tf.distribute strategy; times itself
+    """Adds `test_accuracy` to each epoch's logs (for accuracy-per-epoch curves); times itself
     so that the fit time can leave it out."""
 
     def __init__(self, pairs):
@@ -121,11 +122,10 @@ class EpochFunction:
     Called with (x, y, seed): resets the metrics, shuffles the pairs
     (stateless, from `seed`), then for each batch applies the augmentation of
     data.to_dataset and Keras' own `train_step` (losses, loss weights,
-    optimizer, metrics as compiled); returns the epoch's metrics. `compare(x)`:
-    the compare output in inference mode, traced once too. Keras' fit feeds
-    every step from a tf.data iterator; on nets this small that costs about as
-    much as the step itself. The pairs are arguments, not captured constants,
-    so one trace serves every round of the same shapes.
+    optimizer, metrics as compiled); returns the epoch's metrics. Keras' fit
+    feeds every step from a tf.data iterator; on nets this small that costs
+    about as much as the step itself. The pairs are arguments, not captured
+    constants, so one trace serves every round of the same shapes.
     """
 
     def __init__(self, model, cfg: Config):
@@ -153,7 +153,6 @@ class EpochFunction:
             return model.get_metrics_result()
 
         self.run = run
-        self.compare = tf.function(lambda x: model(x, training=False)["compare"], reduce_retracing=True)
 
     def __call__(self, x, y, seed):
         import tensorflow as tf
@@ -167,35 +166,27 @@ class EpochFunction:
         return self.run(x, y, seed)
 
 
-def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, callbacks=(), verbose="auto"):
+def fit_tensors(run, cfg: Config, pairs, val_pairs=None, callbacks=(), verbose="auto"):
     """Keras' fit loop (callbacks, history, progress bar, validation, resume by
-    BackupAndRestore, early stopping) with one `EpochFunction` call per epoch.
-    `probe`: Pairs whose compare accuracy is logged as `test_accuracy` after each
-    epoch. Returns the History and the seconds spent on `probe`."""
+    BackupAndRestore, early stopping) with one call of `run`, an EpochFunction,
+    per epoch; returns the History."""
     import tensorflow as tf
 
+    model = run.model
     x, y = (tf.nest.map_structure(tf.constant, d) for d in (pairs.features(), pairs.labels(digits=True)))
-    probe_x = tf.nest.map_structure(tf.constant, probe.features()) if probe is not None else None
     val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
     steps = -(-len(pairs) // cfg.batch_size)
     history = keras.callbacks.History()
     callbacks = keras.callbacks.CallbackList([*callbacks, history], add_progbar=verbose != 0,
                                              verbose=1 if verbose == "auto" else verbose, epochs=cfg.epochs,
                                              steps=steps, model=model)
-    if not model.optimizer.built:  # its variables made here, not inside the traced loop
-        model.optimizer.build(model.trainable_variables)
     model.stop_training = False
     callbacks.on_train_begin()
-    logs, probe_seconds = {}, 0.0
+    logs = {}
     for epoch in range(getattr(model, "_initial_epoch", None) or 0, cfg.epochs):  # set by BackupAndRestore
         callbacks.on_epoch_begin(epoch)
         logs = {k: float(v) for k, v in run(x, y, tf.constant([cfg.seed, epoch], tf.int64)).items()}
         callbacks.on_train_batch_end(steps - 1, logs)  # the progress bar shows the epoch done
-        if probe is not None:
-            start = time.perf_counter()
-            compare = run.compare(probe_x).numpy()[:, 0]
-            logs["test_accuracy"] = float(np.mean((compare > 0.5) == (probe.target > 0.5)))
-            probe_seconds += time.perf_counter() - start
         if val_data is not None:
             val = model.evaluate(val_data, verbose=0, return_dict=True)
             logs.update({f"val_{k}": v for k, v in val.items()})
@@ -203,7 +194,7 @@ def fit_tensors(model, run, cfg: Config, pairs, val_pairs=None, probe=None, call
         if model.stop_training:
             break
     callbacks.on_train_end(logs)
-    return history, probe_seconds
+    return history
 
 
 class ModelCache:
@@ -230,7 +221,6 @@ class ModelCache:
         entry = self.entries.pop(key, None)
         if entry is None:
             model = compile_model(fresh, cfg, steps_per_epoch)
-            model.optimizer.build(model.trainable_variables)
             entry = model, EpochFunction(model, cfg), tf.function(
                 lambda values: [v.assign(x) for v, x in zip(model.variables + model.optimizer.variables, values)])
         else:
@@ -275,10 +265,9 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     """Train one round from freshly initialised weights; returns (model, metrics, history dict).
 
     `curves=True` also logs the test accuracy after every epoch (left out of the
-    fit time, as is the final evaluation). With a `ModelCache`, a model
-    of the same configuration trained earlier in this process is re-initialised
-    instead of rebuilt and retraced (the model returned is then reused by later
-    rounds). With a tf.distribute `strategy`, the model is built and trained
+    fit time, as is the final evaluation). With a `ModelCache`, a model of the
+    same configuration trained earlier in this process is re-initialised instead
+    of rebuilt and retraced (the model returned is then reused by later rounds). With a tf.distribute `strategy`, the model is built and trained
     under its scope by Keras' fit (each step's batch split across its replicas).
     """
     fit_pairs, val_pairs = train_pairs, None
@@ -300,21 +289,19 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     else:
         model = compile_model(build_model(cfg, mean, std), cfg, steps)
         run = EpochFunction(model, cfg)
+    test_curve = TestAccuracy(test_pairs) if curves else None
+    if test_curve:
+        callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
     start = time.perf_counter()
     if strategy is None:
-        history, probe_seconds = fit_tensors(model, run, cfg, fit_pairs, val_pairs, test_pairs if curves else None,
-                                             callbacks, verbose)
-        start += probe_seconds
+        history = fit_tensors(run, cfg, fit_pairs, val_pairs, callbacks, verbose)
     else:
-        test_curve = TestAccuracy(test_pairs) if curves else None
-        if test_curve:
-            callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
         val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
         data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
                           rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
         history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks,
                             verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
-        start += test_curve.seconds if test_curve else 0.0
+    start += test_curve.seconds if test_curve else 0.0
     seconds = time.perf_counter() - start
     metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
     metrics.update(train_seconds=round(seconds, 3), epochs=len(history.history.get("loss", [])))

@@ -12,8 +12,8 @@ import statistics
 import subprocess
 import sys
 
-from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, make_out,
-                              quiet_tensorflow, run)
+from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, make_out, run,
+                              start_tensorflow)
 from mnistcompare.config import MAX_PAIRS, Config, UserError
 from mnistcompare.data import find_source
 from tuning import PROJECT
@@ -113,11 +113,9 @@ def tune_main(argv=None):
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
             sys.exit(launch_workers(without_flag(without_flag(argv, "--workers"), "--overwrite"), args.workers,
                                     args.out))
-        quiet_tensorflow()
-        from mnistcompare.training import one_thread_per_op
+        start_tensorflow()
         from tuning.search import make_tuner, trials_markdown, write_outputs
 
-        one_thread_per_op()
         tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, args.data_dir, args.idx_dir,
                            overwrite=args.overwrite)
         tuner.search()
