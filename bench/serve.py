@@ -50,7 +50,8 @@ def main():
         from mnistcompare.models import build_model
 
         folder = os.path.join(tempfile.mkdtemp(), "saved_model")
-        export_saved_model(build_model(preset(args.preset), 33.3, 78.6), folder)
+        cfg = preset(args.preset)
+        export_saved_model(build_model(cfg, 33.3, 78.6), cfg, folder)
     model = tf.saved_model.load(folder)
     rng = np.random.default_rng(0)
     raw_a = tf.constant(rng.integers(0, 256, (args.batch, 28, 28), dtype=np.uint8))

@@ -218,7 +218,7 @@ def train_main(argv=None):
                                         strategy=make_strategy(args.strategy))
         metrics["epochs"] = history.epochs  # including the epochs of an interrupted earlier process
         model.save(os.path.join(out, "model.keras"))
-        export_saved_model(model, os.path.join(out, "saved_model"))
+        export_saved_model(model, cfg, os.path.join(out, "saved_model"))
         # Written last: its presence marks a finished run.
         write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
 

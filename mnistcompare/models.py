@@ -74,24 +74,28 @@ def _compare_head(logits_a, logits_b, cfg):
     return layers.Dense(1, activation="sigmoid", kernel_regularizer=_regularizer(cfg), name="compare")(x)
 
 
-def _stacked(inputs, standardize):
-    """Both images as one standardised batch, so that a shared tower runs once per step."""
-    return standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
+def _per_image(fn, inputs, standardize, stack_pair):
+    """`fn` (shared weights) on both standardised images -> (out_a, out_b).
 
-
-def _shared_tower_logits(inputs, standardize, cfg):
-    """ONE tower object for both images, run once on the stacked batch (shared weights)."""
-    return SplitPair(name="split_pair")(build_tower(cfg, name="tower")(_stacked(inputs, standardize)))
+    stack_pair=True runs it once on the two images stacked into one batch: one
+    call per training step. False calls it on each image apart; the two calls
+    are independent, so TensorFlow runs them in parallel when serving.
+    """
+    if stack_pair:
+        both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
+        return SplitPair(name="split_pair")(fn(both))
+    return fn(standardize(inputs["image_a"])), fn(standardize(inputs["image_b"]))
 
 
 def _digit_outputs(logits_a, logits_b):
     return layers.Softmax(name="digit_a")(logits_a), layers.Softmax(name="digit_b")(logits_b)
 
 
-def build_siamese(cfg, mean=0.0, std=1.0):
+def build_siamese(cfg, mean=0.0, std=1.0, stack_pair=True):
     """Report 000 Fig. A2 / report 001: shared tower, digit heads, learned compare head."""
     inputs, standardize = _inputs(mean, std)
-    logits_a, logits_b = _shared_tower_logits(inputs, standardize, cfg)
+    # ONE tower object for both images: shared weights.
+    logits_a, logits_b = _per_image(build_tower(cfg, name="tower"), inputs, standardize, stack_pair)
     digit_a, digit_b = _digit_outputs(logits_a, logits_b)
     compare = _compare_head(logits_a, logits_b, cfg)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name=cfg.arch)
@@ -107,17 +111,21 @@ def build_two_tower(cfg, mean=0.0, std=1.0):
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="two_tower")
 
 
-def build_digits(cfg, mean=0.0, std=1.0):
+def build_digits(cfg, mean=0.0, std=1.0, stack_pair=True):
     """Report 002 transfer learning / 003 direct classification: a shared digit
     classifier, and compare = P(a <= b) computed exactly from its two outputs."""
     inputs, standardize = _inputs(mean, std)
-    both = _stacked(inputs, standardize)
-    if cfg.members == 1:
-        probs = layers.Softmax(name="probs")(build_tower(cfg, name="tower")(both))
-    else:  # an ensemble inside one model: each member its own tower, probabilities averaged
-        probs = layers.Average(name="probs")([
-            layers.Softmax(name=f"probs{k}")(build_tower(cfg, name=f"tower{k}")(both)) for k in range(cfg.members)])
-    p_a, p_b = SplitPair(name="split_pair")(probs)
+    # members > 1: an ensemble inside one model, each member its own tower, probabilities averaged.
+    suffixes = [""] if cfg.members == 1 else [str(k) for k in range(cfg.members)]
+    towers = [build_tower(cfg, name=f"tower{k}") for k in suffixes]
+    softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
+    average = layers.Average(name="probs") if cfg.members > 1 else None
+
+    def classify(images):
+        probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]
+        return average(probs) if average else probs[0]
+
+    p_a, p_b = _per_image(classify, inputs, standardize, stack_pair)
     digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")
@@ -156,8 +164,14 @@ REGISTRY = {
 }
 
 
-def build_model(cfg: Config, mean=0.0, std=1.0):
-    """The model a Config describes, standardising with the given pixel statistics."""
+def build_model(cfg: Config, mean=0.0, std=1.0, stack_pair=True):
+    """The model a Config describes, standardising with the given pixel statistics.
+
+    stack_pair=False builds the serving layout of the architectures with a shared
+    tower (see `_per_image`); the layers and their weights are the same.
+    """
+    if cfg.arch in ("siamese", "siamese_mlp", "digits"):
+        return REGISTRY[cfg.arch](cfg, mean, std, stack_pair=stack_pair)
     return REGISTRY[cfg.arch](cfg, mean, std)
 
 

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from mnistcompare.config import Config
+from mnistcompare.config import ARCHS, Config
 from mnistcompare.models import build_model
 from mnistcompare.training import predict
 
@@ -47,9 +47,10 @@ def test_saved_model_round_trip_without_mnistcompare(arch, tmp_path):
 
     images, labels = fake_mnist(40, 0)
     raw_a, raw_b = images[:20], images[20:]
-    model = build_model(Config(arch=arch, **SMALL).validate(), 40.0, 50.0)
+    cfg = Config(arch=arch, **SMALL).validate()
+    model = build_model(cfg, 40.0, 50.0)
     expected = predict(model, Pairs(pool(raw_a), pool(raw_b), labels[:20], labels[20:]))["compare"][:, 0]
-    export_saved_model(model, str(tmp_path / "saved_model"))
+    export_saved_model(model, cfg, str(tmp_path / "saved_model"))
     np.save(tmp_path / "raw_a.npy", raw_a)
     np.save(tmp_path / "raw_b.npy", raw_b)
     np.save(tmp_path / "expected.npy", expected)
@@ -59,3 +60,22 @@ def test_saved_model_round_trip_without_mnistcompare(arch, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok compare")
     assert ("digit_a" in result.stdout) == (arch == "siamese")
+
+
+@pytest.mark.parametrize("arch,members", [(arch, 1) for arch in ARCHS] + [("digits", 2)])
+def test_serving_layout_gives_the_same_outputs(arch, members, tiny_pairs):
+    from mnistcompare.export import serving_model
+
+    train, _ = tiny_pairs
+    cfg = Config(arch=arch, members=members, conv_batch_norm=True, **SMALL).validate()
+    model = build_model(cfg, 40.0, 50.0)
+    rng = np.random.default_rng(0)  # every weight away from its initial value, BatchNorm statistics included
+    model.set_weights([np.asarray(w * rng.uniform(0.5, 1.5, w.shape) + rng.uniform(-0.2, 0.2, w.shape), np.float32)
+                       for w in model.get_weights()])
+    twin = serving_model(model, cfg)
+    assert "stack_pair" not in [layer.name for layer in twin.layers]
+    assert len(twin.weights) == len(model.weights)
+    expected, got = predict(model, train), predict(twin, train)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-6)
