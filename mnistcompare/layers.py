@@ -1,5 +1,6 @@
 """Small serialisable layers the models need (no Lambda layers)."""
 import keras
+import tensorflow as tf  # PooledConv only: XLA compilation
 from keras import ops
 
 
@@ -74,3 +75,69 @@ class ExactCompare(keras.layers.Layer):
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], 1)
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
+class PooledConv(keras.layers.Layer):
+    """Conv2D on a one-channel image -> activation -> MaxPooling2D, as one XLA kernel.
+
+    The serving form of a tower's first conv layer (see `export.serving_model`).
+    oneDNN runs a convolution with one input channel slowly and writes the whole
+    unpooled map before pooling it; here each pooled output is the max over its
+    pool x pool positions, each position a sum of kernel x kernel shifted
+    multiply-adds, all compiled together, so the unpooled map never reaches
+    memory: about 4x faster for report 000's first layer on 2 CPU cores.
+
+    XLA compiles once per input shape (~0.2 s), so the batch is padded to the
+    next power of two: a server sees a handful of shapes, not one per batch size.
+    """
+
+    def __init__(self, filters, kernel_size, padding="valid", pool=1, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.padding = int(filters), int(kernel_size), padding
+        self.pool, self.activation = int(pool), activation
+
+    def build(self, input_shape):
+        if input_shape[-1] != 1:
+            raise ValueError(f"PooledConv takes one-channel images, got shape {input_shape}")
+        self.kernel = self.add_weight(shape=(self.kernel_size, self.kernel_size, 1, self.filters), name="kernel")
+        self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+
+    def call(self, x):
+        n = tf.shape(x)[0]
+        powers = tf.constant(_POWERS_OF_TWO)
+        padded = tf.gather(powers, tf.searchsorted(powers, n[None]))[0]
+        x = tf.pad(x, [[0, padded - n], [0, 0], [0, 0], [0, 0]])
+        return _pooled_conv(x, self.kernel.value, self.bias.value, self.padding, self.pool, self.activation)[:n]
+
+    def compute_output_shape(self, input_shape):
+        size = input_shape[1] if self.padding == "same" else input_shape[1] - self.kernel_size + 1
+        return (input_shape[0], size // self.pool, size // self.pool, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "padding": self.padding, "pool": self.pool, "activation": self.activation}
+
+
+_POWERS_OF_TWO = [2 ** i for i in range(31)]
+
+
+@tf.function(jit_compile=True)
+def _pooled_conv(x, kernel, bias, padding, pool, activation):
+    k = kernel.shape[0]
+    if padding == "same":  # as Keras pads for stride 1: the odd pixel after
+        x = tf.pad(x, [[0, 0], [(k - 1) // 2, k // 2], [(k - 1) // 2, k // 2], [0, 0]])
+    height, width = (x.shape[1] - k + 1) // pool, (x.shape[2] - k + 1) // pool
+    act = keras.activations.get(activation)
+    pooled = None
+    for py in range(pool):  # every position inside the pooling window
+        for px in range(pool):
+            y = bias
+            for i in range(k):
+                for j in range(k):
+                    rows = slice(py + i, py + i + pool * (height - 1) + 1, pool)
+                    cols = slice(px + j, px + j + pool * (width - 1) + 1, pool)
+                    y = y + x[:, rows, cols, :] * kernel[i, j, 0]
+            y = act(y)
+            pooled = y if pooled is None else tf.maximum(pooled, y)
+    return pooled

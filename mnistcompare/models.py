@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from mnistcompare.config import Config
-from mnistcompare.layers import ExactCompare, SplitPair, StackPair, Standardize
+from mnistcompare.layers import ExactCompare, PooledConv, SplitPair, StackPair, Standardize
 
 # Momentum 0.9 is PyTorch's BatchNorm convention (0.1), which the reports used;
 # Keras' 0.99 leaves moving averages poorly estimated after a few hundred steps.
@@ -31,12 +31,18 @@ def _dense_block(x, units, cfg, name):
     return x
 
 
-def _conv_stack(x, cfg, groups=1):
+def _conv_stack(x, cfg, groups=1, serving=False):
     for i, (channels, kernel, padding, pool) in enumerate(
             zip(cfg.channels, cfg.per_conv("kernel"), cfg.per_conv("padding"), cfg.per_conv("pool"))):
         if padding.isdigit():  # PyTorch-style explicit zero padding
             x = layers.ZeroPadding2D(int(padding), name=f"conv{i}_pad")(x)
             padding = "valid"
+        if serving and i == 0 and x.shape[-1] == 1:
+            # conv, BatchNorm (folded in by export.serving_model), activation and pooling in one kernel
+            x = PooledConv(channels, kernel, padding, pool, cfg.activation, name="conv0")(x)
+            if cfg.conv_dropout:
+                x = layers.Dropout(cfg.conv_dropout, name="conv0_drop")(x)
+            continue
         x = layers.Conv2D(channels, kernel, padding=padding, groups=groups if i == 0 else 1,
                           kernel_regularizer=_regularizer(cfg), name=f"conv{i}")(x)
         if cfg.conv_batch_norm:
@@ -49,10 +55,10 @@ def _conv_stack(x, cfg, groups=1):
     return layers.Flatten(name="flatten")(x)
 
 
-def build_tower(cfg, name="tower"):
+def build_tower(cfg, name="tower", serving=False):
     """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10)."""
     image = keras.Input((14, 14, 1), name="image")
-    x = _conv_stack(image, cfg) if cfg.has_conv else layers.Flatten(name="flatten")(image)
+    x = _conv_stack(image, cfg, serving=serving) if cfg.has_conv else layers.Flatten(name="flatten")(image)
     for i, units in enumerate(cfg.hidden):
         x = _dense_block(x, units, cfg, f"hidden{i}")
     logits = layers.Dense(10, kernel_regularizer=_regularizer(cfg), name="logits")(x)
@@ -74,14 +80,14 @@ def _compare_head(logits_a, logits_b, cfg):
     return layers.Dense(1, activation="sigmoid", kernel_regularizer=_regularizer(cfg), name="compare")(x)
 
 
-def _per_image(fn, inputs, standardize, stack_pair):
+def _per_image(fn, inputs, standardize, serving):
     """`fn` (shared weights) on both standardised images -> (out_a, out_b).
 
-    stack_pair=True runs it once on the two images stacked into one batch: one
-    call per training step. False calls it on each image apart; the two calls
-    are independent, so TensorFlow runs them in parallel when serving.
+    For training, once on the two images stacked into one batch: one call per
+    step. For serving, on each image apart: the two calls are independent, so
+    TensorFlow runs them in parallel.
     """
-    if stack_pair:
+    if not serving:
         both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
         return SplitPair(name="split_pair")(fn(both))
     return fn(standardize(inputs["image_a"])), fn(standardize(inputs["image_b"]))
@@ -91,33 +97,33 @@ def _digit_outputs(logits_a, logits_b):
     return layers.Softmax(name="digit_a")(logits_a), layers.Softmax(name="digit_b")(logits_b)
 
 
-def build_siamese(cfg, mean=0.0, std=1.0, stack_pair=True):
+def build_siamese(cfg, mean=0.0, std=1.0, serving=False):
     """Report 000 Fig. A2 / report 001: shared tower, digit heads, learned compare head."""
     inputs, standardize = _inputs(mean, std)
     # ONE tower object for both images: shared weights.
-    logits_a, logits_b = _per_image(build_tower(cfg, name="tower"), inputs, standardize, stack_pair)
+    logits_a, logits_b = _per_image(build_tower(cfg, "tower", serving), inputs, standardize, serving)
     digit_a, digit_b = _digit_outputs(logits_a, logits_b)
     compare = _compare_head(logits_a, logits_b, cfg)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name=cfg.arch)
 
 
-def build_two_tower(cfg, mean=0.0, std=1.0):
+def build_two_tower(cfg, mean=0.0, std=1.0, serving=False):
     """The same as siamese with two separate towers: no weight sharing."""
     inputs, standardize = _inputs(mean, std)
-    logits_a = build_tower(cfg, name="tower_a")(standardize(inputs["image_a"]))
-    logits_b = build_tower(cfg, name="tower_b")(standardize(inputs["image_b"]))
+    logits_a = build_tower(cfg, "tower_a", serving)(standardize(inputs["image_a"]))
+    logits_b = build_tower(cfg, "tower_b", serving)(standardize(inputs["image_b"]))
     digit_a, digit_b = _digit_outputs(logits_a, logits_b)
     compare = _compare_head(logits_a, logits_b, cfg)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="two_tower")
 
 
-def build_digits(cfg, mean=0.0, std=1.0, stack_pair=True):
+def build_digits(cfg, mean=0.0, std=1.0, serving=False):
     """Report 002 transfer learning / 003 direct classification: a shared digit
     classifier, and compare = P(a <= b) computed exactly from its two outputs."""
     inputs, standardize = _inputs(mean, std)
     # members > 1: an ensemble inside one model, each member its own tower, probabilities averaged.
     suffixes = [""] if cfg.members == 1 else [str(k) for k in range(cfg.members)]
-    towers = [build_tower(cfg, name=f"tower{k}") for k in suffixes]
+    towers = [build_tower(cfg, f"tower{k}", serving) for k in suffixes]
     softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
     average = layers.Average(name="probs") if cfg.members > 1 else None
 
@@ -125,7 +131,7 @@ def build_digits(cfg, mean=0.0, std=1.0, stack_pair=True):
         probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]
         return average(probs) if average else probs[0]
 
-    p_a, p_b = _per_image(classify, inputs, standardize, stack_pair)
+    p_a, p_b = _per_image(classify, inputs, standardize, serving)
     digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")
@@ -164,14 +170,16 @@ REGISTRY = {
 }
 
 
-def build_model(cfg: Config, mean=0.0, std=1.0, stack_pair=True):
+def build_model(cfg: Config, mean=0.0, std=1.0, serving=False):
     """The model a Config describes, standardising with the given pixel statistics.
 
-    stack_pair=False builds the serving layout of the architectures with a shared
-    tower (see `_per_image`); the layers and their weights are the same.
+    serving=True builds the inference form of the same model (see
+    export.serving_model): shared towers called on each image apart, and a
+    tower's first conv layer as one PooledConv. It computes the same outputs
+    once given the trained weights.
     """
-    if cfg.arch in ("siamese", "siamese_mlp", "digits"):
-        return REGISTRY[cfg.arch](cfg, mean, std, stack_pair=stack_pair)
+    if cfg.arch in ("siamese", "siamese_mlp", "two_tower", "digits"):
+        return REGISTRY[cfg.arch](cfg, mean, std, serving=serving)
     return REGISTRY[cfg.arch](cfg, mean, std)
 
 

@@ -73,6 +73,27 @@ def test_report000_presets_match_appendix_a():
             if isinstance(layer, keras.layers.BatchNormalization)] == [0.9] * 4
 
 
+@pytest.mark.parametrize("kernel,padding,pool,activation", [
+    (3, "valid", 2, "relu"), (3, "same", 2, "leaky_relu"), (2, "same", 3, "gelu"), (5, "valid", 1, "tanh")])
+def test_pooled_conv_equals_conv_activation_pool(kernel, padding, pool, activation):
+    from mnistcompare.layers import PooledConv
+
+    rng = np.random.default_rng(0)
+    kernel_value, bias = rng.normal(size=(kernel, kernel, 1, 6)), rng.normal(size=6)
+    fused = PooledConv(6, kernel, padding, pool, activation)
+    conv = keras.layers.Conv2D(6, kernel, padding=padding, activation=activation)
+    pooling = keras.layers.MaxPooling2D(pool) if pool > 1 else keras.layers.Identity()
+    for layer in (fused, conv):
+        layer.build((None, 14, 14, 1))
+        layer.set_weights([kernel_value, bias])
+    for batch in (1, 5, 64):  # padded inside to 1, 8 and 64 images
+        x = rng.normal(size=(batch, 14, 14, 1)).astype(np.float32)
+        expected = np.asarray(pooling(conv(x)))
+        got = np.asarray(fused(x))
+        assert got.shape == expected.shape == (batch, *fused.compute_output_shape((batch, 14, 14, 1))[1:])
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_exact_compare_matches_brute_force():
     rng = np.random.default_rng(0)
     p_a, p_b = rng.dirichlet(np.ones(10), 50).astype(np.float32), rng.dirichlet(np.ones(10), 50).astype(np.float32)
