@@ -1,6 +1,6 @@
 """Serving throughput of an exported SavedModel: pairs/s through `serve` and `serve_mnist`.
 
-    python bench/serve.py [--saved-model DIR] [--preset report000-siamese] [--batch 1024] [--seconds 5]
+    python bench/serve.py [--saved-model DIR] [--preset report000-siamese] [--batch 1024] [--seconds 5] [--no-xla]
 
 Without --saved-model, exports the preset's model (untrained: the cost of a
 forward pass does not depend on the weights) to a temporary folder. The model
@@ -35,6 +35,7 @@ def main():
     parser.add_argument("--preset", default="report000-siamese")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per endpoint")
+    parser.add_argument("--no-xla", dest="xla", action="store_false", help="export as mnistcompare-train --no-xla does")
     args = parser.parse_args()
 
     from mnistcompare.cli import quiet_tensorflow
@@ -51,7 +52,7 @@ def main():
 
         folder = os.path.join(tempfile.mkdtemp(), "saved_model")
         cfg = preset(args.preset)
-        export_saved_model(build_model(cfg, 33.3, 78.6), cfg, folder)
+        export_saved_model(build_model(cfg, 33.3, 78.6), cfg, folder, xla=args.xla)
     model = tf.saved_model.load(folder)
     rng = np.random.default_rng(0)
     raw_a = tf.constant(rng.integers(0, 256, (args.batch, 28, 28), dtype=np.uint8))

@@ -183,6 +183,9 @@ def train_parser():
     parser.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
                         help="tf.distribute strategy: mirrored = all local GPUs; multiworker = several machines "
                              "described by TF_CONFIG (default: none)")
+    parser.add_argument("--no-xla", dest="xla", action="store_false",
+                        help="export a SavedModel without XLA-compiled parts, for servers that run no XLA "
+                             "(TF Serving without --xla_cpu_compilation_enabled); it serves ~1.7x fewer pairs/s")
     return parser
 
 
@@ -218,7 +221,7 @@ def train_main(argv=None):
                                         strategy=make_strategy(args.strategy))
         metrics["epochs"] = history.epochs  # including the epochs of an interrupted earlier process
         model.save(os.path.join(out, "model.keras"))
-        export_saved_model(model, cfg, os.path.join(out, "saved_model"))
+        export_saved_model(model, cfg, os.path.join(out, "saved_model"), xla=args.xla)
         # Written last: its presence marks a finished run.
         write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
 

@@ -15,15 +15,15 @@ from mnistcompare.layers import PooledConv
 from mnistcompare.models import build_model
 
 
-def serving_model(model, cfg):
+def serving_model(model, cfg, xla=True):
     """`model` rebuilt for inference, with its weights (`build_model(..., serving=True)`).
 
     Shared towers are called on each image apart rather than on the stacked
-    pair, so the two calls run in parallel, and a tower's first conv layer, its
-    BatchNorm folded in, becomes one PooledConv. The outputs are the same; on 2
-    CPU cores the model serves about 1.7x more pairs/s.
+    pair, so the two calls run in parallel, and (xla=True) a tower's first conv
+    layer, its BatchNorm folded in, becomes one XLA-compiled PooledConv. The
+    outputs are the same; on 2 CPU cores it serves about 1.7x more pairs/s.
     """
-    twin = build_model(cfg, serving=True)
+    twin = build_model(cfg, serving=True, xla=xla)
     _copy_weights(model, twin)
     return twin
 
@@ -45,9 +45,13 @@ def _copy_weights(source, target):
             layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
-def export_saved_model(model, cfg, path):
-    """Write `model` (built from `cfg`) as a SavedModel with the endpoints above."""
-    model = serving_model(model, cfg)
+def export_saved_model(model, cfg, path, xla=True):
+    """Write `model` (built from `cfg`) as a SavedModel with the endpoints above.
+
+    xla=False leaves out the XLA-compiled PooledConv, for servers that run no
+    XLA (TF Serving needs --xla_cpu_compilation_enabled for it).
+    """
+    model = serving_model(model, cfg, xla)
 
     def outputs(image_a, image_b):
         out = model({"image_a": image_a, "image_b": image_b}, training=False)

@@ -31,13 +31,13 @@ def _dense_block(x, units, cfg, name):
     return x
 
 
-def _conv_stack(x, cfg, groups=1, serving=False):
+def _conv_stack(x, cfg, groups=1, pooled_conv=False):
     for i, (channels, kernel, padding, pool) in enumerate(
             zip(cfg.channels, cfg.per_conv("kernel"), cfg.per_conv("padding"), cfg.per_conv("pool"))):
         if padding.isdigit():  # PyTorch-style explicit zero padding
             x = layers.ZeroPadding2D(int(padding), name=f"conv{i}_pad")(x)
             padding = "valid"
-        if serving and i == 0 and x.shape[-1] == 1:
+        if pooled_conv and i == 0 and x.shape[-1] == 1:
             # conv, BatchNorm (folded in by export.serving_model), activation and pooling in one kernel
             x = PooledConv(channels, kernel, padding, pool, cfg.activation, name="conv0")(x)
             if cfg.conv_dropout:
@@ -55,10 +55,13 @@ def _conv_stack(x, cfg, groups=1, serving=False):
     return layers.Flatten(name="flatten")(x)
 
 
-def build_tower(cfg, name="tower", serving=False):
-    """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10)."""
+def build_tower(cfg, name="tower", pooled_conv=False):
+    """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10).
+
+    pooled_conv=True: the first conv layer as one PooledConv (for serving).
+    """
     image = keras.Input((14, 14, 1), name="image")
-    x = _conv_stack(image, cfg, serving=serving) if cfg.has_conv else layers.Flatten(name="flatten")(image)
+    x = _conv_stack(image, cfg, pooled_conv=pooled_conv) if cfg.has_conv else layers.Flatten(name="flatten")(image)
     for i, units in enumerate(cfg.hidden):
         x = _dense_block(x, units, cfg, f"hidden{i}")
     logits = layers.Dense(10, kernel_regularizer=_regularizer(cfg), name="logits")(x)
@@ -97,33 +100,35 @@ def _digit_outputs(logits_a, logits_b):
     return layers.Softmax(name="digit_a")(logits_a), layers.Softmax(name="digit_b")(logits_b)
 
 
-def build_siamese(cfg, mean=0.0, std=1.0, serving=False):
+def build_siamese(cfg, mean=0.0, std=1.0, serving=False, xla=False):
     """Report 000 Fig. A2 / report 001: shared tower, digit heads, learned compare head."""
     inputs, standardize = _inputs(mean, std)
     # ONE tower object for both images: shared weights.
-    logits_a, logits_b = _per_image(build_tower(cfg, "tower", serving), inputs, standardize, serving)
+    logits_a, logits_b = _per_image(build_tower(cfg, "tower", xla), inputs, standardize, serving)
     digit_a, digit_b = _digit_outputs(logits_a, logits_b)
     compare = _compare_head(logits_a, logits_b, cfg)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name=cfg.arch)
 
 
-def build_two_tower(cfg, mean=0.0, std=1.0, serving=False):
-    """The same as siamese with two separate towers: no weight sharing."""
+def build_two_tower(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+    """The same as siamese with two separate towers: no weight sharing.
+
+    (serving changes nothing here: the two towers already run apart.)"""
     inputs, standardize = _inputs(mean, std)
-    logits_a = build_tower(cfg, "tower_a", serving)(standardize(inputs["image_a"]))
-    logits_b = build_tower(cfg, "tower_b", serving)(standardize(inputs["image_b"]))
+    logits_a = build_tower(cfg, "tower_a", xla)(standardize(inputs["image_a"]))
+    logits_b = build_tower(cfg, "tower_b", xla)(standardize(inputs["image_b"]))
     digit_a, digit_b = _digit_outputs(logits_a, logits_b)
     compare = _compare_head(logits_a, logits_b, cfg)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="two_tower")
 
 
-def build_digits(cfg, mean=0.0, std=1.0, serving=False):
+def build_digits(cfg, mean=0.0, std=1.0, serving=False, xla=False):
     """Report 002 transfer learning / 003 direct classification: a shared digit
     classifier, and compare = P(a <= b) computed exactly from its two outputs."""
     inputs, standardize = _inputs(mean, std)
     # members > 1: an ensemble inside one model, each member its own tower, probabilities averaged.
     suffixes = [""] if cfg.members == 1 else [str(k) for k in range(cfg.members)]
-    towers = [build_tower(cfg, f"tower{k}", serving) for k in suffixes]
+    towers = [build_tower(cfg, f"tower{k}", xla) for k in suffixes]
     softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
     average = layers.Average(name="probs") if cfg.members > 1 else None
 
@@ -170,16 +175,16 @@ REGISTRY = {
 }
 
 
-def build_model(cfg: Config, mean=0.0, std=1.0, serving=False):
+def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=True):
     """The model a Config describes, standardising with the given pixel statistics.
 
     serving=True builds the inference form of the same model (see
-    export.serving_model): shared towers called on each image apart, and a
-    tower's first conv layer as one PooledConv. It computes the same outputs
-    once given the trained weights.
+    export.serving_model): shared towers called on each image apart and, with
+    xla, a tower's first conv layer as one XLA-compiled PooledConv. Given the
+    trained weights, it computes the same outputs.
     """
     if cfg.arch in ("siamese", "siamese_mlp", "two_tower", "digits"):
-        return REGISTRY[cfg.arch](cfg, mean, std, serving=serving)
+        return REGISTRY[cfg.arch](cfg, mean, std, serving=serving, xla=serving and xla)
     return REGISTRY[cfg.arch](cfg, mean, std)
 
 

@@ -45,7 +45,7 @@ def test_missing_data_without_any_setting(tmp_path):
 def test_help_lists_every_option():
     text = train_parser().format_help()
     for flag in ("--arch", "--preset", "--config", "--alpha", "--epochs", "--batch-size", "--lr", "--optimizer",
-                 "--pairs", "--seed", "--data-dir", "--idx-dir", "--out", "--swap", "--shift", "--combine"):
+                 "--pairs", "--seed", "--data-dir", "--idx-dir", "--out", "--swap", "--shift", "--combine", "--no-xla"):
         assert flag in text
     result = run("--help")
     assert result.returncode == 0 and "mnistcompare-train" in result.stdout
@@ -72,12 +72,16 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
     # The saved config reproduces the run exactly (same seed, same data).
-    rerun = run("--config", str(out / "config.json"), *common, "--out", str(tmp_path / "rerun"))
+    # (--no-xla changes only the export.)
+    rerun = run("--config", str(out / "config.json"), *common, "--out", str(tmp_path / "rerun"), "--no-xla")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     metrics2 = json.loads((tmp_path / "rerun" / "metrics.json").read_text())
     assert metrics2["config"] == metrics["config"]
     assert metrics2["test_accuracy"] == metrics["test_accuracy"]
     assert metrics2["train_accuracy"] == metrics["train_accuracy"]
+    compiled = [b"_XlaMustCompile" in (run_dir / "saved_model" / "saved_model.pb").read_bytes()
+                for run_dir in (out, tmp_path / "rerun")]
+    assert compiled == [True, False]
 
 
 @pytest.mark.parametrize("text, message", [

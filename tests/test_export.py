@@ -39,8 +39,8 @@ print("ok", " ".join(keys))
 """
 
 
-@pytest.mark.parametrize("arch", ["siamese", "baseline"])
-def test_saved_model_round_trip_without_mnistcompare(arch, tmp_path):
+@pytest.mark.parametrize("arch,xla", [("siamese", True), ("siamese", False), ("baseline", True)])
+def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path):
     from conftest import fake_mnist
     from mnistcompare.data import Pairs, pool
     from mnistcompare.export import export_saved_model
@@ -50,7 +50,9 @@ def test_saved_model_round_trip_without_mnistcompare(arch, tmp_path):
     cfg = Config(arch=arch, **SMALL).validate()
     model = build_model(cfg, 40.0, 50.0)
     expected = predict(model, Pairs(pool(raw_a), pool(raw_b), labels[:20], labels[20:]))["compare"][:, 0]
-    export_saved_model(model, cfg, str(tmp_path / "saved_model"))
+    export_saved_model(model, cfg, str(tmp_path / "saved_model"), xla=xla)
+    compiled = b"_XlaMustCompile" in (tmp_path / "saved_model" / "saved_model.pb").read_bytes()
+    assert compiled == (xla and arch == "siamese")  # the baseline's first conv sees two channels
     np.save(tmp_path / "raw_a.npy", raw_a)
     np.save(tmp_path / "raw_b.npy", raw_b)
     np.save(tmp_path / "expected.npy", expected)
@@ -62,8 +64,9 @@ def test_saved_model_round_trip_without_mnistcompare(arch, tmp_path):
     assert ("digit_a" in result.stdout) == (arch == "siamese")
 
 
-@pytest.mark.parametrize("arch,members", [(arch, 1) for arch in ARCHS] + [("digits", 2)])
-def test_serving_layout_gives_the_same_outputs(arch, members, tiny_pairs):
+@pytest.mark.parametrize("arch,members,xla", [(arch, 1, True) for arch in ARCHS] + [("digits", 2, True),
+                                                                                    ("siamese", 1, False)])
+def test_serving_layout_gives_the_same_outputs(arch, members, xla, tiny_pairs):
     from mnistcompare.export import serving_model
     from mnistcompare.layers import PooledConv
 
@@ -73,13 +76,13 @@ def test_serving_layout_gives_the_same_outputs(arch, members, tiny_pairs):
     rng = np.random.default_rng(0)  # every weight away from its initial value, BatchNorm statistics included
     model.set_weights([np.asarray(w * rng.uniform(0.5, 1.5, w.shape) + rng.uniform(-0.2, 0.2, w.shape), np.float32)
                        for w in model.get_weights()])
-    twin = serving_model(model, cfg)
+    twin = serving_model(model, cfg, xla)
     names = [layer.name for layer in twin.layers]
     assert "stack_pair" not in names
     towers = [layer for layer in twin.layers if layer.name.startswith("tower")]
     assert len(towers) == {"siamese": 1, "siamese_mlp": 1, "two_tower": 2, "digits": members}.get(arch, 0)
     if cfg.has_conv:
-        assert all(isinstance(tower.get_layer("conv0"), PooledConv) for tower in towers)
+        assert all(isinstance(tower.get_layer("conv0"), PooledConv) == xla for tower in towers)
     expected, got = predict(model, train), predict(twin, train)
     assert sorted(got) == sorted(expected)
     for name in expected:
