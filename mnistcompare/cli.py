@@ -184,8 +184,8 @@ def train_parser():
                         help="tf.distribute strategy: mirrored = all local GPUs; multiworker = several machines "
                              "described by TF_CONFIG (default: none)")
     parser.add_argument("--no-xla", dest="xla", action="store_false",
-                        help="export a SavedModel without XLA-compiled parts, for servers that run no XLA "
-                             "(TF Serving without --xla_cpu_compilation_enabled); it serves ~1.7x fewer pairs/s")
+                        help="export a SavedModel without XLA-compiled parts, for servers that run no XLA (TF "
+                             "Serving without --xla_cpu_compilation_enabled); it serves about a third fewer pairs/s")
     return parser
 
 

@@ -21,7 +21,7 @@ def serving_model(model, cfg, xla=True):
     Shared towers are called on each image apart rather than on the stacked
     pair, so the two calls run in parallel, and (xla=True) a tower's first conv
     layer, its BatchNorm folded in, becomes one XLA-compiled PooledConv. The
-    outputs are the same; on 2 CPU cores it serves about 1.7x more pairs/s.
+    outputs are the same; on 2 CPU cores it serves about 1.5x more pairs/s.
     """
     twin = build_model(cfg, serving=True, xla=xla)
     _copy_weights(model, twin)
