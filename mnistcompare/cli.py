@@ -13,6 +13,7 @@ import time
 
 from mnistcompare.config import PRESETS, Config, UserError, preset
 from mnistcompare.data import find_source
+from mnistcompare.experiments import WorkerLost
 
 EXIT_USER_ERROR = 2
 
@@ -166,6 +167,9 @@ def run(main, prog):
         # train resumes from its last finished epoch, evaluate from its last round, tune from its last trial
         print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    except WorkerLost as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 # -- mnistcompare-train ----------------------------------------------------------

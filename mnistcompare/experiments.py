@@ -11,8 +11,15 @@ import multiprocessing
 import os
 import signal
 import statistics
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from mnistcompare.config import Config, UserError, preset, write_json, write_text
+
+
+class WorkerLost(Exception):
+    """A worker process of `evaluate --jobs` died: one line, exit 1."""
 
 
 @dataclasses.dataclass
@@ -159,6 +166,9 @@ def _start_worker():
     from mnistcompare.cli import start_tensorflow
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ends with the parent even when the parent is killed (SIGKILL): nothing else would end it.
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
     start_tensorflow()
     from mnistcompare.training import ModelCache
 
@@ -217,15 +227,17 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
     todo = [(entry, r, entry.config.replace(seed=entry.config.seed + r))
             for entry, record in zip(entries, results["entries"]) for r in range(len(record["per_round"]), rounds)]
     records = {id(entry): record for entry, record in zip(entries, results["entries"])}
-    pool = None
+    executor = None
     if jobs > 1 and todo:
-        pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(todo)), initializer=_start_worker)
-        done = pool.imap(train_job, [(cfg, data_dir, idx_dir) for _, _, cfg in todo])
+        executor = ProcessPoolExecutor(min(jobs, len(todo)), multiprocessing.get_context("spawn"),
+                                       initializer=_start_worker)
+        done = executor.map(train_job, [(cfg, data_dir, idx_dir) for _, _, cfg in todo])
     else:
         from mnistcompare.training import ModelCache
 
         cache = ModelCache()  # one build and trace per configuration, not per round
         done = (train_job((cfg, data_dir, idx_dir), cache) for _, _, cfg in todo)
+    finished = False
     try:
         for (entry, r, cfg), (metrics, history) in zip(todo, done):
             records[id(entry)]["per_round"].append({"round": r, **metrics, "history": history})
@@ -234,8 +246,15 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
             log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "
                 f"{metrics['test_accuracy']:.4f} train {metrics['train_accuracy']:.4f}{digits}  "
                 f"{metrics['train_seconds']:.1f} s")
+        finished = True
+    except BrokenProcessPool:
+        raise WorkerLost("a worker process ended abruptly (killed, or out of memory?); the finished rounds "
+                         "are saved: rerun the same command to resume, with fewer --jobs if memory ran out") from None
     finally:
-        if pool is not None:
-            pool.terminate()  # rounds still training when interrupted are dropped
+        if executor is not None:
+            executor.shutdown(wait=finished, cancel_futures=True)
+            if not finished:  # interrupted: rounds still training are dropped
+                for worker in multiprocessing.active_children():
+                    worker.terminate()
         save(plots=True)  # plots once (they take about a second), also when interrupted
     return results

@@ -104,6 +104,47 @@ def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_d
     assert runs[2] == runs[1]
 
 
+def test_a_killed_worker_ends_evaluate_with_one_line_and_keeps_finished_rounds(idx_dir, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    code = "import sys; from mnistcompare.cli import evaluate_main; evaluate_main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--arch", "siamese", "--channels", "4,8", "--kernel", "3",
+                             "--pool", "2,1", "--hidden", "16", "--pairs", "100", "--test-pairs", "50",
+                             "--epochs", "30", "--batch-size", "25", "--rounds", "8", "--jobs", "2",
+                             "--idx-dir", str(idx_dir), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (out / "results.json").exists() or not _rounds(out):  # a round has finished
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        workers = [int(pid) for pid in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+                   if "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
+        os.kill(workers[0], signal.SIGKILL)  # as the kernel does when memory runs out
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert len(stderr.strip().splitlines()) == 1 and "worker process ended abruptly" in stderr
+    assert 1 <= _rounds(out) < 8
+
+
+def _running(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+def _rounds(out):
+    try:
+        return len(json.loads((out / "results.json").read_text())["entries"][0]["per_round"])
+    except (OSError, ValueError):
+        return 0  # not written yet
+
+
 def _evaluate(*args, timeout=900):
     code = "import sys; from mnistcompare.cli import evaluate_main; sys.argv[0] = 'mnistcompare-evaluate'; " \
            "evaluate_main()"
@@ -163,10 +204,15 @@ def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path):
     while done() < 2:
         assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
         time.sleep(0.1)
+    workers = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = done()
     assert 2 <= before < 6
+    deadline = time.time() + 30  # the worker processes end with it
+    while any(_running(pid) for pid in workers):
+        assert time.time() < deadline, "worker processes outlived the killed evaluate"
+        time.sleep(0.1)
 
     result = _evaluate(*args)
     assert result.returncode == 0, result.stderr[-3000:]
