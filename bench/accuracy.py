@@ -11,10 +11,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from mnistcompare.config import PRESETS  # noqa: E402 (after the path)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="best")
+    parser.add_argument("--preset", default="best", choices=PRESETS)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out", help="output folder (default: runs/bench-accuracy-<preset>)")
     parser.add_argument("--data-dir")

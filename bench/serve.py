@@ -16,6 +16,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from mnistcompare.config import PRESETS  # noqa: E402 (after the path)
+
 
 def throughput(fn, a, b, batch, seconds, windows=5):
     fn(a, b)  # warm-up: the first call may build the graph
@@ -32,7 +34,7 @@ def throughput(fn, a, b, batch, seconds, windows=5):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saved-model", help="an exported saved_model folder (default: export --preset)")
-    parser.add_argument("--preset", default="report000-siamese")
+    parser.add_argument("--preset", default="report000-siamese", choices=PRESETS)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per endpoint")
     parser.add_argument("--no-xla", dest="xla", action="store_false", help="export as mnistcompare-train --no-xla does")

@@ -8,8 +8,8 @@ Each pair runs, one after the other, the whole of
 000's siamese net in PyTorch), timing each process's wall clock from start to
 exit (imports, data loading, tracing and training included). Both read the
 same MNIST IDX files, D (default ../shared/data/mnist); `--tfds` has ours read
-TFDS_DATA_DIR instead, which costs about 3 s more (PNG decoding). Prints both medians and their
-ratio, and each side's mean test accuracy. Needs a Python with torch for the
+TFDS_DATA_DIR instead, which costs about 3 s more (PNG decoding). Prints both
+medians and their ratio, and each side's mean test accuracy. Needs a Python with torch for the
 reference (--torch-python). A benchmark, never a test: it never fails on timing.
 """
 import argparse
@@ -23,6 +23,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mnistcompare.config import PRESETS  # noqa: E402 (after the path)
+
 REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
 IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
 
@@ -40,7 +44,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="alternating (ours, reference) pairs (default 3)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds per run (default 10)")
-    parser.add_argument("--preset", default="report000-siamese")
+    parser.add_argument("--preset", default="report000-siamese", choices=PRESETS)
     parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch installed")
     parser.add_argument("--reference", default=REFERENCE, help="the PyTorch reference script")
     parser.add_argument("--idx-dir", default=IDX_DIR, help="MNIST IDX files both sides read (default %(default)s)")

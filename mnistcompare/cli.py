@@ -13,7 +13,7 @@ import time
 
 from mnistcompare.config import PRESETS, Config, UserError, preset
 from mnistcompare.data import find_source
-from mnistcompare.experiments import WorkerLost
+from mnistcompare.experiments import DEFAULT_JOBS, WorkerLost
 
 EXIT_USER_ERROR = 2
 
@@ -252,7 +252,7 @@ def evaluate_parser():
     parser.add_argument("--study", help=f"a named set of entries: {', '.join(STUDIES)} "
                                         "(flags below then apply to every entry)")
     parser.add_argument("--rounds", type=int, default=10, help="rounds per entry (default: 10)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                         help="rounds trained side by side, in N worker processes (default: one per CPU, "
                              "%(default)s here; use 1 on a GPU); a round's numbers do not depend on it")
     add_config_arguments(parser)

@@ -229,7 +229,8 @@ def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate
     if swap or shift or rotate or zoom:
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(
-            functools.partial(augment_batch, swap=swap, affine=(shift, rotate, zoom)), num_parallel_calls=tf.data.AUTOTUNE)
+            functools.partial(augment_batch, swap=swap, affine=(shift, rotate, zoom)),
+            num_parallel_calls=tf.data.AUTOTUNE)
     if not digits:
         ds = ds.map(lambda x, y: (x, {"compare": y["compare"]}))
     return ds.prefetch(tf.data.AUTOTUNE)

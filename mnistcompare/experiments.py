@@ -156,6 +156,7 @@ def load_results(path):
                         "pass --overwrite to start again") from None
 
 
+DEFAULT_JOBS = os.cpu_count() or 1  # evaluate --jobs: one worker per CPU
 _CACHE = None  # a worker process's ModelCache
 
 

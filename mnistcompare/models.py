@@ -111,9 +111,7 @@ def build_siamese(cfg, mean=0.0, std=1.0, serving=False, xla=False):
 
 
 def build_two_tower(cfg, mean=0.0, std=1.0, serving=False, xla=False):
-    """The same as siamese with two separate towers: no weight sharing.
-
-    (serving changes nothing here: the two towers already run apart.)"""
+    """The same as siamese with two separate towers: no weight sharing (they already run apart)."""
     inputs, standardize = _inputs(mean, std)
     logits_a = build_tower(cfg, "tower_a", xla)(standardize(inputs["image_a"]))
     logits_b = build_tower(cfg, "tower_b", xla)(standardize(inputs["image_b"]))
@@ -148,8 +146,8 @@ def _flat_head(x, cfg):
     return layers.Dense(1, activation="sigmoid", kernel_regularizer=_regularizer(cfg), name="compare")(x)
 
 
-def build_baseline(cfg, mean=0.0, std=1.0):
-    """Report 000 Fig. A1 / 003 TwoChannels: the two images as 2 channels of one CNN."""
+def build_baseline(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+    """Report 000 Fig. A1 / 003 TwoChannels: the two images as 2 channels of one CNN (one form only)."""
     inputs, standardize = _inputs(mean, std)
     x = layers.Concatenate(axis=-1, name="two_channels")(
         [standardize(inputs["image_a"]), standardize(inputs["image_b"])])
@@ -157,14 +155,15 @@ def build_baseline(cfg, mean=0.0, std=1.0):
     return keras.Model(inputs, {"compare": _flat_head(x, cfg)}, name="baseline")
 
 
-def build_mlp(cfg, mean=0.0, std=1.0):
-    """Report 001 Basic Net / 004 Baseline: dense layers on the 392 pixels."""
+def build_mlp(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+    """Report 001 Basic Net / 004 Baseline: dense layers on the 392 pixels (one form only)."""
     inputs, standardize = _inputs(mean, std)
     x = layers.Concatenate(name="pixels")([layers.Flatten(name="flat_a")(standardize(inputs["image_a"])),
                                            layers.Flatten(name="flat_b")(standardize(inputs["image_b"]))])
     return keras.Model(inputs, {"compare": _flat_head(x, cfg)}, name="mlp")
 
 
+# Every builder: (cfg, mean, std, serving, xla) -> keras.Model (see build_model).
 REGISTRY = {
     "baseline": build_baseline,
     "mlp": build_mlp,
@@ -183,9 +182,7 @@ def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=True):
     xla, a tower's first conv layer as one XLA-compiled PooledConv. Given the
     trained weights, it computes the same outputs.
     """
-    if cfg.arch in ("siamese", "siamese_mlp", "two_tower", "digits"):
-        return REGISTRY[cfg.arch](cfg, mean, std, serving=serving, xla=serving and xla)
-    return REGISTRY[cfg.arch](cfg, mean, std)
+    return REGISTRY[cfg.arch](cfg, mean, std, serving=serving, xla=serving and xla)
 
 
 def count_params(model):

@@ -267,8 +267,9 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     `curves=True` also logs the test accuracy after every epoch (left out of the
     fit time, as is the final evaluation). With a `ModelCache`, a model of the
     same configuration trained earlier in this process is re-initialised instead
-    of rebuilt and retraced (the model returned is then reused by later rounds). With a tf.distribute `strategy`, the model is built and trained
-    under its scope by Keras' fit (each step's batch split across its replicas).
+    of rebuilt and retraced (the model returned is then reused by later rounds).
+    With a tf.distribute `strategy`, the model is built and trained under its
+    scope by Keras' fit (each step's batch split across its replicas).
     """
     fit_pairs, val_pairs = train_pairs, None
     if cfg.val_split:
@@ -301,8 +302,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
                           rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
         history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks,
                             verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
-    start += test_curve.seconds if test_curve else 0.0
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
     metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
     metrics.update(train_seconds=round(seconds, 3), epochs=len(history.history.get("loss", [])))
     return model, metrics, history.history

@@ -127,11 +127,11 @@ def tune_main(argv=None):
         print(f"best: {', '.join(f'{k}={rows[0][0].hyperparameters.values[k]}' for k in grid)} "
               f"(validation {statistics.mean(rows[0][2]):.4f}); config in {args.out}/best_config.json")
         if args.final_rounds:
-            from mnistcompare.experiments import Entry, evaluate, markdown_table
+            from mnistcompare.experiments import DEFAULT_JOBS, Entry, evaluate, markdown_table
 
             results = evaluate([Entry("best", Config.from_dict(best))], args.final_rounds,
                                os.path.join(args.out, "final"), args.data_dir, args.idx_dir,
-                               log=lambda line: print(line, flush=True), jobs=os.cpu_count() or 1)
+                               log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS)
             print(markdown_table(results), end="")
 
     run(main, "mnistcompare-tune")
