@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mnistcompare.config import PRESETS  # noqa: E402 (after the path)
+from mnistcompare.reports import PRESETS  # noqa: E402 (after the path)
 
 
 def main():
@@ -25,14 +25,15 @@ def main():
                         help="rounds side by side (default 1: each round's fit seconds are its own)")
     args = parser.parse_args()
 
-    from mnistcompare.cli import start_tensorflow
-    from mnistcompare.config import preset
-    from mnistcompare.experiments import Entry, evaluate
+    from mnistcompare.data import find_source
+    from mnistcompare.experiments import evaluate
+    from mnistcompare.reports import Entry, preset
+    from mnistcompare.runtime import start_tensorflow
 
     start_tensorflow()
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
-    e = evaluate([Entry(args.preset, preset(args.preset).validate())], args.rounds, out, args.data_dir,
-                 args.idx_dir, jobs=args.jobs)["entries"][0]
+    e = evaluate([Entry(args.preset, preset(args.preset).validate())], args.rounds, out,
+                 find_source(args.data_dir, args.idx_dir), jobs=args.jobs)["entries"][0]
     print(f"accuracy {args.preset}: test {e['test_accuracy_mean']:.4f} ± {e['test_accuracy_std']:.4f} "
           f"(min {e['test_accuracy_min']:.4f}, max {e['test_accuracy_max']:.4f}) over {e['rounds']} rounds; "
           f"fit {e['train_seconds_median']:.1f} s per round (median, {args.jobs} at a time); outputs in {out}/")

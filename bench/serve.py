@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from mnistcompare.config import PRESETS  # noqa: E402 (after the path)
+from mnistcompare.reports import PRESETS  # noqa: E402 (after the path)
 
 
 def throughput(fn, a, b, batch, seconds, windows=5):
@@ -40,7 +40,7 @@ def main():
     parser.add_argument("--no-xla", dest="xla", action="store_false", help="export as mnistcompare-train --no-xla does")
     args = parser.parse_args()
 
-    from mnistcompare.cli import quiet_tensorflow
+    from mnistcompare.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     import numpy as np
@@ -48,9 +48,9 @@ def main():
 
     folder = args.saved_model
     if not folder:
-        from mnistcompare.config import preset
         from mnistcompare.export import export_saved_model
         from mnistcompare.models import build_model
+        from mnistcompare.reports import preset
 
         folder = os.path.join(tempfile.mkdtemp(), "saved_model")
         cfg = preset(args.preset)

@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mnistcompare.config import PRESETS  # noqa: E402 (after the path)
+from mnistcompare.reports import PRESETS  # noqa: E402 (after the path)
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
 IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")

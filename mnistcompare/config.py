@@ -1,101 +1,183 @@
-"""One configuration object per run: architecture, training and data options.
+"""One configuration object per run, and the one description of each architecture.
 
-The command-line programs, the presets, the experiments and the tuner all
-build a `Config`; it is saved as `config.json` beside every result and can be
-read back with `Config.load`, so any run can be repeated.
+The command-line programs, the presets and studies (`reports`), the
+experiments and the tuner all build a `Config`; it is saved as `config.json`
+beside every result and read back with `Config.load`, so any run can be
+repeated. Each option's bounds and choices live beside its field and drive
+both `validate` and `--help`. Nothing here imports TensorFlow.
 """
-import contextlib
 import dataclasses
 import json
 import math
-import os
-import tempfile
+import re
 from dataclasses import dataclass, field, fields
-
-ARCHS = ("baseline", "mlp", "siamese", "two_tower", "siamese_mlp", "digits")
-# Architectures whose model has the auxiliary outputs digit_a / digit_b.
-DIGIT_ARCHS = ("siamese", "two_tower", "siamese_mlp", "digits")
-COMBINES = ("concat", "difference", "max")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine", "exponential")
-PADDINGS = ("valid", "same")
-# Pairs each MNIST split can give (two images per pair).
-MAX_PAIRS = {"train": 30000, "test": 5000}
 
 
 class UserError(Exception):
-    """A mistake of the user's (bad option, missing data): one line, exit 2."""
+    """A mistake of the user's (bad option, missing data, wrong shape): one line, exit 2."""
 
 
-def _opt(default, help, **kw):
-    return field(default=default, metadata={"help": help, **kw})
+class RunError(Exception):
+    """A run that cannot go on (diverged, a worker or peer died, a full disk): one line, exit 1.
+    What finished is kept; rerunning the same command resumes."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the rest of the package needs to know of an architecture; its builder is
+    `mnistcompare.models.<builder>` (resolved there, so that this module needs no Keras)."""
+    name: str
+    builder: str
+    digits: bool  # outputs digit_a / digit_b, trained by the auxiliary loss
+    conv: str  # its tower or net: "always" a conv stack, "optional" (a dense tower without --channels), "never"
+    about: str
+
+
+ARCHS = {a.name: a for a in (
+    Arch("baseline", "build_baseline", False, "always",
+         "both images as 2 channels of one CNN, compare head only (000 Fig. A1, 003 TwoChannels, 004 CNN)"),
+    Arch("mlp", "build_mlp", False, "never", "dense layers on the 392 pixels (001 Basic Net, 004 Baseline)"),
+    Arch("siamese", "build_siamese", True, "optional",
+         "ONE tower called on both images (shared weights), digit heads, compare head (000 Fig. A2, 001 CNN)"),
+    Arch("two_tower", "build_two_tower", True, "optional",
+         "the same with two separate towers: no weight sharing (000 non-siamese, 003 TwoBranches)"),
+    Arch("siamese_mlp", "build_siamese", True, "never", "siamese with a dense tower (001 FCN, 004 Baseline + Aux)"),
+    Arch("digits", "build_digits", True, "optional",
+         "shared digit classifier, compare = P(a <= b) computed exactly (002 transfer learning, 003 direct)"),
+)}
+DIGIT_ARCHS = tuple(name for name, a in ARCHS.items() if a.digits)
+PADDINGS = ("valid", "same")
+# PyTorch's defaults that differ from Keras' (the reports were written in PyTorch); --numerics picks them.
+TORCH_PARTS = {
+    "kernel-init": "kernel init uniform +-1/sqrt(fan_in) (PyTorch's kaiming_uniform_(a=sqrt(5))), not glorot_uniform",
+    "bias-init": "bias init uniform +-1/sqrt(fan_in), not zeros",
+    "bn-eps": "BatchNorm epsilon 1e-5, not 1e-3",
+    "adam-eps": "Adam epsilon 1e-8, not 1e-7",
+    "slope": "LeakyReLU negative slope 0.01 (nn.LeakyReLU()), not 0.2",
+}
+OUTPUTS = {
+    "sigmoid": "Dense(1) + sigmoid, binary cross-entropy",
+    "softmax2": "Dense(2) + softmax, cross-entropy (PyTorch's Linear(k, 2) + CrossEntropyLoss)",
+    "relu-softmax2": "Dense(2), ReLU, softmax (report 004's final Linear + ReLU)",
+}
+# Pairs each MNIST split can give (two images per pair).
+MAX_PAIRS = {"train": 30000, "test": 5000}
+MAX_SEED = 2 ** 32 - 1  # numpy's and Keras' seeds are 32-bit
+
+
+def _opt(default, help, choices=None, low=None, high=None, low_open=False, high_open=False):
+    """A Config field: its help, and the choices or [low, high] bounds (open where said) its value must meet."""
+    return field(default=default, metadata=dict(help=help, choices=choices, low=low, high=high,
+                                                low_open=low_open, high_open=high_open))
+
+
+def bounds_text(f):
+    """How a field's bounds read in --help and in errors: 'in [0, 1)', '>= 1', 'one of a, b'."""
+    m = f.metadata
+    if m["choices"]:
+        return "one of " + ", ".join(map(str, m["choices"]))
+    low, high = (v if v is None or isinstance(v, int) else f"{v:g}" for v in (m["low"], m["high"]))
+    if low is not None and high is not None:
+        return f"in {'(' if m['low_open'] else '['}{low}, {high}{')' if m['high_open'] else ']'}"
+    if low is not None:
+        return f"{'>' if m['low_open'] else '>='} {low}"
+    if high is not None:
+        return f"{'<' if m['high_open'] else '<='} {high}"
+    return ""
 
 
 @dataclass
 class Config:
     # What to build. Defaults are report 000's siamese net (its Appendix A).
-    arch: str = _opt("siamese", "architecture: " + ", ".join(ARCHS))
-    channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (none: a dense tower; ignored by mlp, siamese_mlp)")
-    kernel: tuple = _opt((3, 2, 2), "conv kernel sizes, one per conv layer or one for all")
+    arch: str = _opt("siamese", "architecture", choices=tuple(ARCHS))
+    channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (none: a dense tower; ignored by mlp, "
+                                         "siamese_mlp)", low=1)
+    kernel: tuple = _opt((3, 2, 2), "conv kernel sizes, one per conv layer or one for all", low=1)
     padding: tuple = _opt(("valid",), "conv padding (valid, same, or N zero pixels), one per conv layer or one for all")
-    pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all")
-    groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)")
+    pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all", low=1)
+    groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)", choices=(1, 2))
     conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
-    conv_dropout: float = _opt(0.0, "dropout after each conv block")
-    hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)")
-    head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine")
-    activation: str = _opt("relu", "activation: " + ", ".join(ACTIVATIONS))
+    conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
+    hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
+                         low=1)
+    head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine", low=1)
+    head_input: str = _opt("logits", "what of each tower the comparison head sees: its digit logits, or their "
+                                     "softmax probabilities (report 002)", choices=("logits", "probs"))
+    activation: str = _opt("relu", "activation", choices=("relu", "leaky_relu", "elu", "gelu"))
     batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
-    dropout: float = _opt(0.25, "dropout after each hidden dense layer")
-    l2: float = _opt(0.0, "l2 penalty on every kernel")
-    combine: str = _opt("concat", "how the two tower outputs meet: " + ", ".join(COMBINES))
+    dropout: float = _opt(0.25, "dropout after each hidden dense layer", low=0, high=1, high_open=True)
+    dense_pool: int = _opt(1, "max-pool over units after each hidden dense layer (report 004's MaxPool1d: 2)", low=1)
+    l2: float = _opt(0.0, "l2 penalty on every kernel", low=0)
+    combine: str = _opt("concat", "how the two tower outputs meet", choices=("concat", "difference", "max"))
+    output: str = _opt("sigmoid", "the comparison output: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()),
+                       choices=tuple(OUTPUTS))
     members: int = _opt(1, "digits only: independent towers whose digit probabilities are averaged (an ensemble "
-                           "inside one model)")
-    alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss")
+                           "inside one model)", low=1)
+    alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss",
+                        low=0, high=1)
+    numerics: str = _opt("keras", "keras (Keras' defaults), torch (PyTorch's defaults, as the reports used), or a "
+                                  "comma list of torch parts: " + ", ".join(TORCH_PARTS))
     # How to train.
-    optimizer: str = _opt("adam", "optimizer: " + ", ".join(OPTIMIZERS))
-    lr: float = _opt(0.005, "learning rate")
-    momentum: float = _opt(0.9, "SGD momentum")
+    optimizer: str = _opt("adam", "optimizer", choices=("adam", "sgd"))
+    lr: float = _opt(0.005, "learning rate", low=0, low_open=True)
+    momentum: float = _opt(0.9, "SGD momentum", low=0)
     nesterov: bool = _opt(False, "SGD with Nesterov momentum")
-    schedule: str = _opt("constant", "learning-rate schedule: " + ", ".join(SCHEDULES))
-    lr_decay: float = _opt(0.9, "learning-rate factor per epoch of the exponential schedule")
-    epochs: int = _opt(25, "training epochs")
-    batch_size: int = _opt(100, "mini-batch size")
-    val_split: float = _opt(0.0, "fraction of the training pairs held out for validation (report 003: 0.2)")
-    patience: int = _opt(0, "early-stopping patience on validation accuracy in epochs (0: off; needs --val-split)")
+    schedule: str = _opt("constant", "learning-rate schedule", choices=("constant", "cosine", "exponential"))
+    lr_decay: float = _opt(0.9, "learning-rate factor per epoch of the exponential schedule", low=0, high=1,
+                           low_open=True)
+    epochs: int = _opt(25, "training epochs", low=1)
+    batch_size: int = _opt(100, "mini-batch size", low=1)
+    val_split: float = _opt(0.0, "fraction of the training pairs held out for validation (report 003: 0.2)",
+                            low=0, high=1, high_open=True)
+    patience: int = _opt(0, "early-stopping patience on validation accuracy in epochs (0: off; needs --val-split)",
+                         low=0)
     # Which data.
-    pairs: int = _opt(1000, f"training pairs (at most {MAX_PAIRS['train']})")
-    test_pairs: int = _opt(0, f"test pairs (at most {MAX_PAIRS['test']}; 0: as many as --pairs, up to that)")
-    seed: int = _opt(0, "seed of the pair sample, the weights and the shuffling")
+    pairs: int = _opt(1000, "training pairs", low=1, high=MAX_PAIRS["train"])
+    test_pairs: int = _opt(0, "test pairs (0: as many as --pairs, up to 5000)", low=0, high=MAX_PAIRS["test"])
+    seed: int = _opt(0, "seed of the pair sample, the weights and the shuffling", low=0, high=MAX_SEED)
     swap: bool = _opt(False, "augment: swap the two images of a training pair at random (target recomputed)")
-    shift: int = _opt(0, "augment: random shift of each training image by up to this many pixels")
-    rotate: float = _opt(0.0, "augment: random rotation of each training image by up to this many degrees")
-    zoom: float = _opt(0.0, "augment: random scaling of each training image by up to this fraction (0.1: 0.9-1.1)")
+    shift: int = _opt(0, "augment: random shift of each training image by up to this many pixels", low=0, high=7)
+    rotate: float = _opt(0.0, "augment: random rotation of each training image by up to this many degrees",
+                         low=0, high=180)
+    zoom: float = _opt(0.0, "augment: random scaling of each training image by up to this fraction (0.1: 0.9-1.1)",
+                       low=0, high=1, high_open=True)
 
     def __post_init__(self):
         for f in fields(self):
             if f.type is tuple and isinstance(getattr(self, f.name), list):
                 setattr(self, f.name, tuple(getattr(self, f.name)))
 
-    def per_conv(self, name):
-        """`kernel`, `padding` or `pool` expanded to one value per conv layer."""
-        values = getattr(self, name)
-        return values * len(self.channels) if len(values) == 1 else values
+    # -- derived ---------------------------------------------------------------
+    @property
+    def spec(self):
+        return ARCHS[self.arch]
+
+    @property
+    def has_digits(self):
+        return self.spec.digits
 
     @property
     def has_conv(self):
-        """A conv stack in the tower(s); siamese/two_tower/digits with no channels have dense towers."""
-        return bool(self.channels) and self.arch not in ("mlp", "siamese_mlp")
+        """A conv stack in the tower(s) or net."""
+        return self.spec.conv == "always" or (self.spec.conv == "optional" and bool(self.channels))
 
     @property
     def n_test_pairs(self):
         return self.test_pairs or min(self.pairs, MAX_PAIRS["test"])
 
     @property
-    def has_digits(self):
-        return self.arch in DIGIT_ARCHS
+    def torch_parts(self):
+        """The PyTorch defaults this config uses instead of Keras' (a subset of TORCH_PARTS)."""
+        if self.numerics == "torch":
+            return frozenset(TORCH_PARTS)
+        return frozenset() if self.numerics == "keras" else frozenset(self.numerics.split(","))
 
+    def per_conv(self, name):
+        """`kernel`, `padding` or `pool` expanded to one value per conv layer."""
+        values = getattr(self, name)
+        return values * len(self.channels) if len(values) == 1 else values
+
+    # -- checks ----------------------------------------------------------------
     def validate(self):
         """Raise UserError naming the first bad option; return self."""
         def bad(name, why):
@@ -103,79 +185,60 @@ class Config:
 
         for f in fields(self):
             value = getattr(self, f.name)
-            kind = f.type
-            ok = (isinstance(value, tuple) if kind is tuple else
-                  isinstance(value, bool) if kind is bool else
-                  isinstance(value, int) and not isinstance(value, bool) if kind is int else
-                  isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else
-                  isinstance(value, str))
-            if not ok:
-                bad(f.name, f"expected {kind.__name__}, got {value!r}")
-            if kind is float and not math.isfinite(value):
-                bad(f.name, f"must be a finite number, got {value!r}")
-        for name, allowed in (("arch", ARCHS), ("combine", COMBINES), ("activation", ACTIVATIONS),
-                              ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                bad(name, f"unknown value {getattr(self, name)!r}; choose from {', '.join(allowed)}")
-        for name in ("channels", "kernel", "pool", "hidden", "head"):  # may be empty
-            values = getattr(self, name)
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-                bad(name, f"expected positive integers, got {','.join(map(str, values)) or 'nothing'}")
-        if self.arch == "baseline" and not self.channels:
-            bad("channels", "baseline needs at least one conv layer")
-        for name in ("kernel", "padding", "pool"):
-            if self.has_conv and len(getattr(self, name)) not in (1, len(self.channels)):
-                bad(name, f"give one value or one per conv layer ({len(self.channels)})")
-        if not all(isinstance(p, str) and (p in PADDINGS or p.isdigit()) for p in self.padding):
-            bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got "
-                f"{','.join(map(str, self.padding))}")
-        if self.has_conv or self.arch == "baseline":
+            items = value if f.type is tuple else (value,)
+            kind = int if f.type is tuple and f.name != "padding" else str if f.name == "padding" else f.type
+            if f.type is tuple and not isinstance(value, tuple):
+                bad(f.name, f"expected a list, got {value!r}")
+            for v in items:
+                ok = (isinstance(v, bool) if kind is bool else
+                      isinstance(v, int) and not isinstance(v, bool) if kind is int else
+                      isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                      if kind is float else isinstance(v, str))
+                if not ok:
+                    bad(f.name, f"expected {'a finite number' if kind is float else kind.__name__}, got {v!r}")
+                m = f.metadata
+                if (m["choices"] and v not in m["choices"]) or (
+                        m["low"] is not None and (v < m["low"] or (m["low_open"] and v == m["low"]))) or (
+                        m["high"] is not None and (v > m["high"] or (m["high_open"] and v == m["high"]))):
+                    shown = ",".join(map(str, value)) if f.type is tuple else repr(v)
+                    bad(f.name, f"must be {bounds_text(f)}, got {shown}")
+        parts = self.numerics.split(",")
+        if self.numerics not in ("keras", "torch") and not (parts and set(parts) <= set(TORCH_PARTS)):
+            bad("numerics", f"expected keras, torch, or a comma list of {', '.join(TORCH_PARTS)}; "
+                            f"got {self.numerics!r}")
+        if not all(p in PADDINGS or re.fullmatch(r"[0-9]{1,2}", p) for p in self.padding):
+            bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got {','.join(self.padding)}")
+        if self.spec.conv == "always" and not self.channels:
+            bad("channels", f"{self.arch} needs at least one conv layer")
+        if self.has_conv:
+            for name in ("kernel", "padding", "pool"):
+                if len(getattr(self, name)) not in (1, len(self.channels)):
+                    bad(name, f"give one value or one per conv layer ({len(self.channels)})")
             size = 14
             for i, (k, p, pool) in enumerate(zip(self.per_conv("kernel"), self.per_conv("padding"),
                                                  self.per_conv("pool"))):
-                size = size if p == "same" else size + 2 * (int(p) if p.isdigit() else 0) - k + 1
+                size = size if p == "same" else size + 2 * (0 if p == "valid" else int(p)) - k + 1
                 size = size // pool if size > 0 else 0
                 if size < 1:
                     bad("channels", f"the conv stack shrinks the 14x14 image to nothing at conv layer {i + 1}; "
                         "use fewer layers, smaller --kernel or --pool, or --padding same")
-        if self.members < 1 or (self.members > 1 and self.arch != "digits"):
-            bad("members", "must be 1, or more with --arch digits")
-        if not 0 <= self.rotate <= 180 or not 0 <= self.zoom < 1:
-            bad("rotate" if not 0 <= self.rotate <= 180 else "zoom", "must be in [0, 180] degrees / [0, 1)")
-        if self.groups < 1 or (self.arch == "baseline" and self.groups not in (1, 2)):
-            bad("groups", "must be 1 or 2")
-        if not 0 <= self.alpha <= 1:
-            bad("alpha", f"must be in [0, 1], got {self.alpha}")
-        for name in ("dropout", "conv_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
-        if not 0 <= self.val_split < 1:
-            bad("val_split", f"must be in [0, 1), got {self.val_split}")
-        for name in ("lr",):
-            if getattr(self, name) <= 0:
-                bad(name, f"must be > 0, got {getattr(self, name)}")
-        if not 0 < self.lr_decay <= 1:
-            bad("lr_decay", f"must be in (0, 1], got {self.lr_decay}")
-        for name in ("l2", "momentum"):
-            if getattr(self, name) < 0:
-                bad(name, f"must be >= 0, got {getattr(self, name)}")
-        for name in ("epochs", "batch_size", "pairs"):
-            if getattr(self, name) <= 0:
-                bad(name, f"must be a positive integer, got {getattr(self, name)}")
-        for name in ("patience", "shift", "seed", "test_pairs"):
-            if getattr(self, name) < 0:
-                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.members > 1 and self.arch != "digits":
+            bad("members", "more than 1 only with --arch digits")
+        if self.groups > 1 and self.arch != "baseline":
+            bad("groups", "more than 1 only with --arch baseline")
         if self.patience and not self.val_split:
             bad("patience", "early stopping needs validation pairs: add --val-split (e.g. 0.2)")
-        if self.pairs > MAX_PAIRS["train"]:
-            bad("pairs", f"at most {MAX_PAIRS['train']} (MNIST train has 60,000 images), got {self.pairs}")
-        if self.n_test_pairs > MAX_PAIRS["test"]:
-            bad("test_pairs", f"at most {MAX_PAIRS['test']} (MNIST test has 10,000 images), got {self.n_test_pairs}")
         if self.val_split and round(self.pairs * self.val_split) < 1:
             bad("val_split", "holds out no pair; raise --val-split or --pairs")
+        if self.val_split and self.pairs - round(self.pairs * self.val_split) < 1:
+            bad("val_split", "leaves no training pair; lower --val-split or raise --pairs")
+        if self.dense_pool > 1 and any(units % self.dense_pool for units in self.hidden + self.head):
+            bad("dense_pool", f"every --hidden and --head size must be a multiple of {self.dense_pool}")
+        if self.n_test_pairs > MAX_PAIRS["test"]:
+            bad("test_pairs", f"at most {MAX_PAIRS['test']} (MNIST test has 10,000 images), got {self.n_test_pairs}")
         return self
 
-    # -- files ---------------------------------------------------------------
+    # -- files -----------------------------------------------------------------
     def to_dict(self):
         return dataclasses.asdict(self)
 
@@ -186,10 +249,12 @@ class Config:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"{source}: unknown option(s) {', '.join(unknown)}")
+            raise UserError(f"{source}: unknown option(s) {', '.join(map(str, unknown))}")
         return cls(**data)
 
     def save(self, path):
+        from mnistcompare.files import write_json
+
         write_json(path, self.to_dict())
 
     @classmethod
@@ -199,8 +264,8 @@ class Config:
                 data = json.load(f)
         except FileNotFoundError:
             raise UserError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"config file {path} is not valid JSON: {e}") from None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise UserError(f"config file {path} is not valid JSON: {str(e)[:200]}") from None
         # A metrics/results file saved beside a run keeps its config under "config".
         if isinstance(data, dict) and isinstance(data.get("config"), dict):
             data = data["config"]
@@ -208,79 +273,3 @@ class Config:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
-
-
-# Named configurations: each report's model with that report's own settings.
-PRESETS = {
-    # Report 000, Appendix A, Fig. A1: 2-channel CNN, compare head only.
-    "report000-baseline": dict(
-        arch="baseline", channels=(32, 64, 128), kernel=(3, 3, 2), padding=("valid", "same", "valid"),
-        pool=(2, 2, 1), groups=2, hidden=(50, 50, 25), batch_norm=False, dropout=0.0, lr=0.0025),
-    # Report 000, Appendix A, Fig. A2: shared tower + digit heads + compare head, equal loss weights.
-    "report000-siamese": dict(
-        arch="siamese", channels=(16, 32, 64), kernel=(3, 2, 2), padding=("valid",), pool=(2, 2, 1),
-        hidden=(75, 75), head=(50, 10), batch_norm=True, dropout=0.25, combine="concat",
-        alpha=1 / 3, lr=0.005),
-    # Report 001 Table IV, the tuned CNN: BC 24, K 3, KL 2, HL 512, C-KL 2, C-HL 512, alpha 0.44,
-    # LeakyReLU, dropout 0.2, Adam 0.001 decayed 0.9 per epoch, 20 epochs, batch 5.
-    "report001-cnn": dict(
-        arch="siamese", channels=(24, 48), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(512, 512),
-        head=(512, 512), activation="leaky_relu", batch_norm=False, dropout=0.2, alpha=0.44, lr=0.001,
-        schedule="exponential", lr_decay=0.9, epochs=20, batch_size=5),
-    # Report 002 transfer learning: a digit classifier (two conv, two dense layers) compared by the
-    # exact rule, trained on the digit labels only, swap augmentation throughout.
-    "report002-transfer": dict(
-        arch="digits", channels=(32, 64), kernel=(3,), pool=(2, 2), hidden=(200,), head=(20, 20),
-        batch_norm=False, dropout=0.0, alpha=0.0, lr=0.001, swap=True),
-    # Report 003 direct classification: classify both digits, compare them; 800/200 train/validation,
-    # early stopping (patience 20) within 100 epochs, Adam 3e-4, no dropout.
-    "report003-direct": dict(
-        arch="digits", channels=(32, 64), kernel=(3,), pool=(2, 2), hidden=(128,), batch_norm=False,
-        dropout=0.0, alpha=0.0, lr=3e-4, epochs=100, val_split=0.2, patience=20),
-    # Report 004 Table III, CNN + auxiliary loss: conv 16 and 20 (kernel 5, padding 3) with batch-norm,
-    # 500 -> 300 -> 10 per digit, the two digit outputs -> comparison; losses summed; Adam 5e-4; l2.
-    "report004-cnn-aux": dict(
-        arch="siamese", channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True,
-        hidden=(300,), head=(), batch_norm=False, dropout=0.0, alpha=1 / 3, lr=5e-4, l2=1e-3),
-    # Beyond the reports, on the same 1000 training pairs and their digit labels only: three wider
-    # batch-normalised digit classifiers averaged inside one model, read through the exact rule
-    # P(a <= b), trained jointly on the comparison and both digits; swap and small affine
-    # augmentation; 60 epochs on a cosine schedule.
-    "best": dict(
-        arch="digits", members=3, channels=(32, 64, 128), kernel=(3,), padding=("same",), pool=(2, 2, 1),
-        conv_batch_norm=True, hidden=(256,), batch_norm=True, dropout=0.3, alpha=1 / 3, lr=0.003,
-        schedule="cosine", epochs=60, swap=True, shift=1, rotate=10.0, zoom=0.1),
-}
-
-
-def preset(name):
-    if name not in PRESETS:
-        raise UserError(f"--preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return Config(**PRESETS[name])
-
-
-def write_json(path, data):
-    """Write JSON atomically: a reader never sees half a file."""
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path beside `path` that replaces it on success: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
-                               suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path, text):
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
-        f.write(text)

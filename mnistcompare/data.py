@@ -17,9 +17,78 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-SPLIT_SIZES = {"train": 60000, "test": 10000}
-WHERE = ("set TFDS_DATA_DIR or pass --data-dir (a TFDS data dir holding mnist/), "
-         "or --idx-dir (a folder with the four MNIST IDX files)")
+WHERE = ("set TFDS_DATA_DIR or pass --data-dir (a TFDS data dir holding mnist/), --idx-dir (a folder with the "
+         "four MNIST IDX files) or --npz (Keras' mnist.npz); see the README's 'Getting MNIST'")
+DOWNLOAD_TIMEOUT = 10  # seconds a network operation may wait: offline, the download fails fast
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where MNIST is read from: kind "tfds" (a TFDS data dir), "idx" (a folder of the four IDX files)
+    or "npz" (Keras' mnist.npz), and its path."""
+    kind: str
+    path: str
+
+
+def find_source(data_dir=None, idx_dir=None, npz=None, download=True):
+    """The MNIST to read, checked to exist; imports nothing heavy unless it downloads.
+
+    In order: --idx-dir, --npz, --data-dir, $TFDS_DATA_DIR, TFDS' default folder
+    (~/tensorflow_datasets), Keras' cache (~/.keras/datasets/mnist.npz), and
+    last, unless `download` is False, Keras' own download into that cache.
+    """
+    if idx_dir:
+        if not os.path.isdir(idx_dir):
+            raise UserError(f"--idx-dir {idx_dir}: no such folder; {WHERE}")
+        for stem in IDX_FILES["train"] + IDX_FILES["test"]:
+            _idx_path(idx_dir, stem)
+        return Source("idx", os.path.abspath(idx_dir))
+    if npz:
+        if not os.path.isfile(npz):
+            raise UserError(f"--npz {npz}: no such file; {WHERE}")
+        return Source("npz", os.path.abspath(npz))
+    for origin, folder in (("--data-dir", data_dir), ("TFDS_DATA_DIR", os.environ.get("TFDS_DATA_DIR"))):
+        if folder:
+            if not os.path.isdir(os.path.join(folder, "mnist")):
+                raise UserError(f"no MNIST found: {folder} ({origin}) holds no mnist/; {WHERE}")
+            return Source("tfds", os.path.abspath(folder))
+    tfds_default = os.path.expanduser(os.path.join("~", "tensorflow_datasets"))
+    if os.path.isdir(os.path.join(tfds_default, "mnist")):
+        return Source("tfds", tfds_default)
+    cached = keras_npz_path()
+    if os.path.isfile(cached):
+        return Source("npz", cached)
+    if not download:
+        raise UserError(f"no MNIST found (nothing set, none in {tfds_default} or {cached}, --no-download); {WHERE}")
+    return Source("npz", _download())
+
+
+def keras_npz_path():
+    """Where keras.datasets.mnist.load_data() keeps mnist.npz (KERAS_HOME, else ~/.keras)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "datasets", "mnist.npz")
+
+
+def _download():
+    """Keras' own download of mnist.npz into its cache; one clear line, within seconds, when offline."""
+    import socket
+
+    print("MNIST not found here: downloading it once with keras.datasets.mnist.load_data() ...", flush=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        from mnistcompare.runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+        import keras
+
+        keras.datasets.mnist.load_data()
+    except Exception as e:  # urllib, ssl, hash and OS errors all mean the same to the user
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"no MNIST found, and downloading it failed ({reason}); {WHERE}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return keras_npz_path()
 
 
 # -- 1. MNIST images + labels ---------------------------------------------------
@@ -49,31 +118,19 @@ def _idx_path(idx_dir, stem):
     raise UserError(f"--idx-dir {idx_dir}: missing {stem}[.gz]; {WHERE}")
 
 
-def find_source(data_dir=None, idx_dir=None):
-    """("idx", folder) or ("tfds", folder), checked to exist; imports nothing heavy.
-
-    IDX files when `idx_dir` is given, else TFDS from `data_dir`, else from
-    the TFDS_DATA_DIR variable, else from TFDS' default folder.
-    """
-    if idx_dir:
-        if not os.path.isdir(idx_dir):
-            raise UserError(f"--idx-dir {idx_dir}: no such folder; {WHERE}")
-        for stem in IDX_FILES["train"] + IDX_FILES["test"]:
-            _idx_path(idx_dir, stem)
-        return "idx", os.path.abspath(idx_dir)
-    origin = "--data-dir" if data_dir else "TFDS_DATA_DIR" if os.environ.get("TFDS_DATA_DIR") else "TFDS default"
-    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-    if not os.path.isdir(os.path.join(data_dir, "mnist")):
-        raise UserError(f"no MNIST found: {data_dir} ({origin}) holds no mnist/; {WHERE}")
-    return "tfds", os.path.abspath(data_dir)
-
-
 def load_idx(idx_dir, split):
-    images, labels = (read_idx(_idx_path(idx_dir, stem), ndim) for stem, ndim in zip(IDX_FILES[split], (3, 1)))
-    if images.shape[1:] != (28, 28) or len(images) != len(labels):
-        raise UserError(f"--idx-dir {idx_dir}: {split} images {images.shape} and labels {labels.shape} "
-                        "are not MNIST (N x 28 x 28 images, N labels)")
-    return images, labels
+    return tuple(read_idx(_idx_path(idx_dir, stem), ndim) for stem, ndim in zip(IDX_FILES[split], (3, 1)))
+
+
+def load_npz(path, split):
+    """One split of Keras' mnist.npz (x_train, y_train, x_test, y_test)."""
+    x, y = ("x_train", "y_train") if split == "train" else ("x_test", "y_test")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data[x], np.uint8), np.asarray(data[y])
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        raise UserError(f"{path} is not Keras' mnist.npz (arrays x_train, y_train, x_test, y_test): "
+                        f"{str(e)[:200] or type(e).__name__}") from None
 
 
 def load_tfds(data_dir, split):
@@ -88,21 +145,28 @@ def load_tfds(data_dir, split):
     return images[..., 0], labels
 
 
+LOADERS = {"idx": load_idx, "npz": load_npz, "tfds": load_tfds}
+
+
 @functools.lru_cache(maxsize=4)
-def _load_cached(split, kind, folder):
-    images, labels = load_idx(folder, split) if kind == "idx" else load_tfds(folder, split)
+def _load_cached(split, source):
+    images, labels = LOADERS[source.kind](source.path, split)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+        raise UserError(f"{source.path}: {split} images {images.shape} and labels {labels.shape} are not MNIST "
+                        "(N x 28 x 28 images, N labels)")
     if labels.min() < 0 or labels.max() > 9:
-        raise UserError(f"{split} labels outside 0..9 in {folder}: not MNIST")
+        raise UserError(f"{split} labels outside 0..9 in {source.path}: not MNIST")
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
 
 
-def load_mnist(split, data_dir=None, idx_dir=None):
-    """uint8 images [N, 28, 28] and labels [N] of one split (see `find_source`), cached per process."""
+def load_mnist(split, source=None):
+    """uint8 images [N, 28, 28] and labels [N] of one split of `source` (default: `find_source()`),
+    cached per process."""
     if split not in IDX_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return _load_cached(split, *find_source(data_dir, idx_dir))
+    return _load_cached(split, source or find_source())
 
 
 # -- 2. pairs ------------------------------------------------------------------
@@ -189,8 +253,8 @@ def make_pairs(images, labels, n, rng):
     return sample_pairs(images, labels, [n], rng)[0]
 
 
-def load_pairs(cfg, data_dir=None, idx_dir=None, validation=0):
-    """(train, test) Pairs for a Config: its seed fixes both samples.
+def load_pairs(cfg, source=None, validation=0):
+    """(train, test) Pairs for a Config from `source` (default: `find_source()`): its seed fixes both samples.
 
     With `validation=N`, returns (train, validation) instead: N more pairs from
     images of the MNIST training split that the training pairs do not use (for
@@ -198,11 +262,12 @@ def load_pairs(cfg, data_dir=None, idx_dir=None, validation=0):
     same either way.
     """
     rng = np.random.default_rng(cfg.seed)
-    train_images, train_labels = load_mnist("train", data_dir, idx_dir)
+    source = source or find_source()
+    train_images, train_labels = load_mnist("train", source)
     if validation:
         return tuple(sample_pairs(train_images, train_labels, [cfg.pairs, validation], rng))
     train = make_pairs(train_images, train_labels, cfg.pairs, rng)
-    test = make_pairs(*load_mnist("test", data_dir, idx_dir), cfg.n_test_pairs, rng)
+    test = make_pairs(*load_mnist("test", source), cfg.n_test_pairs, rng)
     return train, test
 
 

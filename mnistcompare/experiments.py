@@ -5,7 +5,7 @@ so any round can be rerun alone with `mnistcompare-train --seed`. Results are
 written atomically after every round; rerunning into the same folder
 continues with the rounds that are missing.
 """
-import dataclasses
+import contextlib
 import json
 import multiprocessing
 import os
@@ -15,86 +15,8 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from mnistcompare.config import Config, UserError, preset, write_json, write_text
-
-
-class WorkerLost(Exception):
-    """A worker process of `evaluate --jobs` died: one line, exit 1."""
-
-
-@dataclasses.dataclass
-class Entry:
-    """One row of a results table: a named Config, and what a report published for it."""
-    name: str
-    config: Config
-    published: dict = None  # {"test_accuracy": .., "std": .., "source": ..}
-
-
-# -- named studies ---------------------------------------------------------------
-# Report 001 Table I with its initial values: BC 4, K 3, KL 1, HL 64, LeakyReLU, dropout 0.2, 20 epochs,
-# Adam 0.001 decayed 0.9 per epoch. The report used batch 5; batch 10 halves the time at the same
-# learning rate (with batch 100 these small nets stay under-trained: train accuracy ~0.85).
-R001_CNN = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(64,), head=(64,),
-                activation="leaky_relu", batch_norm=False, dropout=0.2, lr=0.001, schedule="exponential",
-                lr_decay=0.9, epochs=20, batch_size=10)
-R001_FCN = dict(R001_CNN, channels=())
-
-
-def _published(value, std, source):
-    return {"test_accuracy": value, "std": std, "source": source}
-
-
-def study_sharing_aux():
-    """Weight sharing x auxiliary loss, CNN and MLP towers (report 001 Table II, report 004 Table IV)."""
-    entries = []
-    for tower, base, scores in (("cnn", R001_CNN, (0.833, 0.158, 0.882, 0.011, 0.864, 0.006, 0.902, 0.013)),
-                                ("mlp", R001_FCN, (0.828, 0.006, 0.870, 0.007, 0.851, 0.008, 0.892, 0.006))):
-        cells = (("two_tower", 1.0, "no sharing, no aux"), ("two_tower", 0.5, "no sharing, aux"),
-                 ("siamese", 1.0, "sharing, no aux"), ("siamese", 0.5, "sharing, aux"))
-        for i, (arch, alpha, label) in enumerate(cells):
-            entries.append(Entry(f"{tower}: {label}", Config(arch=arch, alpha=alpha, **base),
-                                 _published(scores[2 * i], scores[2 * i + 1], "001 Table II")))
-    return entries
-
-
-def study_bn_dropout():
-    """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning."""
-    rows = (("no sharing", dict(arch="two_tower", alpha=1.0), (0.8074, 0.0089)),
-            ("sharing", dict(arch="siamese", alpha=1.0), (0.7790, 0.0152)),
-            ("sharing, aux", dict(arch="siamese", alpha=0.5), (0.8373, 0.0220)),
-            ("sharing, aux, BN", dict(arch="siamese", alpha=0.5, batch_norm=True), (0.8476, 0.0142)),
-            ("sharing, aux, BN, dropout", dict(arch="siamese", alpha=0.5, batch_norm=True, dropout=0.25),
-             (0.8474, 0.0115)),
-            ("transfer learning (digits)", dict(arch="digits", alpha=0.0), (0.9686, 0.0067)))
-    base = preset("report002-transfer")
-    return [Entry(name, base.replace(**changes), _published(*score, "002 Table 1")) for name, changes, score in rows]
-
-
-def study_combine():
-    """Report 000 section IV-D: concatenate, subtract or max the two tower outputs."""
-    return [Entry(f"siamese, {c}", preset("report000-siamese").replace(combine=c)) for c in
-            ("concat", "difference", "max")]
-
-
-def study_reports():
-    """Each report's headline model with that report's own hyper-parameters."""
-    return [
-        Entry("000 siamese", preset("report000-siamese"), _published(0.948, 0.010, "000 Table I")),
-        Entry("001 tuned CNN", preset("report001-cnn"), _published(0.9721, None, "001 Table IV")),
-        Entry("002 transfer learning", preset("report002-transfer"), _published(0.9686, 0.0067, "002 Table 1")),
-        Entry("003 direct classification", preset("report003-direct"), _published(0.965, 0.007, "003 Table 1")),
-        Entry("004 CNN + aux", preset("report004-cnn-aux"), _published(0.887, 0.041, "004 Table IV")),
-    ]
-
-
-STUDIES = {"sharing-aux": study_sharing_aux, "bn-dropout": study_bn_dropout, "combine": study_combine,
-           "reports": study_reports}
-
-
-def study(name):
-    if name not in STUDIES:
-        raise UserError(f"--study: unknown study {name!r}; choose from {', '.join(STUDIES)}")
-    return STUDIES[name]()
+from mnistcompare.config import MAX_SEED, Config, RunError, UserError
+from mnistcompare.files import write_json, write_text
 
 
 # -- statistics and tables ---------------------------------------------------------
@@ -146,26 +68,27 @@ def markdown_table(results):
 
 # -- running ---------------------------------------------------------------------
 def load_results(path):
-    """The entries of an earlier results.json, by name, to resume from."""
+    """The entries of an earlier results.json, in its order, to resume from and to keep."""
     try:
         with open(path) as f:
             entries = json.load(f)["entries"]
-        return {e["name"]: {"config": e["config"], "per_round": list(e["per_round"])} for e in entries}
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {e["name"]: dict(e, config=e["config"], per_round=list(e["per_round"])) for e in entries}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise UserError(f"{path} cannot be read to resume ({type(e).__name__}: {e}); "
                         "pass --overwrite to start again") from None
 
 
-DEFAULT_JOBS = os.cpu_count() or 1  # evaluate --jobs: one worker per CPU
 _CACHE = None  # a worker process's ModelCache
 
 
-def _start_worker():
-    """A process that trains rounds for `evaluate --jobs`: TensorFlow quiet, one thread per op
-    (as every command runs), Ctrl-C left to the parent, which ends the workers."""
+def _start_worker(pids):
+    """A process that trains rounds for `evaluate --jobs`: TensorFlow started as every command starts
+    it, Ctrl-C left to the parent, which ends the workers; its pid reported so that the parent ends
+    exactly its own workers."""
     global _CACHE
-    from mnistcompare.cli import start_tensorflow
+    from mnistcompare.runtime import start_tensorflow
 
+    pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Ends with the parent even when the parent is killed (SIGKILL): nothing else would end it.
     parent = multiprocessing.parent_process()
@@ -177,44 +100,67 @@ def _start_worker():
 
 
 def train_job(job, cache=None):
-    """(metrics, history) of one round: job = (Config with the round's seed, data_dir, idx_dir)."""
+    """(metrics, history) of one round: job = (Config with the round's seed, data Source)."""
     from mnistcompare.data import load_pairs
     from mnistcompare.training import train_round
 
-    cfg, data_dir, idx_dir = job
-    train, test = load_pairs(cfg, data_dir, idx_dir)
+    cfg, source = job
+    train, test = load_pairs(cfg, source)
     _, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache or _CACHE)
     return metrics, history
 
 
-def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False, log=print, jobs=1):
+def summary_view(results, entries, rounds):
+    """The requested entries, each summarised over its first `rounds` rounds (what was asked for;
+    the folder may hold more)."""
+    by_name = {e["name"]: e for e in results["entries"]}
+    view = []
+    for entry in entries:
+        record = dict(by_name[entry.name], per_round=by_name[entry.name]["per_round"][:rounds])
+        view.append({**record, **summarise(record["per_round"])})
+    return {"entries": view}
+
+
+def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
 
-    jobs=1 trains in this process. jobs=N>1 trains N rounds side by side, in N
-    worker processes (TensorFlow is not imported here then): each process
-    traces its own model once and trains the rounds it is given; results come
-    back, and are saved, in round order. Processes, not threads: tracing holds
-    Python's lock, and TensorFlow 2.21 fails now and then ("Container
-    __per_step_0 does not exist") when threads run graphs at once.
+    The folder keeps everything it holds: entries evaluated there before and
+    rounds beyond `rounds` stay in results.json (which, with results.md and the
+    plots, describes the whole folder); what is returned, and printed, is the
+    requested entries over their first `rounds` rounds. jobs=1 trains in this
+    process. jobs=N>1 trains N rounds side by side, in N worker processes
+    (TensorFlow is not imported here then): each traces its own model once and
+    trains the rounds it is given; results come back, and are saved, in round
+    order. Processes, not threads: tracing holds Python's lock, and TensorFlow
+    2.21 fails now and then ("Container __per_step_0 does not exist") when
+    threads run graphs at once.
     """
+    from mnistcompare.files import FolderLock
+
+    last_seed = max(e.config.seed for e in entries) + rounds - 1
+    if last_seed > MAX_SEED:
+        raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
+    os.makedirs(out, exist_ok=True)
+    with FolderLock(out):
+        return _evaluate(entries, rounds, out, source, overwrite, log, jobs)
+
+
+def _evaluate(entries, rounds, out, source, overwrite, log, jobs):
     from mnistcompare.plots import plot_curves, plot_rounds
 
-    os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
-    previous = {}
-    if os.path.exists(path) and not overwrite:
-        previous = load_results(path)
-    results = {"entries": []}
+    previous = load_results(path) if os.path.exists(path) and not overwrite else {}
     for entry in entries:
-        record = {"name": entry.name, "arch": entry.config.arch, "published": entry.published,
-                  "config": entry.config.to_dict(), "per_round": []}
         old = previous.get(entry.name)
-        if old:
-            if Config.from_dict(old["config"]) != entry.config:
-                raise UserError(f"--out {out} holds results of {entry.name!r} with another configuration; "
-                                "use another --out or pass --overwrite")
-            record["per_round"] = old["per_round"][:rounds]
-        results["entries"].append(record)
+        if old and Config.from_dict(old["config"]) != entry.config:
+            raise UserError(f"--out {out} holds results of {entry.name!r} with another configuration; "
+                            "use another --out or pass --overwrite")
+    records = {name: old for name, old in previous.items()}  # earlier entries first, in their order
+    for entry in entries:
+        records[entry.name] = {"name": entry.name, "arch": entry.config.arch, "published": entry.published,
+                               "config": entry.config.to_dict(),
+                               "per_round": previous.get(entry.name, {}).get("per_round", [])}
+    results = {"entries": list(records.values())}
 
     def save(plots=False):
         for record in results["entries"]:
@@ -226,22 +172,22 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
             plot_rounds(results, os.path.join(out, "rounds.png"))
 
     todo = [(entry, r, entry.config.replace(seed=entry.config.seed + r))
-            for entry, record in zip(entries, results["entries"]) for r in range(len(record["per_round"]), rounds)]
-    records = {id(entry): record for entry, record in zip(entries, results["entries"])}
-    executor = None
+            for entry in entries for r in range(len(records[entry.name]["per_round"]), rounds)]
+    executor, pids = None, None
     if jobs > 1 and todo:
-        executor = ProcessPoolExecutor(min(jobs, len(todo)), multiprocessing.get_context("spawn"),
-                                       initializer=_start_worker)
-        done = executor.map(train_job, [(cfg, data_dir, idx_dir) for _, _, cfg in todo])
+        context = multiprocessing.get_context("spawn")
+        pids = context.SimpleQueue()
+        executor = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_start_worker, initargs=(pids,))
+        done = executor.map(train_job, [(cfg, source) for _, _, cfg in todo])
     else:
         from mnistcompare.training import ModelCache
 
         cache = ModelCache()  # one build and trace per configuration, not per round
-        done = (train_job((cfg, data_dir, idx_dir), cache) for _, _, cfg in todo)
+        done = (train_job((cfg, source), cache) for _, _, cfg in todo)
     finished = False
     try:
         for (entry, r, cfg), (metrics, history) in zip(todo, done):
-            records[id(entry)]["per_round"].append({"round": r, **metrics, "history": history})
+            records[entry.name]["per_round"].append({"round": r, **metrics, "history": history})
             save()  # tables after every round: an interrupted run loses only the rounds in progress
             digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
             log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "
@@ -249,13 +195,14 @@ def evaluate(entries, rounds, out, data_dir=None, idx_dir=None, overwrite=False,
                 f"{metrics['train_seconds']:.1f} s")
         finished = True
     except BrokenProcessPool:
-        raise WorkerLost("a worker process ended abruptly (killed, or out of memory?); the finished rounds "
-                         "are saved: rerun the same command to resume, with fewer --jobs if memory ran out") from None
+        raise RunError("a worker process ended abruptly (killed, or out of memory?); the finished rounds "
+                       "are saved: rerun the same command to resume, with fewer --jobs if memory ran out") from None
     finally:
         if executor is not None:
             executor.shutdown(wait=finished, cancel_futures=True)
-            if not finished:  # interrupted: rounds still training are dropped
-                for worker in multiprocessing.active_children():
-                    worker.terminate()
+            if not finished:  # interrupted: rounds still training are dropped; only our own workers end
+                while not pids.empty():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pids.get(), signal.SIGTERM)
         save(plots=True)  # plots once (they take about a second), also when interrupted
-    return results
+    return summary_view(results, entries, rounds)

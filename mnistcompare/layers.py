@@ -78,6 +78,41 @@ class ExactCompare(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
+class TwoClassProbability(keras.layers.Layer):
+    """Two logits [B, 2] -> the probability of the second class [B, 1], by softmax.
+
+    With binary cross-entropy on it, the loss is PyTorch's CrossEntropyLoss on
+    the two logits (the reports' Linear(k, 2) output), and the output keeps the
+    one-probability form of every other model.
+    """
+
+    def call(self, logits):
+        return ops.softmax(logits, axis=-1)[:, 1:]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
+class PoolUnits(keras.layers.Layer):
+    """Max over each run of `pool` adjacent units: [B, N] -> [B, N / pool] (PyTorch's MaxPool1d on a
+    [B, N] tensor, as report 004 applies it after a dense layer)."""
+
+    def __init__(self, pool=2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = int(pool)
+
+    def call(self, x):
+        return ops.max(ops.reshape(x, (-1, x.shape[-1] // self.pool, self.pool)), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1] // self.pool)
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool}
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
 class PooledConv(keras.layers.Layer):
     """Conv2D on a one-channel image -> activation -> MaxPooling2D, as one XLA kernel.
 
@@ -92,10 +127,11 @@ class PooledConv(keras.layers.Layer):
     next power of two: a server sees a handful of shapes, not one per batch size.
     """
 
-    def __init__(self, filters, kernel_size, padding="valid", pool=1, activation="relu", **kwargs):
+    def __init__(self, filters, kernel_size, padding="valid", pool=1, activation="relu", negative_slope=0.2,
+                 **kwargs):
         super().__init__(**kwargs)
         self.filters, self.kernel_size, self.padding = int(filters), int(kernel_size), padding
-        self.pool, self.activation = int(pool), activation
+        self.pool, self.activation, self.negative_slope = int(pool), activation, float(negative_slope)
 
     def build(self, input_shape):
         if input_shape[-1] != 1:
@@ -108,7 +144,8 @@ class PooledConv(keras.layers.Layer):
         powers = tf.constant(_POWERS_OF_TWO)
         padded = tf.gather(powers, tf.searchsorted(powers, n[None]))[0]
         x = tf.pad(x, [[0, padded - n], [0, 0], [0, 0], [0, 0]])
-        return _pooled_conv(x, self.kernel.value, self.bias.value, self.padding, self.pool, self.activation)[:n]
+        return _pooled_conv(x, self.kernel.value, self.bias.value, self.padding, self.pool, self.activation,
+                            self.negative_slope)[:n]
 
     def compute_output_shape(self, input_shape):
         size = input_shape[1] if self.padding == "same" else input_shape[1] - self.kernel_size + 1
@@ -116,19 +153,21 @@ class PooledConv(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
-                "padding": self.padding, "pool": self.pool, "activation": self.activation}
+                "padding": self.padding, "pool": self.pool, "activation": self.activation,
+                "negative_slope": self.negative_slope}
 
 
 _POWERS_OF_TWO = [2 ** i for i in range(31)]
 
 
 @tf.function(jit_compile=True)
-def _pooled_conv(x, kernel, bias, padding, pool, activation):
+def _pooled_conv(x, kernel, bias, padding, pool, activation, negative_slope):
     k = kernel.shape[0]
     if padding == "same":  # as Keras pads for stride 1: the odd pixel after
         x = tf.pad(x, [[0, 0], [(k - 1) // 2, k // 2], [(k - 1) // 2, k // 2], [0, 0]])
     height, width = (x.shape[1] - k + 1) // pool, (x.shape[2] - k + 1) // pool
-    act = keras.activations.get(activation)
+    act = (lambda y: tf.nn.leaky_relu(y, negative_slope)) if activation == "leaky_relu" else \
+        keras.activations.get(activation)
     pooled = None
     for py in range(pool):  # every position inside the pooling window
         for px in range(pool):

@@ -1,4 +1,4 @@
-"""Functional builders of every architecture, and the registry that names them.
+"""Functional builders of every architecture (described once, in `config.ARCHS`).
 
 All models take the same two inputs, `image_a` and `image_b` (float32
 [B, 14, 14, 1], pixel scale 0..255), standardise them with the training
@@ -6,66 +6,110 @@ pixels' mean/std (stored in the model), and return a dict of outputs:
 `compare` ([B, 1], P(a <= b)) and, where the architecture has them,
 `digit_a` / `digit_b` ([B, 10] class probabilities).
 """
+import math
+
 import keras
 from keras import layers
 
-from mnistcompare.config import Config
-from mnistcompare.layers import ExactCompare, PooledConv, SplitPair, StackPair, Standardize
+from mnistcompare.config import ARCHS, PADDINGS, Config
+from mnistcompare.layers import (ExactCompare, PooledConv, PoolUnits, SplitPair, StackPair, Standardize,
+                                 TwoClassProbability)
 
 # Momentum 0.9 is PyTorch's BatchNorm convention (0.1), which the reports used;
 # Keras' 0.99 leaves moving averages poorly estimated after a few hundred steps.
 BN_MOMENTUM = 0.9
 
 
-def _regularizer(cfg):
-    return keras.regularizers.L2(cfg.l2) if cfg.l2 else None
+class Layers:
+    """Dense, Conv2D, BatchNormalization and activation layers as `cfg` wants them: Keras'
+    defaults, or PyTorch's where `cfg.numerics` says (initialisers, BatchNorm epsilon, LeakyReLU
+    slope), all built-in serialisable Keras objects."""
 
+    def __init__(self, cfg: Config, synchronized=False):
+        self.cfg, self.parts, self.synchronized = cfg, cfg.torch_parts, synchronized
+        self.regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
+        self.negative_slope = 0.01 if "slope" in self.parts else 0.2  # 0.2: keras.activations.leaky_relu
 
-def _dense_block(x, units, cfg, name):
-    x = layers.Dense(units, kernel_regularizer=_regularizer(cfg), name=f"{name}_dense")(x)
-    if cfg.batch_norm:
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    x = layers.Activation(cfg.activation, name=f"{name}_act")(x)
-    if cfg.dropout:
-        x = layers.Dropout(cfg.dropout, name=f"{name}_drop")(x)
-    return x
+    def _init(self, fan_in):
+        """PyTorch initialises kernel and bias uniform in +-1/sqrt(fan_in) (kaiming_uniform_(a=sqrt(5)) for the
+        kernel: VarianceScaling(1/3, fan_in, uniform) has exactly that bound)."""
+        kernel = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform") if "kernel-init" in self.parts \
+            else "glorot_uniform"
+        bound = 1 / math.sqrt(fan_in)
+        bias = keras.initializers.RandomUniform(-bound, bound) if "bias-init" in self.parts else "zeros"
+        return dict(kernel_initializer=kernel, bias_initializer=bias, kernel_regularizer=self.regularizer)
 
+    def dense(self, x, units, name, activation=None):
+        return layers.Dense(units, activation=activation, name=name, **self._init(x.shape[-1]))(x)
 
-def _conv_stack(x, cfg, groups=1, pooled_conv=False):
-    for i, (channels, kernel, padding, pool) in enumerate(
-            zip(cfg.channels, cfg.per_conv("kernel"), cfg.per_conv("padding"), cfg.per_conv("pool"))):
-        if padding.isdigit():  # PyTorch-style explicit zero padding
-            x = layers.ZeroPadding2D(int(padding), name=f"conv{i}_pad")(x)
-            padding = "valid"
-        if pooled_conv and i == 0 and x.shape[-1] == 1:
-            # conv, BatchNorm (folded in by export.serving_model), activation and pooling in one kernel
-            x = PooledConv(channels, kernel, padding, pool, cfg.activation, name="conv0")(x)
+    def conv(self, x, channels, kernel, padding, groups, name):
+        fan_in = kernel * kernel * x.shape[-1] // groups
+        return layers.Conv2D(channels, kernel, padding=padding, groups=groups, name=name, **self._init(fan_in))(x)
+
+    def batch_norm(self, x, name):
+        epsilon = 1e-5 if "bn-eps" in self.parts else 1e-3
+        return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized,
+                                         name=name)(x)
+
+    def activation(self, x, name):
+        if self.cfg.activation == "leaky_relu":
+            return layers.LeakyReLU(negative_slope=self.negative_slope, name=name)(x)
+        return layers.Activation(self.cfg.activation, name=name)(x)
+
+    def dense_block(self, x, units, name):
+        """Dense -> [BatchNorm] -> activation -> [max over adjacent units] -> [Dropout]."""
+        cfg = self.cfg
+        x = self.dense(x, units, f"{name}_dense")
+        if cfg.batch_norm:
+            x = self.batch_norm(x, f"{name}_bn")
+        x = self.activation(x, f"{name}_act")
+        if cfg.dense_pool > 1:
+            x = PoolUnits(cfg.dense_pool, name=f"{name}_pool")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"{name}_drop")(x)
+        return x
+
+    def conv_stack(self, x, groups=1, pooled_conv=False):
+        cfg = self.cfg
+        for i, (channels, kernel, padding, pool) in enumerate(
+                zip(cfg.channels, cfg.per_conv("kernel"), cfg.per_conv("padding"), cfg.per_conv("pool"))):
+            if padding not in PADDINGS:  # PyTorch-style explicit zero padding
+                x = layers.ZeroPadding2D(int(padding), name=f"conv{i}_pad")(x)
+                padding = "valid"
+            if pooled_conv and i == 0 and x.shape[-1] == 1:
+                # conv, BatchNorm (folded in by export.serving_model), activation and pooling in one kernel
+                x = PooledConv(channels, kernel, padding, pool, cfg.activation, self.negative_slope, name="conv0")(x)
+            else:
+                x = self.conv(x, channels, kernel, padding, groups if i == 0 else 1, f"conv{i}")
+                if cfg.conv_batch_norm:
+                    x = self.batch_norm(x, f"conv{i}_bn")
+                x = self.activation(x, f"conv{i}_act")
+                if pool > 1:
+                    x = layers.MaxPooling2D(pool, name=f"conv{i}_pool")(x)
             if cfg.conv_dropout:
-                x = layers.Dropout(cfg.conv_dropout, name="conv0_drop")(x)
-            continue
-        x = layers.Conv2D(channels, kernel, padding=padding, groups=groups if i == 0 else 1,
-                          kernel_regularizer=_regularizer(cfg), name=f"conv{i}")(x)
-        if cfg.conv_batch_norm:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
-        x = layers.Activation(cfg.activation, name=f"conv{i}_act")(x)
-        if pool > 1:
-            x = layers.MaxPooling2D(pool, name=f"conv{i}_pool")(x)
-        if cfg.conv_dropout:
-            x = layers.Dropout(cfg.conv_dropout, name=f"conv{i}_drop")(x)
-    return layers.Flatten(name="flatten")(x)
+                x = layers.Dropout(cfg.conv_dropout, name=f"conv{i}_drop")(x)
+        return layers.Flatten(name="flatten")(x)
+
+    def compare_output(self, x):
+        """P(a <= b), [B, 1]: one sigmoid unit, or two logits through a softmax (`cfg.output`)."""
+        if self.cfg.output == "sigmoid":
+            return self.dense(x, 1, "compare", activation="sigmoid")
+        logits = self.dense(x, 2, "compare_logits")
+        if self.cfg.output == "relu-softmax2":
+            logits = layers.Activation("relu", name="compare_relu")(logits)
+        return TwoClassProbability(name="compare")(logits)
 
 
-def build_tower(cfg, name="tower", pooled_conv=False):
+def build_tower(cfg, make, name="tower", pooled_conv=False):
     """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10).
 
     pooled_conv=True: the first conv layer as one PooledConv (for serving).
     """
     image = keras.Input((14, 14, 1), name="image")
-    x = _conv_stack(image, cfg, pooled_conv=pooled_conv) if cfg.has_conv else layers.Flatten(name="flatten")(image)
+    x = make.conv_stack(image, pooled_conv=pooled_conv) if cfg.has_conv else layers.Flatten(name="flatten")(image)
     for i, units in enumerate(cfg.hidden):
-        x = _dense_block(x, units, cfg, f"hidden{i}")
-    logits = layers.Dense(10, kernel_regularizer=_regularizer(cfg), name="logits")(x)
-    return keras.Model(image, logits, name=name)
+        x = make.dense_block(x, units, f"hidden{i}")
+    return keras.Model(image, make.dense(x, 10, "logits"), name=name)
 
 
 def _inputs(mean, std):
@@ -75,12 +119,12 @@ def _inputs(mean, std):
     return {"image_a": image_a, "image_b": image_b}, standardize
 
 
-def _compare_head(logits_a, logits_b, cfg):
+def _compare_head(a, b, cfg, make):
     combine = {"concat": layers.Concatenate, "difference": layers.Subtract, "max": layers.Maximum}[cfg.combine]
-    x = combine(name=f"combine_{cfg.combine}")([logits_a, logits_b])
+    x = combine(name=f"combine_{cfg.combine}")([a, b])
     for i, units in enumerate(cfg.head):
-        x = _dense_block(x, units, cfg, f"head{i}")
-    return layers.Dense(1, activation="sigmoid", kernel_regularizer=_regularizer(cfg), name="compare")(x)
+        x = make.dense_block(x, units, f"head{i}")
+    return make.compare_output(x)
 
 
 def _per_image(fn, inputs, standardize, serving):
@@ -96,37 +140,36 @@ def _per_image(fn, inputs, standardize, serving):
     return fn(standardize(inputs["image_a"])), fn(standardize(inputs["image_b"]))
 
 
-def _digit_outputs(logits_a, logits_b):
-    return layers.Softmax(name="digit_a")(logits_a), layers.Softmax(name="digit_b")(logits_b)
-
-
-def build_siamese(cfg, mean=0.0, std=1.0, serving=False, xla=False):
-    """Report 000 Fig. A2 / report 001: shared tower, digit heads, learned compare head."""
-    inputs, standardize = _inputs(mean, std)
-    # ONE tower object for both images: shared weights.
-    logits_a, logits_b = _per_image(build_tower(cfg, "tower", xla), inputs, standardize, serving)
-    digit_a, digit_b = _digit_outputs(logits_a, logits_b)
-    compare = _compare_head(logits_a, logits_b, cfg)
+def _towers_and_heads(inputs, logits_a, logits_b, cfg, make):
+    digit_a, digit_b = layers.Softmax(name="digit_a")(logits_a), layers.Softmax(name="digit_b")(logits_b)
+    a, b = (digit_a, digit_b) if cfg.head_input == "probs" else (logits_a, logits_b)
+    compare = _compare_head(a, b, cfg, make)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name=cfg.arch)
 
 
-def build_two_tower(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+def build_siamese(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
+    """Report 000 Fig. A2 / report 001: shared tower, digit heads, learned compare head."""
+    inputs, standardize = _inputs(mean, std)
+    # ONE tower object for both images: shared weights.
+    logits_a, logits_b = _per_image(build_tower(cfg, make, "tower", xla), inputs, standardize, serving)
+    return _towers_and_heads(inputs, logits_a, logits_b, cfg, make)
+
+
+def build_two_tower(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     """The same as siamese with two separate towers: no weight sharing (they already run apart)."""
     inputs, standardize = _inputs(mean, std)
-    logits_a = build_tower(cfg, "tower_a", xla)(standardize(inputs["image_a"]))
-    logits_b = build_tower(cfg, "tower_b", xla)(standardize(inputs["image_b"]))
-    digit_a, digit_b = _digit_outputs(logits_a, logits_b)
-    compare = _compare_head(logits_a, logits_b, cfg)
-    return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="two_tower")
+    logits_a = build_tower(cfg, make, "tower_a", xla)(standardize(inputs["image_a"]))
+    logits_b = build_tower(cfg, make, "tower_b", xla)(standardize(inputs["image_b"]))
+    return _towers_and_heads(inputs, logits_a, logits_b, cfg, make)
 
 
-def build_digits(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     """Report 002 transfer learning / 003 direct classification: a shared digit
     classifier, and compare = P(a <= b) computed exactly from its two outputs."""
     inputs, standardize = _inputs(mean, std)
     # members > 1: an ensemble inside one model, each member its own tower, probabilities averaged.
     suffixes = [""] if cfg.members == 1 else [str(k) for k in range(cfg.members)]
-    towers = [build_tower(cfg, f"tower{k}", xla) for k in suffixes]
+    towers = [build_tower(cfg, make, f"tower{k}", xla) for k in suffixes]
     softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
     average = layers.Average(name="probs") if cfg.members > 1 else None
 
@@ -140,49 +183,41 @@ def build_digits(cfg, mean=0.0, std=1.0, serving=False, xla=False):
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")
 
 
-def _flat_head(x, cfg):
+def _flat_head(x, cfg, make):
     for i, units in enumerate(cfg.hidden):
-        x = _dense_block(x, units, cfg, f"hidden{i}")
-    return layers.Dense(1, activation="sigmoid", kernel_regularizer=_regularizer(cfg), name="compare")(x)
+        x = make.dense_block(x, units, f"hidden{i}")
+    return make.compare_output(x)
 
 
-def build_baseline(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+def build_baseline(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     """Report 000 Fig. A1 / 003 TwoChannels: the two images as 2 channels of one CNN (one form only)."""
     inputs, standardize = _inputs(mean, std)
     x = layers.Concatenate(axis=-1, name="two_channels")(
         [standardize(inputs["image_a"]), standardize(inputs["image_b"])])
-    x = _conv_stack(x, cfg, groups=cfg.groups)
-    return keras.Model(inputs, {"compare": _flat_head(x, cfg)}, name="baseline")
+    x = make.conv_stack(x, groups=cfg.groups)
+    return keras.Model(inputs, {"compare": _flat_head(x, cfg, make)}, name="baseline")
 
 
-def build_mlp(cfg, mean=0.0, std=1.0, serving=False, xla=False):
+def build_mlp(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     """Report 001 Basic Net / 004 Baseline: dense layers on the 392 pixels (one form only)."""
     inputs, standardize = _inputs(mean, std)
     x = layers.Concatenate(name="pixels")([layers.Flatten(name="flat_a")(standardize(inputs["image_a"])),
                                            layers.Flatten(name="flat_b")(standardize(inputs["image_b"]))])
-    return keras.Model(inputs, {"compare": _flat_head(x, cfg)}, name="mlp")
+    return keras.Model(inputs, {"compare": _flat_head(x, cfg, make)}, name="mlp")
 
 
-# Every builder: (cfg, mean, std, serving, xla) -> keras.Model (see build_model).
-REGISTRY = {
-    "baseline": build_baseline,
-    "mlp": build_mlp,
-    "siamese": build_siamese,
-    "two_tower": build_two_tower,
-    "siamese_mlp": build_siamese,  # a siamese net whose tower has no conv layers
-    "digits": build_digits,
-}
-
-
-def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=True):
+def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=True, synchronized=False):
     """The model a Config describes, standardising with the given pixel statistics.
 
     serving=True builds the inference form of the same model (see
     export.serving_model): shared towers called on each image apart and, with
     xla, a tower's first conv layer as one XLA-compiled PooledConv. Given the
-    trained weights, it computes the same outputs.
+    trained weights, it computes the same outputs. synchronized=True: BatchNorm
+    statistics over the whole batch across the replicas of a tf.distribute
+    strategy (one process's statistics).
     """
-    return REGISTRY[cfg.arch](cfg, mean, std, serving=serving, xla=serving and xla)
+    builder = globals()[ARCHS[cfg.arch].builder]
+    return builder(cfg, Layers(cfg, synchronized), mean, std, serving=serving, xla=serving and xla)
 
 
 def count_params(model):

@@ -1,19 +1,15 @@
-"""Figures of a multi-round evaluation (matplotlib, Agg backend: no screen needed)."""
+"""Figures of runs and evaluations, drawn on matplotlib `Figure` objects: no pyplot, so no screen
+is needed and a notebook's or a program's matplotlib backend is left alone."""
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mnistcompare.config import atomic_path  # noqa: E402
+from mnistcompare.files import atomic_path
 
 
 def _save(fig, path):
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
 
 
 def _band(ax, runs, label, color):
@@ -27,8 +23,9 @@ def _band(ax, runs, label, color):
 
 def plot_curves(results, path):
     """Test accuracy and training loss per epoch, mean and min/max over rounds (report 000 Fig. 2-3)."""
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(12, 4.5))
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, entry in enumerate(e for e in results["entries"] if e["per_round"]):
         color = colors[i % len(colors)]
         label = f"{entry['name']} ({len(entry['per_round'])} rounds)"
@@ -47,7 +44,8 @@ def plot_curves(results, path):
 
 def plot_rounds(results, path):
     """Train error, test error and fit time of every round (report 004 Fig. 2)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig = Figure(figsize=(15, 4.5))
+    axes = fig.subplots(1, 3)
     for entry in results["entries"]:
         rounds = entry["per_round"]
         if not rounds:

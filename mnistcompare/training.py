@@ -1,15 +1,25 @@
-"""One round: Config + pairs -> compiled model -> fit -> metrics."""
-import contextlib
+"""One round: Config + pairs -> compiled model -> fit -> metrics.
+
+Every round trains through one loop, with or without a tf.distribute
+strategy: `EpochFunction` runs a whole epoch (shuffle, augment, Keras'
+`train_step` on every batch) as one traced call, and `fit_tensors` wraps it
+in Keras' callback machinery (history, progress bar, early stopping,
+`Checkpoint` for resuming).
+"""
 import csv
+import glob
 import json
+import math
 import os
+import re
 import time
 
 import keras
 import numpy as np
 
-from mnistcompare.config import Config, atomic_path
-from mnistcompare.data import augment_batch, normalisation, to_dataset
+from mnistcompare.config import Config, RunError
+from mnistcompare.data import augment_batch, normalisation
+from mnistcompare.files import atomic_path
 from mnistcompare.models import build_model, count_params
 
 
@@ -26,7 +36,7 @@ def make_optimizer(cfg: Config, steps_per_epoch):
         lr = keras.optimizers.schedules.ExponentialDecay(cfg.lr, steps_per_epoch, cfg.lr_decay, staircase=True)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return keras.optimizers.Adam(lr)
+    return keras.optimizers.Adam(lr, epsilon=1e-8 if "adam-eps" in cfg.torch_parts else 1e-7)
 
 
 def compile_model(model, cfg: Config, steps_per_epoch):
@@ -46,51 +56,64 @@ def compile_model(model, cfg: Config, steps_per_epoch):
     return model
 
 
+class Predictor:
+    """A model's outputs as numpy, in inference mode (no dropout, BN moving statistics), through one
+    traced call per batch shape: several times faster than calling the model eagerly. Under a
+    tf.distribute strategy too (each process computes the whole batch on its own copy)."""
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self.call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def __call__(self, pairs, batch_size=2000):
+        chunks = [self.call({"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]})
+                  for i in range(0, len(pairs), batch_size)]
+        return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
+
+
 def predict(model, pairs, batch_size=2000):
-    """Outputs as numpy, in inference mode (no dropout, BN moving statistics).
-
-    `predict_on_batch` runs the model's traced predict function (built once per
-    model), several times faster than calling the model eagerly. A model made
-    under a tf.distribute strategy is called directly: there, `predict_on_batch`
-    returned one copy of the outputs per replica (TF 2.21).
-    """
-    def run(x):
-        if getattr(model, "_distribute_strategy", None) is not None:
-            return model(x, training=False)
-        return model.predict_on_batch(x)
-
-    chunks = [run({"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]})
-              for i in range(0, len(pairs), batch_size)]
-    return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
+    """Outputs of `model` on `pairs` as numpy (see Predictor; traces once per call, so keep a
+    Predictor for repeated use)."""
+    return Predictor(model)(pairs, batch_size)
 
 
-def accuracy(model, pairs):
-    """Compare accuracy and, where the model has digit heads, digit accuracy (both images)."""
-    out = predict(model, pairs)
-    result = {"accuracy": float(np.mean((out["compare"][:, 0] > 0.5) == (pairs.target > 0.5)))}
+def scores(out, pairs, prefix=""):
+    """Compare accuracy and loss and, where the outputs have them, digit accuracy (both images)."""
+    target = pairs.target
+    p = np.clip(out["compare"][:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
+    result = {f"{prefix}accuracy": float(np.mean((p > 0.5) == (target > 0.5))),
+              f"{prefix}compare_loss": float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p)))}
     if "digit_a" in out:
         hits = np.concatenate([out["digit_a"].argmax(1) == pairs.digit_a, out["digit_b"].argmax(1) == pairs.digit_b])
-        result["digit_accuracy"] = float(hits.mean())
+        result[f"{prefix}digit_accuracy"] = float(hits.mean())
     return result
+
+
+def accuracy(model, pairs, predictor=None):
+    """Compare accuracy and, where the model has digit heads, digit accuracy (both images)."""
+    out = (predictor or Predictor(model))(pairs)
+    return {k: v for k, v in scores(out, pairs).items() if not k.endswith("loss")}
 
 
 class TestAccuracy(keras.callbacks.Callback):
     """Adds `test_accuracy` to each epoch's logs (for accuracy-per-epoch curves); times itself
     so that the fit time can leave it out."""
 
-    def __init__(self, pairs):
+    def __init__(self, pairs, predictor):
         super().__init__()
-        self.pairs, self.seconds = pairs, 0.0
+        self.pairs, self.predictor, self.seconds = pairs, predictor, 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        logs["test_accuracy"] = accuracy(self.model, self.pairs)["accuracy"]
+        logs["test_accuracy"] = accuracy(self.model, self.pairs, self.predictor)["accuracy"]
         self.seconds += time.perf_counter() - start
 
 
 class HistoryFile(keras.callbacks.Callback):
-    """history.csv, rewritten atomically after every epoch; continues the rows of a run
-    resumed by BackupAndRestore (rows from the restored epoch on are dropped and redone)."""
+    """history.csv, rewritten atomically after every epoch; continues the rows of a resumed run
+    (rows from the epoch it resumes at on are dropped and redone)."""
 
     def __init__(self, path):
         super().__init__()
@@ -101,7 +124,7 @@ class HistoryFile(keras.callbacks.Callback):
         return len(self.rows)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self.started:  # after every on_train_begin, so after BackupAndRestore has restored
+        if not self.started:
             self.started = True
             if os.path.exists(self.path):
                 with open(self.path, newline="") as f:
@@ -116,26 +139,101 @@ class HistoryFile(keras.callbacks.Callback):
             writer.writerows(self.rows)
 
 
+class Checkpoint(keras.callbacks.Callback):
+    """The whole training state after every epoch, to resume an interrupted run exactly.
+
+    Every variable of the model and its optimizer (weights, BatchNorm
+    statistics, dropout seed states, optimizer slots and step counter) goes to
+    FOLDER/epoch-NNNN.npz, written to a temporary file and renamed: a crash or
+    a full disk at any byte leaves the previous epoch's file whole. `restore`
+    loads the newest and returns how many epochs it holds. `write=False`: a
+    process that restores but never writes (a multi-worker peer).
+    """
+
+    PATTERN = re.compile(r"epoch-(\d{4,})\.npz$")
+
+    def __init__(self, folder, write=True):
+        super().__init__()
+        self.folder, self.write = folder, write
+
+    def _variables(self, model):
+        return list(model.variables) + list(model.optimizer.variables)
+
+    def _files(self):
+        found = [(int(m.group(1)), path) for path in glob.glob(os.path.join(self.folder, "epoch-*.npz"))
+                 if (m := self.PATTERN.search(os.path.basename(path)))]
+        return sorted(found)
+
+    def restore(self, model):
+        """Load the newest epoch file into `model`; the number of finished epochs (0: none)."""
+        files = self._files()
+        if not files:
+            return 0
+        epochs, path = files[-1]
+        variables = self._variables(model)
+        try:
+            with np.load(path) as data:
+                values = [data[f"v{i}"] for i in range(len(data.files))]
+        except (OSError, ValueError, KeyError) as e:
+            raise RunError(f"cannot read the backup {path} ({e}); pass --overwrite to start again") from None
+        if len(values) != len(variables) or any(v.shape != tuple(x.shape) for v, x in zip(values, variables)):
+            raise RunError(f"the backup {path} does not match this model; pass --overwrite to start again")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        return epochs
+
+    def clear(self):
+        """Delete the epoch files (and the folder, if nothing else is in it)."""
+        # with the temporary file of a write that a kill cut short
+        for path in [p for _, p in self._files()] + glob.glob(os.path.join(self.folder, ".tmp-*.npz")):
+            os.unlink(path)
+        if os.path.isdir(self.folder) and not os.listdir(self.folder):
+            os.rmdir(self.folder)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.write:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"epoch-{epoch + 1:04d}.npz")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(self.model))})
+            f.flush()
+            os.fsync(f.fileno())
+        for _, old in self._files()[:-1]:
+            os.unlink(old)
+
+
 class EpochFunction:
     """One whole training epoch as one traced call, over pairs held as tensors.
 
     Called with (x, y, seed): resets the metrics, shuffles the pairs
     (stateless, from `seed`), then for each batch applies the augmentation of
-    data.to_dataset and Keras' own `train_step` (losses, loss weights,
+    data.augment_batch and Keras' own `train_step` (losses, loss weights,
     optimizer, metrics as compiled); returns the epoch's metrics. Keras' fit
     feeds every step from a tf.data iterator; on nets this small that costs
     about as much as the step itself. The pairs are arguments, not captured
     constants, so one trace serves every round of the same shapes.
+
+    With a tf.distribute `strategy`, every process shuffles and augments the
+    same whole batch (the same data order as one process for a seed), and each
+    replica trains on its slice of it through `strategy.run`, as Keras' fit does.
     """
 
-    def __init__(self, model, cfg: Config):
+    def __init__(self, model, cfg: Config, strategy=None):
         import tensorflow as tf
 
-        self.model, self.reset = model, None
+        self.model, self.strategy, self.reset = model, strategy, None
+        self.predictor = Predictor(model)
         step = tf.autograph.experimental.do_not_convert(model.train_step)
         affine = (cfg.shift, cfg.rotate, cfg.zoom)
         augment = cfg.swap or any(affine)
         size = cfg.batch_size
+
+        def replica_step(batch):
+            context = tf.distribute.get_replica_context()
+            n, k = tf.shape(batch[1]["compare"])[0], context.num_replicas_in_sync
+            r = context.replica_id_in_sync_group
+            step(tf.nest.map_structure(lambda t: t[r * n // k:(r + 1) * n // k], batch))
 
         @tf.function(reduce_retracing=True)
         def run(x, y, seed):
@@ -149,7 +247,10 @@ class EpochFunction:
                 features, labels = batch
                 if not cfg.has_digits:
                     labels = {"compare": labels["compare"]}
-                step((features, labels))
+                if strategy is None:
+                    step((features, labels))
+                else:
+                    strategy.run(replica_step, args=((features, labels),))
             return model.get_metrics_result()
 
         self.run = run
@@ -158,23 +259,40 @@ class EpochFunction:
         import tensorflow as tf
 
         if self.reset is None:
-            self.model.reset_metrics()
+            self._build_metrics(x, y)
             result = self.run(x, y, seed)
             self.reset = tf.function(self.model.reset_metrics)  # traced now that every metric exists
             return result
         self.reset()
         return self.run(x, y, seed)
 
+    def _build_metrics(self, x, y):
+        """Create the compiled loss and metric variables eagerly, on two pairs: Keras makes them on
+        first use, which a traced loop under a tf.distribute strategy cannot do."""
+        import contextlib
 
-def fit_tensors(run, cfg: Config, pairs, val_pairs=None, callbacks=(), verbose="auto"):
-    """Keras' fit loop (callbacks, history, progress bar, validation, resume by
-    BackupAndRestore, early stopping) with one call of `run`, an EpochFunction,
-    per epoch; returns the History."""
+        import tensorflow as tf
+
+        x, y = tf.nest.map_structure(lambda t: t[:2], (x, y))
+        if "digit_a" not in self.model.output_names:
+            y = {"compare": y["compare"]}
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
+            y_pred = self.model(x, training=False)
+            self.model.compute_loss(x, y, y_pred)
+            self.model.compute_metrics(x, y, y_pred, None)
+        self.model.reset_metrics()
+
+
+def fit_tensors(run, cfg: Config, pairs, val_pairs=None, callbacks=(), verbose="auto", initial_epoch=0):
+    """Keras' fit loop (callbacks, history, progress bar, validation, early stopping) with one call of
+    `run`, an EpochFunction, per epoch from `initial_epoch`; returns the History.
+
+    A loss that is no longer finite ends training with RunError (the epoch is
+    not recorded, so nothing of it is saved)."""
     import tensorflow as tf
 
     model = run.model
     x, y = (tf.nest.map_structure(tf.constant, d) for d in (pairs.features(), pairs.labels(digits=True)))
-    val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
     steps = -(-len(pairs) // cfg.batch_size)
     history = keras.callbacks.History()
     callbacks = keras.callbacks.CallbackList([*callbacks, history], add_progbar=verbose != 0,
@@ -183,13 +301,16 @@ def fit_tensors(run, cfg: Config, pairs, val_pairs=None, callbacks=(), verbose="
     model.stop_training = False
     callbacks.on_train_begin()
     logs = {}
-    for epoch in range(getattr(model, "_initial_epoch", None) or 0, cfg.epochs):  # set by BackupAndRestore
+    for epoch in range(initial_epoch, cfg.epochs):
         callbacks.on_epoch_begin(epoch)
         logs = {k: float(v) for k, v in run(x, y, tf.constant([cfg.seed, epoch], tf.int64)).items()}
+        if not math.isfinite(logs["loss"]):
+            raise RunError(f"training diverged at epoch {epoch + 1} (loss {logs['loss']}); nothing of that epoch "
+                           "is saved: lower --lr, or check the data")
         callbacks.on_train_batch_end(steps - 1, logs)  # the progress bar shows the epoch done
-        if val_data is not None:
-            val = model.evaluate(val_data, verbose=0, return_dict=True)
-            logs.update({f"val_{k}": v for k, v in val.items()})
+        if val_pairs is not None:
+            val = scores(run.predictor(val_pairs), val_pairs, prefix="val_")
+            logs.update({"val_compare_accuracy": val.pop("val_accuracy"), **val})
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -213,7 +334,7 @@ class ModelCache:
         self.size, self.entries = size, {}
 
     def get(self, cfg: Config, mean, std, steps_per_epoch):
-        """(model, EpochFunction) for `cfg`, initialised as if new."""
+        """An EpochFunction (with its model) for `cfg`, initialised as if new."""
         import tensorflow as tf
 
         fresh = build_model(cfg, mean, std)  # cheap: no tracing
@@ -221,59 +342,43 @@ class ModelCache:
         entry = self.entries.pop(key, None)
         if entry is None:
             model = compile_model(fresh, cfg, steps_per_epoch)
-            entry = model, EpochFunction(model, cfg), tf.function(
-                lambda values: [v.assign(x) for v, x in zip(model.variables + model.optimizer.variables, values)])
+            targets = model.variables + model.optimizer.variables
+            entry = EpochFunction(model, cfg), tf.function(
+                lambda values: [v.assign(x) for v, x in zip(targets, values)]), targets
         else:
             optimizer = make_optimizer(cfg, steps_per_epoch)
             optimizer.build(fresh.trainable_variables)
-            entry[2]([v.value for v in fresh.variables + optimizer.variables])  # one call, not one per variable
+            values = fresh.variables + optimizer.variables
+            if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in entry[2]]:
+                raise RuntimeError("a fresh model's variables do not match the cached model's")
+            entry[1]([v.value for v in values])  # one call, not one per variable
         self.entries[key] = entry  # most recently used last
         while len(self.entries) > self.size:
             self.entries.pop(next(iter(self.entries)))
-        return entry[:2]
-
-
-def one_thread_per_op():
-    """Run each TensorFlow op on one thread; independent ops still run side by side on every core.
-
-    The ops of nets this small are too small to split across threads: on two
-    cores this trains faster than TensorFlow's default, leaves the other cores
-    to rounds trained side by side (evaluate --jobs), and a round's numbers do
-    not depend on how many rounds run at once. Call before TensorFlow runs
-    its first op; TF_NUM_INTRAOP_THREADS, when set, wins.
-    """
-    import tensorflow as tf
-
-    if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
-        with contextlib.suppress(RuntimeError):  # TensorFlow already started: it keeps its threads
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-
-
-def make_strategy(name):
-    """None, or the tf.distribute strategy `name` names: "mirrored" (all local GPUs, or the CPU),
-    "multiworker" (MultiWorkerMirroredStrategy, configured by the TF_CONFIG variable)."""
-    if name in (None, "none"):
-        return None
-    import tensorflow as tf
-
-    return {"mirrored": tf.distribute.MirroredStrategy,
-            "multiworker": tf.distribute.MultiWorkerMirroredStrategy}[name]()
+        return entry[0]
 
 
 def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
-                strategy=None):
+                strategy=None, checkpoint=None):
     """Train one round from freshly initialised weights; returns (model, metrics, history dict).
 
     `curves=True` also logs the test accuracy after every epoch (left out of the
     fit time, as is the final evaluation). With a `ModelCache`, a model of the
     same configuration trained earlier in this process is re-initialised instead
     of rebuilt and retraced (the model returned is then reused by later rounds).
-    With a tf.distribute `strategy`, the model is built and trained under its
-    scope by Keras' fit (each step's batch split across its replicas).
+    With a tf.distribute `strategy`, the model is built under its scope and each
+    batch is split across its replicas. With a `Checkpoint`, a run interrupted
+    earlier resumes from its last finished epoch and trains only the rest.
     """
+    if len(train_pairs) == 0 or len(test_pairs) == 0:
+        raise RunError("no training or test pairs to train on")
     fit_pairs, val_pairs = train_pairs, None
     if cfg.val_split:
         fit_pairs, val_pairs = train_pairs.split(round(len(train_pairs) * cfg.val_split))
+    smallest_batch = len(fit_pairs) % cfg.batch_size or min(cfg.batch_size, len(fit_pairs))
+    if strategy is not None and smallest_batch < strategy.num_replicas_in_sync:
+        raise RunError(f"a batch of {smallest_batch} pairs cannot be split across "
+                       f"{strategy.num_replicas_in_sync} replicas; change --batch-size or --pairs")
     mean, std = normalisation(fit_pairs)
     steps = -(-len(fit_pairs) // cfg.batch_size)
     callbacks = list(callbacks)
@@ -284,33 +389,33 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     keras.utils.set_random_seed(cfg.seed)
     if strategy is not None:
         with strategy.scope():
-            model = compile_model(build_model(cfg, mean, std), cfg, steps)
+            model = compile_model(build_model(cfg, mean, std, synchronized=True), cfg, steps)
+        run = EpochFunction(model, cfg, strategy)
     elif cache is not None:
-        model, run = cache.get(cfg, mean, std, steps)
+        run = cache.get(cfg, mean, std, steps)
+        model = run.model
     else:
         model = compile_model(build_model(cfg, mean, std), cfg, steps)
         run = EpochFunction(model, cfg)
-    test_curve = TestAccuracy(test_pairs) if curves else None
+    initial_epoch = 0
+    if checkpoint is not None:
+        initial_epoch = checkpoint.restore(model)
+        callbacks.append(checkpoint)
+    test_curve = TestAccuracy(test_pairs, run.predictor) if curves else None
     if test_curve:
         callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
     start = time.perf_counter()
-    if strategy is None:
-        history = fit_tensors(run, cfg, fit_pairs, val_pairs, callbacks, verbose)
-    else:
-        val_data = to_dataset(val_pairs, 1000, digits=cfg.has_digits) if val_pairs is not None else None
-        data = to_dataset(fit_pairs, cfg.batch_size, shuffle_seed=cfg.seed, swap=cfg.swap, shift=cfg.shift,
-                          rotate=cfg.rotate, zoom=cfg.zoom, digits=cfg.has_digits)
-        history = model.fit(data, epochs=cfg.epochs, validation_data=val_data, callbacks=callbacks,
-                            verbose=verbose, shuffle=False)  # the dataset shuffles itself, seeded
+    history = fit_tensors(run, cfg, fit_pairs, val_pairs, callbacks, verbose, initial_epoch)
     seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
-    metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
-    metrics.update(train_seconds=round(seconds, 3), epochs=len(history.history.get("loss", [])))
+    metrics = round_metrics(model, run.predictor, cfg, fit_pairs, val_pairs, test_pairs)
+    metrics.update(train_seconds=round(seconds, 3), epochs=initial_epoch + len(history.history.get("loss", [])),
+                   resumed_at_epoch=initial_epoch)
     return model, metrics, history.history
 
 
-def round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs):
+def round_metrics(model, predictor, cfg, fit_pairs, val_pairs, test_pairs):
     """Accuracies of a trained model (compare and, where it has them, digits), with what defines the round."""
-    train, test = accuracy(model, fit_pairs), accuracy(model, test_pairs)
+    train, test = accuracy(model, fit_pairs, predictor), accuracy(model, test_pairs, predictor)
     metrics = {
         "arch": cfg.arch,
         "test_accuracy": test["accuracy"],
@@ -324,5 +429,5 @@ def round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs):
         metrics["test_digit_accuracy"] = test["digit_accuracy"]
         metrics["train_digit_accuracy"] = train["digit_accuracy"]
     if val_pairs is not None:
-        metrics["val_accuracy"] = accuracy(model, val_pairs)["accuracy"]
+        metrics["val_accuracy"] = accuracy(model, val_pairs, predictor)["accuracy"]
     return metrics

@@ -1,31 +1,19 @@
-import gzip
 import os
 import pathlib
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from helpers import fake_mnist, write_idx
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tensorflow_datasets"
 
 
-def write_idx(path, array):
-    """Write an IDX file (gzipped if the name ends in .gz)."""
-    array = np.asarray(array, np.uint8)
-    header = (0x800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
-def fake_mnist(n, seed):
-    """Images whose mean brightness encodes the digit, so tiny nets can learn something."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 40, (n, 28, 28)).astype(np.float32)
-    images[:, 6:22, 6:22] += labels[:, None, None] * 20.0
-    return images.clip(0, 255).astype(np.uint8), labels
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains on real MNIST or starts several processes (deselect with "
+                                       "-m 'not slow')")
 
 
 @pytest.fixture
@@ -60,3 +48,11 @@ def mnist_dir():
         if candidate and (pathlib.Path(candidate) / "mnist").is_dir():
             return str(pathlib.Path(candidate).resolve())
     pytest.skip("real MNIST not found: set TFDS_DATA_DIR to a TFDS data dir holding mnist/")
+
+
+@pytest.fixture
+def cli():
+    """Runs an installed command to its end: cli("train", "--epochs", 2, ...) -> CompletedProcess."""
+    from helpers import run
+
+    return run

@@ -1,61 +1,76 @@
+"""The command-line programs: outputs, --help, --version, and one line for every user mistake."""
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from helpers import one_line
 from mnistcompare.cli import train_parser
 
 
-def run(*args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "mnistcompare.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
 @pytest.mark.parametrize("args, message", [
-    (["--arch", "nope"], "--arch: unknown value 'nope'"),
-    (["--epochs", "-1"], "--epochs: must be a positive integer"),
+    (["--arch", "nope"], "--arch: must be one of baseline"),
+    (["--epochs", "-1"], "--epochs: must be >= 1, got -1"),
     (["--epochs", "x"], "--epochs: invalid int value"),
     (["--batch-size", "0"], "--batch-size"),
     (["--lr", "0"], "--lr: must be > 0"),
     (["--alpha", "1.5"], "--alpha: must be in [0, 1]"),
-    (["--pairs", "40000"], "--pairs: at most 30000"),
+    (["--pairs", "40000"], "--pairs: must be in [1, 30000]"),
     (["--preset", "nope"], "--preset: unknown preset"),
     (["--channels", "8,x"], "--channels"),
     (["--frobnicate"], "unrecognized arguments"),
     (["--config", "/no/such/config.json"], "config file not found"),
     (["--idx-dir", "/no/such/folder"], "--idx-dir /no/such/folder: no such folder"),
     (["--data-dir", "/no/such/folder"], "no MNIST found"),
+    (["--npz", "/no/such/mnist.npz"], "--npz /no/such/mnist.npz: no such file"),
+    (["--seed", "99999999999"], "--seed: must be in [0, 4294967295]"),
+    (["--padding", "²"], "--padding: expected valid, same or a number of pixels"),
+    (["--epochs", "²"], "--epochs: invalid int value"),
+    (["--numerics", "pytorch"], "--numerics: expected keras, torch"),
+    (["--pairs", "1", "--val-split", "0.6"], "--val-split: leaves no training pair"),
+    (["--strategy", "multiworker"], "TF_CONFIG is not a valid cluster description"),
 ])
-def test_user_mistakes_exit_2_with_one_line(args, message, tmp_path):
-    result = run(*args, "--out", str(tmp_path / "out"))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+def test_user_mistakes_exit_2_with_one_line(args, message, tmp_path, cli):
+    env = {"TF_CONFIG": '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}'}
+    assert message in one_line(cli("train", *args, "--out", tmp_path / "out", env=env))
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_missing_data_without_any_setting(tmp_path):
-    result = run("--out", str(tmp_path / "out"), env={"TFDS_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)})
-    assert result.returncode == 2 and "no MNIST found" in result.stderr and "--idx-dir" in result.stderr
+def test_missing_data_without_any_setting_fails_fast_offline(tmp_path, cli):
+    import time
+
+    env = {"TFDS_DATA_DIR": "", "HOME": str(tmp_path), "KERAS_HOME": "",
+           # offline here; a proxy that refuses makes the download fail at once on a machine with internet too
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    start = time.perf_counter()
+    result = cli("train", "--out", tmp_path / "out", env=env)
+    assert time.perf_counter() - start < 20  # TensorFlow's start-up, then at most one 10 s network wait
+    line = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "downloading it failed" in line and "--idx-dir" in line
+    no_download = cli("train", "--no-download", "--out", tmp_path / "out", env=env)
+    assert "--no-download" in one_line(no_download)
 
 
-def test_help_lists_every_option():
+def test_help_lists_every_option_with_its_bounds(cli):
     text = train_parser().format_help()
     for flag in ("--arch", "--preset", "--config", "--alpha", "--epochs", "--batch-size", "--lr", "--optimizer",
-                 "--pairs", "--seed", "--data-dir", "--idx-dir", "--out", "--swap", "--shift", "--combine", "--no-xla"):
+                 "--pairs", "--seed", "--data-dir", "--idx-dir", "--npz", "--no-download", "--out", "--swap",
+                 "--shift", "--combine", "--no-xla", "--numerics", "--version"):
         assert flag in text
-    result = run("--help")
-    assert result.returncode == 0 and "mnistcompare-train" in result.stdout
+    assert "dropout after each hidden dense layer; in [0, 1) (default: 0.25)" in " ".join(text.split())
+    for command in ("train", "evaluate", "tune"):
+        result = cli(command, "--help")
+        assert result.returncode == 0 and f"mnistcompare-{command}" in result.stdout
+        version = cli(command, "--version")
+        assert version.returncode == 0 and version.stdout.strip() == f"mnistcompare-{command} 0.2.0"
 
 
-def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path):
+def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
     out = tmp_path / "run"
     common = ["--idx-dir", str(idx_dir), "--pairs", "100", "--test-pairs", "50", "--epochs", "2",
               "--batch-size", "25", "--quiet"]
-    result = run("--arch", "digits", "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16", "--alpha", "0.2", *common,
+    result = cli("train", "--arch", "digits", "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16", "--alpha", "0.2", *common,
                  "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
@@ -68,12 +83,12 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path):
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
     # A finished run is not overwritten by accident.
-    again = run("--config", str(out / "config.json"), *common, "--out", str(out))
+    again = cli("train", "--config", out / "config.json", *common, "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
     # The saved config reproduces the run exactly (same seed, same data).
     # (--no-xla changes only the export.)
-    rerun = run("--config", str(out / "config.json"), *common, "--out", str(tmp_path / "rerun"), "--no-xla")
+    rerun = cli("train", "--config", out / "config.json", *common, "--out", tmp_path / "rerun", "--no-xla")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     metrics2 = json.loads((tmp_path / "rerun" / "metrics.json").read_text())
     assert metrics2["config"] == metrics["config"]
@@ -86,12 +101,17 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("{not json", "not valid JSON"), ('{"epochs": 3, "colour": "red"}', "unknown option(s) colour"),
-    ('{"epochs": "25"}', "--epochs: expected int"), ('{"channels": 16}', "--channels: expected tuple")])
-def test_malformed_config_file_exits_2_with_one_line(text, message, tmp_path):
+    ("[" * 100000 + "]" * 100000, "not valid JSON"),
+    ('{"epochs": "25"}', "--epochs: expected int"), ('{"channels": 16}', "--channels: expected a list")])
+def test_malformed_config_file_exits_2_with_one_line(text, message, tmp_path, cli):
     path = tmp_path / "config.json"
     path.write_text(text)
-    result = run("--config", str(path), "--out", str(tmp_path / "out"))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert message in one_line(cli("train", "--config", path, "--out", tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_python_m_mnistcompare_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "mnistcompare"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for name in ("mnistcompare-train", "mnistcompare-evaluate", "mnistcompare-tune", "mnistcompare-predict"):
+        assert name in result.stdout

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from mnistcompare.config import ARCHS, PRESETS, Config, UserError, preset
+from mnistcompare.config import ARCHS, Config, UserError
+from mnistcompare.reports import PRESETS, preset
 
 
 def test_defaults_validate_for_every_arch():
@@ -11,12 +12,14 @@ def test_defaults_validate_for_every_arch():
 
 
 @pytest.mark.parametrize("changes, flag", [
-    (dict(arch="nope"), "--arch"), (dict(epochs=-1), "--epochs"), (dict(epochs=0), "--epochs"),
+    (dict(arch="nope"), "--arch: must be one of baseline"), (dict(epochs=-1), "--epochs"), (dict(epochs=0), "--epochs"),
     (dict(batch_size=0), "--batch-size"), (dict(lr=0.0), "--lr"), (dict(alpha=1.5), "--alpha"),
     (dict(alpha=-0.1), "--alpha"), (dict(dropout=1.0), "--dropout"), (dict(pairs=30001), "--pairs"),
     (dict(test_pairs=5001), "--test-pairs"), (dict(kernel=(3, 3)), "--kernel"), (dict(arch="baseline", channels=()), "--channels"),
     (dict(padding=("full",)), "--padding"), (dict(patience=5), "--patience"), (dict(combine="sum"), "--combine"),
-    (dict(epochs="ten"), "--epochs"), (dict(padding=(1,)), "--padding"),
+    (dict(epochs="ten"), "--epochs"), (dict(padding=(1,)), "--padding"), (dict(padding=("²",)), "--padding"), (dict(seed=2 ** 32), "--seed"),
+    (dict(numerics="torch,nope"), "--numerics"), (dict(output="logits"), "--output"), (dict(pairs=1, val_split=0.6), "leaves no training pair"),
+    (dict(dense_pool=2, hidden=(75,)), "--dense-pool"),
     (dict(channels=(16, 32, 64, 128), kernel=(3,), pool=(2,)), "shrinks the 14x14 image"),
     (dict(arch="baseline", channels=(8,), kernel=(15,), pool=(1,)), "shrinks the 14x14 image"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
 ])
@@ -67,7 +70,7 @@ def test_presets_validate_and_unknown_preset_is_refused():
 def test_outputs_are_written_atomically_with_usual_permissions(tmp_path):
     import os
 
-    from mnistcompare.config import atomic_path, write_json
+    from mnistcompare.files import atomic_path, write_json
 
     write_json(tmp_path / "a.json", {"x": 1})
     assert oct(os.stat(tmp_path / "a.json").st_mode & 0o777) == oct(0o666 & ~_umask())

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import fake_mnist, write_idx
+from helpers import fake_mnist, write_idx
 from mnistcompare.config import Config, UserError
 from mnistcompare.data import (Pairs, find_source, load_mnist, load_pairs, make_pairs, normalisation, pool,
                                read_idx, to_dataset)
@@ -28,9 +28,9 @@ def test_pairs_follow_the_protocol():
 
 
 def test_same_seed_same_pairs_other_seed_other_pairs(idx_dir):
-    a_train, a_test = load_pairs(Config(pairs=50, seed=3), idx_dir=str(idx_dir))
-    b_train, b_test = load_pairs(Config(pairs=50, seed=3), idx_dir=str(idx_dir))
-    c_train, _ = load_pairs(Config(pairs=50, seed=4), idx_dir=str(idx_dir))
+    a_train, a_test = load_pairs(Config(pairs=50, seed=3), find_source(idx_dir=str(idx_dir)))
+    b_train, b_test = load_pairs(Config(pairs=50, seed=3), find_source(idx_dir=str(idx_dir)))
+    c_train, _ = load_pairs(Config(pairs=50, seed=4), find_source(idx_dir=str(idx_dir)))
     np.testing.assert_array_equal(a_train.image_a, b_train.image_a)
     np.testing.assert_array_equal(a_test.digit_b, b_test.digit_b)
     assert not np.array_equal(a_train.image_a, c_train.image_a)
@@ -38,7 +38,7 @@ def test_same_seed_same_pairs_other_seed_other_pairs(idx_dir):
 
 def test_too_many_pairs_for_the_split(idx_dir):
     with pytest.raises(UserError, match="pairs need"):
-        load_pairs(Config(pairs=201), idx_dir=str(idx_dir))
+        load_pairs(Config(pairs=201), find_source(idx_dir=str(idx_dir)))
 
 
 def test_normalisation_uses_both_images(tiny_pairs):
@@ -49,9 +49,37 @@ def test_normalisation_uses_both_images(tiny_pairs):
 
 
 def test_idx_gz_and_plain_load(idx_dir):
-    images, labels = load_mnist("train", idx_dir=str(idx_dir))  # gzipped
-    test_images, _ = load_mnist("test", idx_dir=str(idx_dir))  # plain
+    images, labels = load_mnist("train", find_source(idx_dir=str(idx_dir)))  # gzipped
+    test_images, _ = load_mnist("test", find_source(idx_dir=str(idx_dir)))  # plain
     assert images.shape == (400, 28, 28) and labels.shape == (400,) and test_images.shape == (200, 28, 28)
+
+
+def test_keras_npz_reads_like_the_idx_files(idx_dir, tmp_path):
+    idx = find_source(idx_dir=str(idx_dir))
+    (x_train, y_train), (x_test, y_test) = load_mnist("train", idx), load_mnist("test", idx)
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    npz = find_source(npz=str(tmp_path / "mnist.npz"))
+    assert npz.kind == "npz"
+    np.testing.assert_array_equal(load_mnist("train", npz)[0], x_train)
+    np.testing.assert_array_equal(load_mnist("test", npz)[1], y_test)
+    np.savez(tmp_path / "other.npz", images=x_train)
+    with pytest.raises(UserError, match="not Keras' mnist.npz"):
+        load_mnist("train", find_source(npz=str(tmp_path / "other.npz")))
+    with pytest.raises(UserError, match="--npz .*no such file"):
+        find_source(npz=str(tmp_path / "nowhere.npz"))
+
+
+def test_keras_cache_is_found_when_nothing_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    with pytest.raises(UserError, match="--no-download"):
+        find_source(download=False)
+    cache = tmp_path / ".keras" / "datasets"
+    cache.mkdir(parents=True)
+    images, labels = fake_mnist(10, 0)
+    np.savez(cache / "mnist.npz", x_train=images, y_train=labels, x_test=images, y_test=labels)
+    assert find_source(download=False) == find_source() == type(find_source())("npz", str(cache / "mnist.npz"))
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -1,23 +1,35 @@
+"""Many rounds: statistics, tables, plots, resuming, worker processes, nothing finished ever lost."""
 import json
 import os
+import signal
 import struct
-import subprocess
-import sys
+import time
 
 import pytest
 
+from helpers import SMALL, children, one_line, running, start, wait_for
 from mnistcompare.config import Config, UserError
-from mnistcompare.experiments import STUDIES, Entry, evaluate, markdown_table, study, summarise
+from mnistcompare.data import find_source
+from mnistcompare.experiments import evaluate, markdown_table, summarise
 from mnistcompare.plots import plot_curves, plot_rounds
+from mnistcompare.reports import STUDIES, Entry, study
 
-TINY = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,), pairs=100, test_pairs=50,
-            epochs=2, batch_size=25)
+TINY = dict(SMALL, pairs=100, test_pairs=50, epochs=2, batch_size=25)
+TINY_FLAGS = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+              for k, v in TINY.items()]
 
 
 def fake_round(r, test, train, seconds, epochs=3):
     return {"round": r, "test_accuracy": test, "train_accuracy": train, "train_seconds": seconds, "params": 10,
             "history": {"loss": [1.0 / (e + 1) for e in range(epochs)],
                         "test_accuracy": [test - 0.01 * (epochs - e) for e in range(epochs)]}}
+
+
+def rounds_in(out, entry=0):
+    try:
+        return len(json.loads((out / "results.json").read_text())["entries"][entry]["per_round"])
+    except (OSError, ValueError, IndexError):
+        return 0  # not written yet
 
 
 def test_summary_statistics_on_hand_made_rounds():
@@ -39,7 +51,7 @@ def test_markdown_table_has_ours_and_the_published_figure():
     entry.update(summarise(entry["per_round"]))
     table = markdown_table({"entries": [entry]})
     assert "| 000 siamese | 0.940 ± 0.014 |" in table
-    assert "0.948 ± 0.010 (000 Table I)" in table
+    assert "0.948 ± 0.010" in table
 
 
 def test_plots_are_valid_png(tmp_path):
@@ -53,49 +65,78 @@ def test_plots_are_valid_png(tmp_path):
         assert width > 500 and height > 200 and len(data) > 20000
 
 
+def test_plots_leave_matplotlib_alone(tmp_path):
+    import matplotlib
+
+    backend = matplotlib.get_backend()
+    import mnistcompare.plots  # noqa: F401
+
+    plot_rounds({"entries": [{"name": "a", "per_round": [fake_round(0, 0.9, 0.99, 4.0)]}]}, str(tmp_path / "r.png"))
+    assert matplotlib.get_backend() == backend
+
+
 def test_every_study_builds_valid_entries():
     for name in STUDIES:
-        entries = study(name)
+        entries = study(name).entries()
         assert entries and all(e.config.validate() for e in entries)
-    assert len(study("sharing-aux")) == 8
-    assert [e.name for e in study("reports")][0] == "000 siamese"
+    assert len(study("sharing-aux").entries()) == 8
+    assert [e.name for e in study("reports").entries()][0] == "000 siamese"
     with pytest.raises(UserError, match="unknown study"):
         study("nope")
 
 
-def test_rounds_resume_without_duplicates(idx_dir, tmp_path):
-    entries = [Entry("tiny", Config(**TINY).validate())]
+def test_rounds_resume_without_duplicates_and_nothing_finished_is_lost(idx_dir, tmp_path):
+    source = find_source(idx_dir=str(idx_dir))
+    tiny = [Entry("tiny", Config(**TINY).validate())]
     out = str(tmp_path / "eval")
-    os.makedirs(out)
     lines = []
-    first = evaluate(entries, 1, out, idx_dir=str(idx_dir), log=lines.append)
+    first = evaluate(tiny, 1, out, source, log=lines.append)
     assert [r["round"] for r in first["entries"][0]["per_round"]] == [0]
     # Rerunning with more rounds trains only the missing ones, with seed + r.
     lines.clear()
-    second = evaluate(entries, 3, out, idx_dir=str(idx_dir), log=lines.append)
+    second = evaluate(tiny, 3, out, source, log=lines.append)
     rounds = second["entries"][0]["per_round"]
     assert [r["round"] for r in rounds] == [0, 1, 2] and [r["seed"] for r in rounds] == [0, 1, 2]
     assert rounds[0] == first["entries"][0]["per_round"][0]
     assert len(lines) == 2
     saved = json.load(open(os.path.join(out, "results.json")))
-    assert saved["entries"][0]["per_round"] == rounds and saved["entries"][0]["rounds"] == 3 and saved["entries"][0]["test_accuracy_std"] >= 0
+    assert saved["entries"][0]["per_round"] == rounds and saved["entries"][0]["rounds"] == 3
     assert len(rounds[0]["history"]["test_accuracy"]) == 2
-    # A different configuration in the same folder is refused, unless overwriting.
-    other = [Entry("tiny", Config(**{**TINY, "lr": 0.01}).validate())]
+
+    # Fewer rounds, or another entry, into the same folder: reported on, nothing deleted.
+    fewer = evaluate(tiny, 2, out, source, log=lines.append)
+    assert fewer["entries"][0]["rounds"] == 2 and len(lines) == 2  # nothing trained
+    other = [Entry("other", Config(**TINY, lr=0.01).validate())]
+    evaluate(other, 1, out, source, log=lines.append)
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert [(e["name"], e["rounds"]) for e in saved["entries"]] == [("tiny", 3), ("other", 1)]
+
+    # A different configuration under the same name is refused, unless overwriting.
+    changed = [Entry("tiny", Config(**{**TINY, "lr": 0.01}).validate())]
     with pytest.raises(UserError, match="another configuration"):
-        evaluate(other, 3, out, idx_dir=str(idx_dir), log=lines.append)
-    assert len(evaluate(other, 1, out, idx_dir=str(idx_dir), overwrite=True, log=lines.append)
-               ["entries"][0]["per_round"]) == 1
+        evaluate(changed, 3, out, source, log=lines.append)
+    assert len(evaluate(changed, 1, out, source, overwrite=True, log=lines.append)["entries"][0]["per_round"]) == 1
 
 
-def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_dir, tmp_path):
-    # CLI processes, so that --jobs 1 runs ops on one thread as the workers do.
+def test_seeds_beyond_32_bits_are_refused_before_training(tmp_path):
+    with pytest.raises(UserError, match="--seed: round 2 would use seed 4294967296"):
+        evaluate([Entry("tiny", Config(**TINY, seed=2 ** 32 - 1).validate())], 2, str(tmp_path))
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"entries": [{"name": "tiny"}]}', '{"entries": 3}'])
+def test_unreadable_results_file_is_one_clear_error(text, tmp_path):
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(UserError, match="cannot be read to resume.*--overwrite"):
+        evaluate([Entry("tiny", Config(**TINY).validate())], 1, str(tmp_path))
+
+
+def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_dir, tmp_path, cli):
     runs = {}
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
-        result = _evaluate("--preset", "report000-siamese", "--pairs", "100", "--test-pairs", "50", "--epochs", "2",
-                           "--batch-size", "20", "--swap", "--rounds", "3", "--jobs", str(jobs),
-                           "--idx-dir", str(idx_dir), "--out", str(out))
+        result = cli("evaluate", "--preset", "report000-siamese", "--pairs", "100", "--test-pairs", "50",
+                     "--epochs", "2", "--batch-size", "20", "--swap", "--rounds", "3", "--jobs", jobs,
+                     "--idx-dir", idx_dir, "--out", out)
         assert result.returncode == 0, result.stderr[-3000:]
         assert [line.split(" round ")[1][:3] for line in result.stdout.splitlines() if " round " in line] == \
             ["1/3", "2/3", "3/3"]  # logged in round order
@@ -105,67 +146,50 @@ def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_d
 
 
 def test_a_killed_worker_ends_evaluate_with_one_line_and_keeps_finished_rounds(idx_dir, tmp_path):
-    import signal
-    import time
-
     out = tmp_path / "out"
-    code = "import sys; from mnistcompare.cli import evaluate_main; evaluate_main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "--arch", "siamese", "--channels", "4,8", "--kernel", "3",
-                             "--pool", "2,1", "--hidden", "16", "--pairs", "100", "--test-pairs", "50",
-                             "--epochs", "30", "--batch-size", "25", "--rounds", "8", "--jobs", "2",
-                             "--idx-dir", str(idx_dir), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start("evaluate", "--arch", "siamese", *TINY_FLAGS, "--epochs", "30", "--rounds", "8", "--jobs", "2",
+                 "--idx-dir", idx_dir, "--out", out)
     try:
-        deadline = time.time() + 300
-        while not (out / "results.json").exists() or not _rounds(out):  # a round has finished
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
-            time.sleep(0.2)
-        workers = [int(pid) for pid in open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-                   if "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
+        wait_for(lambda: rounds_in(out) > 0, proc, what="a finished round")
+        workers = [pid for pid in children(proc.pid) if "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
         os.kill(workers[0], signal.SIGKILL)  # as the kernel does when memory runs out
-        stdout, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 1, stderr[-3000:]
     assert len(stderr.strip().splitlines()) == 1 and "worker process ended abruptly" in stderr
-    assert 1 <= _rounds(out) < 8
-
-
-def _running(pid):
-    try:
-        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
-    except OSError:
-        return False
-
-
-def _rounds(out):
-    try:
-        return len(json.loads((out / "results.json").read_text())["entries"][0]["per_round"])
-    except (OSError, ValueError):
-        return 0  # not written yet
-
-
-def _evaluate(*args, timeout=900):
-    code = "import sys; from mnistcompare.cli import evaluate_main; sys.argv[0] = 'mnistcompare-evaluate'; " \
-           "evaluate_main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+    assert 1 <= rounds_in(out) < 8
+    assert all(not running(pid) for pid in workers)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--study", "nope"], "unknown study"), (["--rounds", "0"], "--rounds"), (["--arch", "siamese,nope"], "--arch"),
-    (["--jobs", "0"], "--jobs"),
-    (["--study", "reports", "--epochs", "0"], "--epochs"), (["--study", "reports", "--preset", "report000-siamese"],
-                                                            "not both")])
-def test_evaluate_user_mistakes(args, message, tmp_path):
-    result = _evaluate(*args, "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    (["--jobs", "0"], "--jobs"), (["--study", "reports", "--epochs", "0"], "--epochs"),
+    (["--study", "reports", "--preset", "report000-siamese"], "not both"),
+    (["--seed", "4294967295", "--rounds", "2"], "--seed: round 2")])
+def test_evaluate_user_mistakes(args, message, tmp_path, idx_dir, cli):
+    assert message in one_line(cli("evaluate", *args, "--idx-dir", idx_dir, "--out", tmp_path / "out"))
 
 
-def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path):
+def test_two_evaluations_of_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, cli):
     out = tmp_path / "eval"
-    result = _evaluate("--arch", "siamese,baseline", "--rounds", "2", "--epochs", "2", "--data-dir", mnist_dir,
-                       "--out", str(out))
+    first = start("evaluate", "--arch", "siamese", *TINY_FLAGS, "--epochs", "40", "--rounds", "3", "--jobs", "1",
+                  "--idx-dir", idx_dir, "--out", out)
+    try:
+        wait_for(lambda: (out / ".lock").exists() and (out / ".lock").stat().st_size > 0, first, what="the lock")
+        second = cli("evaluate", "--arch", "baseline", *TINY_FLAGS, "--rounds", "1", "--jobs", "1",
+                     "--idx-dir", idx_dir, "--out", out)
+        assert "is in use by pid" in one_line(second)
+    finally:
+        first.kill()
+        first.wait()
+
+
+@pytest.mark.slow
+def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path, cli):
+    out = tmp_path / "eval"
+    result = cli("evaluate", "--arch", "siamese,baseline", "--rounds", "2", "--epochs", "2", "--data-dir", mnist_dir,
+                 "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("] round ") == 4
     results = json.loads((out / "results.json").read_text())
@@ -182,49 +206,32 @@ def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path):
-    import signal
-    import time
-
+def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, cli):
     out = tmp_path / "eval"
-    args = ["--arch", "siamese,digits", "--idx-dir", str(idx_dir), "--rounds", "3", *[
-        f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()],
-        "--epochs", "4", "--out", str(out)]
-    code = "import sys; from mnistcompare.cli import evaluate_main; sys.argv[0] = 'mnistcompare-evaluate'; " \
-           "evaluate_main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = ["--arch", "siamese,digits", "--idx-dir", idx_dir, "--rounds", "3", *TINY_FLAGS, "--epochs", "4",
+            "--out", out]
+    proc = start("evaluate", *args)
 
     def done():
         try:
             return sum(e["rounds"] for e in json.loads((out / "results.json").read_text())["entries"])
         except (OSError, ValueError):
             return 0
-    deadline = time.time() + 300
-    while done() < 2:
-        assert proc.poll() is None and time.time() < deadline, "finished before it could be killed"
-        time.sleep(0.1)
-    workers = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+    wait_for(lambda: done() >= 2, proc, what="two finished rounds")
+    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = done()
     assert 2 <= before < 6
     deadline = time.time() + 30  # the worker processes end with it
-    while any(_running(pid) for pid in workers):
+    while any(running(pid) for pid in workers):
         assert time.time() < deadline, "worker processes outlived the killed evaluate"
         time.sleep(0.1)
 
-    result = _evaluate(*args)
+    result = cli("evaluate", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     entries = json.loads((out / "results.json").read_text())["entries"]
     for e in entries:
         assert [r["round"] for r in e["per_round"]] == [0, 1, 2]
         assert [r["seed"] for r in e["per_round"]] == [0, 1, 2]
     assert result.stdout.count("] round ") == 6 - before  # only the missing rounds were trained
-
-
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"entries": [{"name": "tiny"}]}', '{"entries": 3}'])
-def test_unreadable_results_file_is_one_clear_error(text, tmp_path):
-    (tmp_path / "results.json").write_text(text)
-    with pytest.raises(UserError, match="cannot be read to resume.*--overwrite"):
-        evaluate([Entry("tiny", Config(**TINY).validate())], 1, str(tmp_path))

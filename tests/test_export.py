@@ -9,7 +9,7 @@ from mnistcompare.config import ARCHS, Config
 from mnistcompare.models import build_model
 from mnistcompare.training import predict
 
-SMALL = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,))
+from helpers import SMALL, fake_mnist
 
 CHECK = r"""
 import sys, numpy as np, tensorflow as tf
@@ -41,7 +41,6 @@ print("ok", " ".join(keys))
 
 @pytest.mark.parametrize("arch,xla", [("siamese", True), ("siamese", False), ("baseline", True)])
 def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path):
-    from conftest import fake_mnist
     from mnistcompare.data import Pairs, pool
     from mnistcompare.export import export_saved_model
 

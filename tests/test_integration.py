@@ -1,37 +1,37 @@
 """Real MNIST: the reports' protocol end to end."""
 import json
-import subprocess
-import sys
 
 import numpy as np
+import pytest
 
-from mnistcompare.config import preset
-from mnistcompare.data import load_pairs
+from mnistcompare.data import find_source, load_pairs
+from mnistcompare.reports import preset
+
+pytestmark = pytest.mark.slow
 
 
 def test_real_pairs_look_like_the_reports(mnist_dir):
-    train, test = load_pairs(preset("report000-siamese"), data_dir=mnist_dir)
+    train, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     assert len(train) == len(test) == 1000
     assert 0.48 < train.target.mean() < 0.62  # about 55 % of targets are 1
     assert 30 < train.image_a.mean() < 37 and train.image_a.max() <= 255  # pixel scale, MNIST mean ~33.3
     assert set(np.unique(train.digit_a)) == set(range(10))
 
 
-def test_report000_siamese_reaches_0_90(mnist_dir, tmp_path):
+def test_report000_siamese_reaches_0_90(mnist_dir, tmp_path, cli):
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "mnistcompare.cli", "--preset", "report000-siamese", "--seed", "0",
-         "--data-dir", mnist_dir, "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    result = cli("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out", out,
+                 "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.90, metrics
     assert metrics["test_digit_accuracy"] >= 0.90, metrics
-    assert metrics["params"] == 23822
+    assert metrics["params"] == 23833  # PyTorch's count of report 000's Appendix A
 
     # The exported SavedModel scores the same on the same test pairs.
     import tensorflow as tf
 
-    _, test = load_pairs(preset("report000-siamese"), data_dir=mnist_dir)
+    _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     loaded = tf.saved_model.load(str(out / "saved_model"))  # keep a reference: it owns the variables
     served = loaded.serve(test.image_a, test.image_b)["compare"].numpy()
     assert np.mean((served > 0.5) == (test.target == 1)) == metrics["test_accuracy"]

@@ -5,13 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from mnistcompare.config import ARCHS, Config, preset
+from mnistcompare.config import ARCHS, Config
+from mnistcompare.reports import preset
 from mnistcompare.data import to_dataset
 from mnistcompare.layers import ExactCompare
 from mnistcompare.models import build_model, count_params
 from mnistcompare.training import accuracy, compile_model, loss_weights, predict
 
-SMALL = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,))
+from helpers import SMALL
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -61,10 +62,9 @@ def test_two_tower_has_two_distinct_weight_sets():
 
 
 def test_report000_presets_match_appendix_a():
-    # PyTorch counts 81,239 and 23,833 parameters; the 2-way softmax output
-    # Linear(k, 2) becomes one sigmoid unit Linear(k, 1): k+1 fewer.
-    assert count_params(build_model(preset("report000-baseline"))) == 81239 - 26
-    assert count_params(build_model(preset("report000-siamese"))) == 23833 - 11
+    # PyTorch's counts: the reports' Linear(k, 2) output is built as two logits (output="softmax2").
+    assert count_params(build_model(preset("report000-baseline"))) == 81239
+    assert count_params(build_model(preset("report000-siamese"))) == 23833
     siamese = build_model(preset("report000-siamese"))
     tower = siamese.get_layer("tower")
     assert [tuple(tower.get_layer(f"conv{i}").output.shape[1:]) for i in range(3)] == [
@@ -127,17 +127,60 @@ def test_accuracy_counts_compare_and_digits(tiny_pairs):
     assert 0 <= result["digit_accuracy"] <= 1
 
 
+def _weights(model, kind):
+    """(kernel, bias) of every Dense or Conv2D layer, nested towers included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found += _weights(layer, kind)
+        elif isinstance(layer, kind):
+            found.append(layer.get_weights())
+    return found
+
+
+def test_torch_numerics_initialisers_epsilons_and_slope():
+    import math
+
+    for numerics in ("torch", "keras"):
+        cfg = Config(arch="siamese", numerics=numerics, activation="leaky_relu", conv_batch_norm=True,
+                     output="softmax2", **SMALL).validate()
+        model = compile_model(build_model(cfg), cfg, 1)
+        layers = _weights(model, (keras.layers.Dense, keras.layers.Conv2D))
+        assert len(layers) == 2 + 1 + 1 + 1 + 1  # conv0, conv1, hidden0, logits, head0, compare_logits
+        for kernel, bias in layers:
+            bound = 1 / math.sqrt(np.prod(kernel.shape[:-1]))  # fan_in: kernel height x width x input channels
+            if numerics == "torch":  # PyTorch: uniform in +-1/sqrt(fan_in), kernel and bias alike
+                assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+                assert np.abs(kernel).max() > 0.7 * bound and np.any(bias != 0)
+            else:  # Keras: glorot_uniform, zero bias
+                assert not bias.any()
+        bns = [l for l in model.get_layer("tower").layers + model.layers if isinstance(l, keras.layers.BatchNormalization)]
+        slopes = {l.negative_slope for l in model.get_layer("tower").layers if isinstance(l, keras.layers.LeakyReLU)}
+        assert {bn.epsilon for bn in bns} == ({1e-5} if numerics == "torch" else {1e-3})
+        assert slopes == ({0.01} if numerics == "torch" else {0.2})
+        assert model.optimizer.epsilon == (1e-8 if numerics == "torch" else 1e-7)
+    # One part alone changes only that part.
+    cfg = Config(numerics="bn-eps", **SMALL, conv_batch_norm=True).validate()
+    model = compile_model(build_model(cfg), cfg, 1)
+    assert model.optimizer.epsilon == 1e-7 and not _weights(model, keras.layers.Dense)[0][1].any()
+    assert {l.epsilon for l in model.get_layer("tower").layers if isinstance(l, keras.layers.BatchNormalization)} == {1e-5}
+
+
 def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     train, _ = tiny_pairs
     for arch in ("siamese", "digits"):
-        model = build_model(Config(arch=arch, **SMALL).validate(), 40.0, 50.0)
+        # Every custom layer and option that changes what is saved: torch numerics, two-logit output,
+        # pooled dense units, probabilities into the head, LeakyReLU.
+        extra = dict(numerics="torch", output="relu-softmax2", dense_pool=2, hidden=(16,), head=(8,),
+                     head_input="probs", activation="leaky_relu") if arch == "siamese" else {}
+        model = build_model(Config(arch=arch, **{**SMALL, **extra}).validate(), 40.0, 50.0)
         path = tmp_path / f"{arch}.keras"
         model.save(path)
         np.save(tmp_path / f"{arch}.npy", predict(model, train)["compare"])
     np.save(tmp_path / "a.npy", train.image_a)
     np.save(tmp_path / "b.npy", train.image_b)
     code = f"""
-import keras, numpy as np, mnistcompare.layers
+import keras, numpy as np, mnistcompare  # registers the layers
 a, b = np.load(r"{tmp_path}/a.npy"), np.load(r"{tmp_path}/b.npy")
 for arch in ("siamese", "digits"):
     m = keras.models.load_model(r"{tmp_path}/" + arch + ".keras", safe_mode=True)
@@ -148,83 +191,6 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
-
-
-def test_cached_model_rounds_equal_fresh_rounds(tiny_pairs):
-    from mnistcompare.training import ModelCache, train_round
-
-    train, test = tiny_pairs
-    cfg = Config(**SMALL, epochs=2, batch_size=16, dropout=0.3, swap=True, shift=1).validate()
-    cache = ModelCache()
-    first, m0, _ = train_round(cfg, train, test, verbose=0, cache=cache)
-    second, m1, h1 = train_round(cfg.replace(seed=1), train, test, verbose=0, cache=cache)
-    assert second is first  # reused, not rebuilt
-    _, fresh, h_fresh = train_round(cfg.replace(seed=1), train, test, verbose=0)
-    assert h1["loss"] == pytest.approx(h_fresh["loss"], rel=1e-6)
-    assert (m1["test_accuracy"], m1["train_accuracy"]) == (fresh["test_accuracy"], fresh["train_accuracy"])
-    assert m0["seed"] == 0 and m1["seed"] == 1
-
-
-def test_epoch_loop_runs_every_batch_and_logs_the_test_curve(tiny_pairs):
-    from mnistcompare.training import train_round
-
-    train, test = tiny_pairs  # 64 pairs: 6 batches of 10, then one of 4
-    cfg = Config(**SMALL, epochs=3, batch_size=10, swap=True, rotate=5.0).validate()
-    model, metrics, history = train_round(cfg, train, test, verbose=0, curves=True)
-    assert int(model.optimizer.iterations.numpy()) == 3 * 7
-    assert len(history["loss"]) == len(history["test_accuracy"]) == metrics["epochs"] == 3
-    assert history["test_accuracy"][-1] == metrics["test_accuracy"]  # the curve's last point is the final model
-    assert {"compare_accuracy", "digit_a_accuracy", "compare_loss"} <= set(history)
-
-
-def test_early_stopping_on_validation_pairs_keeps_the_best_epoch(tiny_pairs):
-    from mnistcompare.training import train_round
-
-    train, test = tiny_pairs
-    cfg = Config(**SMALL, epochs=60, batch_size=16, val_split=0.25, patience=2).validate()
-    _, metrics, history = train_round(cfg, train, test, verbose=0)
-    assert len(history["loss"]) < 60 and metrics["train_pairs"] == 48
-    assert metrics["val_accuracy"] == pytest.approx(max(history["val_compare_accuracy"]))
-
-
-def test_progress_bar_shows_every_epoch(tiny_pairs, capsys):
-    from mnistcompare.training import train_round
-
-    train, test = tiny_pairs
-    train_round(Config(**SMALL, epochs=2, batch_size=32).validate(), train, test, verbose=2)
-    out = capsys.readouterr().out
-    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss:" in out
-
-
-def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
-    # A fresh process: logical devices must be configured before TensorFlow starts.
-    code = r"""
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import sys; sys.path.insert(0, sys.argv[1])
-from conftest import fake_mnist
-from mnistcompare.config import Config
-from mnistcompare.data import make_pairs
-from mnistcompare.training import train_round
-rng = np.random.default_rng(0)
-train, test = make_pairs(*fake_mnist(400, 1), 200, rng), make_pairs(*fake_mnist(100, 2), 50, rng)
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-cfg = Config(channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,), epochs=3, batch_size=40).validate()
-model, metrics, history = train_round(cfg, train, test, verbose=0, strategy=strategy)
-assert strategy.num_replicas_in_sync == 2
-variable = model.trainable_weights[0].value
-assert isinstance(variable, tf.distribute.DistributedValues), type(variable)  # one copy per replica
-assert {v.device.split("/")[-1] for v in variable.values} == {"device:CPU:0", "device:CPU:1"}, variable.values
-assert len(history["loss"]) == 3 and np.isfinite(history["loss"]).all()
-assert history["loss"][-1] < history["loss"][0]
-print("ok", metrics["test_accuracy"])
-"""
-    import os
-    tests = os.path.dirname(os.path.abspath(__file__))
-    result = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("ok")
 
 
 def test_digits_ensemble_averages_member_probabilities(tiny_pairs):

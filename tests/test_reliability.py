@@ -1,71 +1,54 @@
-"""Interrupted runs resume, user mistakes are one line, same seed same result, parsers never crash."""
-import csv
+"""Interrupted, concurrent, diverging and disk-starved runs; every parser mistake is one line."""
 import json
 import os
+import resource
 import signal
 import subprocess
-import sys
-import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_idx
+from helpers import TINY, command, history_rows, one_line, start, wait_for, write_idx
 from mnistcompare.cli import config_from_args, entries_from_args, evaluate_parser, train_parser
 from mnistcompare.config import UserError
-from tuning.cli import tune_parser
-from tuning.grid import parse_grid
-
-TINY = ["--channels", "4", "--kernel", "3", "--pool", "2", "--hidden", "16", "--head", "8", "--pairs", "150",
-        "--test-pairs", "50", "--batch-size", "10"]
-
-
-def train(*args, wait=True, timeout=600):
-    command = [sys.executable, "-m", "mnistcompare.cli", *args]
-    if not wait:  # SIGINT restored: a shell starting the tests in the background leaves it ignored
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
-def history_rows(out):
-    path = out / "history.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+from mnistcompare.tuning.cli import tune_parser
+from mnistcompare.tuning.grid import parse_grid
 
 
 def interrupt_after(proc, out, rows, sig):
-    deadline = time.time() + 300
-    while len(history_rows(out)) < rows:
-        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
-        time.sleep(0.05)
+    wait_for(lambda: len(history_rows(out)) >= rows, proc, what=f"{rows} epochs")
     proc.send_signal(sig)
     return proc.wait(timeout=120)
 
 
-def test_sigkill_then_rerun_resumes_with_the_full_history(idx_dir, tmp_path):
+def test_sigkill_then_rerun_trains_exactly_the_missing_epochs(idx_dir, tmp_path, cli):
+    import keras
+
     out = tmp_path / "run"
-    args = ["--idx-dir", str(idx_dir), *TINY, "--epochs", "60", "--quiet", "--out", str(out)]
-    interrupt_after(train(*args, wait=False), out, 3, signal.SIGKILL)
+    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "60", "--quiet", "--out", out]
+    interrupt_after(start("train", *args), out, 3, signal.SIGKILL)
     done = len(history_rows(out))
     assert 3 <= done < 60 and not (out / "metrics.json").exists()
 
-    other = train(*args[:-2], "--lr", "0.01", "--out", str(out))  # another config may not mix in
-    assert other.returncode == 2 and "another configuration" in other.stderr
+    other = cli("train", *args[:-2], "--lr", "0.01", "--out", out)  # another config may not mix in
+    assert "another configuration" in one_line(other)
 
-    result = train(*args)
+    result = cli("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming" in result.stdout
+    resumed_at = int(result.stdout.split("at epoch ")[1].split()[0]) - 1
+    assert done - 1 <= resumed_at <= done  # the last epoch's backup may not have been written when killed
     assert [int(r["epoch"]) for r in history_rows(out)] == list(range(60))
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 60
+    # The optimizer counts every step since the start: 60 epochs of 15 steps, restored then continued.
+    # Had the rerun trained every epoch again, it would count (resumed_at + 60) * 15.
+    model = keras.models.load_model(out / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 60 * 15
+    assert not (out / "backup").exists()  # a finished run keeps no backup
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(idx_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["--idx-dir", str(idx_dir), *TINY, "--epochs", "60", "--quiet", "--out", str(out)]
-    proc = train(*args, wait=False)
+    proc = start("train", "--idx-dir", idx_dir, *TINY, "--epochs", "60", "--quiet", "--out", out)
     assert interrupt_after(proc, out, 2, signal.SIGINT) == 130
     stderr = proc.stderr.read()
     assert "rerun the same command to resume" in stderr and "Traceback" not in stderr
@@ -73,10 +56,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(idx_dir, tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 60
 
 
-def test_same_seed_same_metrics_other_seed_other_metrics(idx_dir, tmp_path):
-    runs = [train("--idx-dir", str(idx_dir), *TINY, "--epochs", "3", "--dropout", "0.3", "--swap", "--shift", "1",
-                  "--seed", str(seed), "--quiet", "--out", str(tmp_path / name)) for seed, name in
-            ((5, "a"), (5, "b"), (6, "c"))]
+def test_same_seed_same_metrics_other_seed_other_metrics(idx_dir, tmp_path, cli):
+    runs = [cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "3", "--dropout", "0.3", "--swap", "--shift", "1",
+                "--seed", seed, "--quiet", "--out", tmp_path / name) for seed, name in ((5, "a"), (5, "b"), (6, "c"))]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     a, b, c = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "abc")
     keys = ("test_accuracy", "train_accuracy", "test_digit_accuracy")
@@ -85,7 +67,62 @@ def test_same_seed_same_metrics_other_seed_other_metrics(idx_dir, tmp_path):
         [a[k] for k in keys] != [c[k] for k in keys]
 
 
-def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_path):
+def test_two_runs_on_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, cli):
+    out = tmp_path / "run"
+    first = start("train", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--quiet", "--out", out)
+    try:
+        wait_for(lambda: len(history_rows(out)) >= 1, first, what="the first epoch")
+        second = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--quiet", "--out", out)
+        assert "is in use by pid" in one_line(second)
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(idx_dir, tmp_path, cli):
+    folder = tmp_path / "thesis"
+    (folder / "backup").mkdir(parents=True)
+    (folder / "backup" / "thesis.tex").write_text("x")
+    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "1", "--quiet"]
+    refused = cli("train", *args, "--out", ".", "--overwrite", cwd=folder)
+    assert "holds files but no run" in one_line(refused)
+    assert (folder / "backup" / "thesis.tex").read_text() == "x"
+
+    run = tmp_path / "run"
+    assert cli("train", *args, "--out", run).returncode == 0
+    (run / "saved_model" / "notes.txt").write_text("mine")
+    again = cli("train", *args, "--out", run, "--overwrite")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (run / "saved_model" / "notes.txt").read_text() == "mine" and (run / "metrics.json").exists()
+
+
+def test_a_diverging_run_ends_with_one_line_and_is_not_saved_as_finished(idx_dir, tmp_path, cli):
+    out = tmp_path / "nan"
+    result = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--lr", "1e9", "--no-batch-norm", "--quiet",
+                 "--out", out)
+    assert "diverged at epoch" in one_line(result, code=1)
+    assert not (out / "metrics.json").exists() and not (out / "saved_model").exists()
+
+
+def _limit_file_size(size):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(idx_dir, tmp_path, cli):
+    for limit, where in ((400, "config.json"), (12_000, "backup")):  # config.json: ~1.5 KB; a backup: ~20 KB
+        out = tmp_path / where
+        args = command("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--quiet", "--out", out)
+        full = subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(limit))
+        assert "cannot write" in one_line(full, code=1) and where in full.stderr
+        assert not [p for p in out.rglob(".tmp-*")]  # no half-written file left behind
+        rerun = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--quiet", "--out", out)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_path, cli):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     broken = tmp_path / "broken"
@@ -104,29 +141,30 @@ def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_pa
         if not name.startswith("train-labels"):
             (missing / name).write_bytes((idx_dir / name).read_bytes())
     cases = [
-        (["--idx-dir", str(idx_dir), "--out", str(blocker / "sub")], "--out"),
-        (["--idx-dir", str(idx_dir), "--out", str(blocker)], "not a folder"),
-        (["--idx-dir", str(broken), "--out", str(tmp_path / "o1")], "not an IDX file of 1 dimensions"),
-        (["--idx-dir", str(truncated), "--out", str(tmp_path / "o2")], "truncated or corrupt"),
-        (["--idx-dir", str(missing), "--out", str(tmp_path / "o3")], "missing train-labels-idx1-ubyte"),
-        (["--data-dir", str(tmp_path), "--out", str(tmp_path / "o4")], "holds no mnist/"),
-        (["--idx-dir", str(idx_dir), "--pairs", "300", "--out", str(tmp_path / "o5")], "300 pairs need 600 images"),
+        (["--idx-dir", idx_dir, "--out", blocker / "sub"], "--out"),
+        (["--idx-dir", idx_dir, "--out", blocker], "not a folder"),
+        (["--idx-dir", broken, "--out", tmp_path / "o1"], "not an IDX file of 1 dimensions"),
+        (["--idx-dir", truncated, "--out", tmp_path / "o2"], "truncated or corrupt"),
+        (["--idx-dir", missing, "--out", tmp_path / "o3"], "missing train-labels-idx1-ubyte"),
+        (["--data-dir", tmp_path, "--out", tmp_path / "o4"], "holds no mnist/"),
+        (["--idx-dir", idx_dir, "--pairs", "300", "--out", tmp_path / "o5"], "300 pairs need 600 images"),
     ]
     for args, message in cases:
-        result = train(*args, "--pairs", "100", "--test-pairs", "50") if "--pairs" not in args else train(*args)
-        assert result.returncode == 2, (args, result.stderr[-2000:])
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, result.stderr)
+        result = cli("train", *args, "--pairs", "100", "--test-pairs", "50") if "--pairs" not in args else \
+            cli("train", *args)
+        assert message in one_line(result), (args, result.stderr)
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
 
 
 FLAGS = ["--arch", "--preset", "--config", "--epochs", "--batch-size", "--lr", "--alpha", "--pairs", "--seed",
          "--channels", "--kernel", "--padding", "--pool", "--hidden", "--dropout", "--combine", "--swap",
          "--no-swap", "--shift", "--val-split", "--patience", "--schedule", "--optimizer", "--rounds", "--study",
-         "--grid", "--runs-per-trial", "--workers", "--final-rounds", "--help", "--nonsense"]
+         "--grid", "--runs-per-trial", "--workers", "--final-rounds", "--numerics", "--output", "--help",
+         "--nonsense"]
 VALUES = st.one_of(st.sampled_from(["siamese", "nope", "report000-siamese", "reports", "-1", "0", "1", "1.5",
                                     "nan", "inf", "8,16", "8,,x", "", "none", "alpha=2", "channels=", "3:1:1",
-                                    "alpha=0:1:0.5", "/no/such/file", "same", "valid,3", "1e9"]),
+                                    "alpha=0:1:0.5", "/no/such/file", "same", "valid,3", "1e9", "²", "torch",
+                                    "swap=yes", "epochs=1:2:0.5", "channels=0", "99999999999"]),
                    st.text(max_size=8), st.integers(-5, 10 ** 6).map(str), st.floats().map(str))
 ARGV = st.lists(st.one_of(st.sampled_from(FLAGS), VALUES), max_size=8)
 

@@ -1,3 +1,4 @@
+"""mnistcompare-tune: grids, resuming, one search per folder, chief and workers that survive each other."""
 import json
 import os
 import signal
@@ -7,8 +8,9 @@ import time
 
 import pytest
 
+from helpers import children, one_line, running, start, wait_for
 from mnistcompare.config import Config, UserError
-from tuning.grid import apply, parse_grid, parse_values
+from mnistcompare.tuning.grid import apply, parse_grid, parse_values
 
 TINY = ["--pairs", "100", "--val-pairs", "50", "--test-pairs", "50", "--epochs", "1", "--batch-size", "50",
         "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16", "--head", "8",
@@ -16,23 +18,24 @@ TINY = ["--pairs", "100", "--val-pairs", "50", "--test-pairs", "50", "--epochs",
 GRID = ["--grid", "channels=4,8", "--grid", "alpha=0.3,0.6"]
 
 
-def tune(*args, timeout=600, wait=True):
-    command = [sys.executable, "-m", "tuning.cli", *args]
-    if not wait:
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
 def trial_files(out):
     folder = out / "keras_tuner"
+    if not folder.exists():
+        return {}
     return {p: (folder / p / "rounds.json").stat().st_mtime_ns for p in sorted(os.listdir(folder))
             if (folder / p / "rounds.json").exists()}
+
+
+def points(out):
+    return [tuple(json.loads((out / "keras_tuner" / t / "trial.json").read_text())["hyperparameters"]["values"]
+                  .values()) for t in trial_files(out)]
 
 
 def test_ranges_are_inclusive_and_exact():
     assert parse_values("0.2:0.8:0.2", float) == [0.2, 0.4, 0.6, 0.8]
     assert parse_values("0:1:0.25", float) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert parse_values("8,16,32", int) == [8, 16, 32]
+    assert parse_values("1:3:1", int) == [1, 2, 3]
 
 
 def test_grid_points_map_onto_the_config():
@@ -45,77 +48,135 @@ def test_grid_points_map_onto_the_config():
 
 @pytest.mark.parametrize("spec, message", [
     ("alpha=2", "--alpha: must be in [0, 1]"), ("nosuch=1", "unknown name 'nosuch'"), ("channels=", "no values"),
-    ("hidden=a,b", "expected int"), ("alpha", "NAME=VALUES")])
+    ("hidden=a,b", "expected int"), ("alpha", "NAME=VALUES"), ("epochs=1:2:0.5", "expected int values, got '0.5'"),
+    ("channels=0", "channels must be >= 1"), ("swap=yes", "expected bool values (true or false)"),
+    ("seed=1.5", "expected int values")])
 def test_bad_grids(spec, message):
-    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
         parse_grid([spec], Config())
 
 
-@pytest.mark.parametrize("spec", ["alpha=2", "nosuch=1", "channels="])
-def test_bad_grids_exit_2_with_one_line(spec, idx_dir, tmp_path):
-    result = tune("--idx-dir", str(idx_dir), "--grid", spec, "--out", str(tmp_path / "t"))
-    assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and spec in result.stderr
+@pytest.mark.parametrize("spec", ["alpha=2", "swap=yes"])
+def test_bad_grids_exit_2_with_one_line(spec, idx_dir, tmp_path, cli):
+    assert spec in one_line(cli("tune", "--idx-dir", idx_dir, "--grid", spec, "--out", tmp_path / "t"))
 
 
-def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path):
+def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     out = tmp_path / "tune"
-    args = ["--idx-dir", str(idx_dir), *TINY, *GRID, "--final-rounds", "1", "--out", str(out)]
+    args = ["--idx-dir", idx_dir, *TINY, *GRID, "--final-rounds", "1", "--out", out]
     # Kill the search (SIGKILL, no clean-up) once its first trial has finished.
-    proc = tune(*args, wait=False)
-    deadline = time.time() + 300
-    while not trial_files(out) if (out / "keras_tuner").exists() else True:
-        assert proc.poll() is None and time.time() < deadline, "search ended before it could be killed"
-        time.sleep(0.2)
+    proc = start("tune", *args)
+    wait_for(lambda: trial_files(out), proc, what="a finished trial")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = trial_files(out)
     assert 1 <= len(first) < 4
 
-    result = tune(*args)
+    result = cli("tune", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     after = trial_files(out)
     assert len(after) == 4
     assert all(after[t] == first[t] for t in first)  # finished trials were not trained again
-    points = {tuple(json.loads((out / "keras_tuner" / t / "trial.json").read_text())
-                    ["hyperparameters"]["values"].values()) for t in after}
-    assert len(points) == 4  # every grid point once
+    assert len(set(points(out))) == 4  # every grid point once
     table = (out / "trials.md").read_text().strip().splitlines()
     assert len(table) == 2 + 4 and "channels" in table[0] and "alpha" in table[0]
     assert (out / "final" / "results.json").exists()
 
     # A rerun trains nothing.
-    again = tune(*args[:-4], "--final-rounds", "0", "--out", str(out))
+    again = cli("tune", *args[:-4], "--final-rounds", "0", "--out", out)
     assert again.returncode == 0 and trial_files(out) == after and "Running Trial" not in again.stdout
+
+    # Another search into the same folder is refused, and leaves its outputs as they are.
+    outputs = {name: (out / name).read_bytes() for name in ("trials.md", "best_config.json")}
+    other = cli("tune", "--idx-dir", idx_dir, *TINY, "--grid", "lr=0.001,0.01", "--out", out)
+    assert "holds another search" in one_line(other)
+    assert {name: (out / name).read_bytes() for name in outputs} == outputs
 
     # best_config.json is a config that mnistcompare-train accepts unchanged.
     best = json.loads((out / "best_config.json").read_text())
     assert Config.from_dict(best).validate()
-    train = subprocess.run([sys.executable, "-m", "mnistcompare.cli", "--config", str(out / "best_config.json"),
-                            "--idx-dir", str(idx_dir), "--test-pairs", "50", "--quiet", "--out",
-                            str(tmp_path / "train")], capture_output=True, text=True, timeout=600)
+    train = cli("train", "--config", out / "best_config.json", "--idx-dir", idx_dir, "--test-pairs", "50",
+                "--quiet", "--out", tmp_path / "train")
     assert train.returncode == 0, train.stderr[-3000:]
     assert json.loads((tmp_path / "train" / "metrics.json").read_text())["config"]["channels"] == best["channels"]
 
 
-def test_workers_on_loopback_run_every_point_once(idx_dir, tmp_path):
-    out = tmp_path / "tune"
-    result = tune("--idx-dir", str(idx_dir), *TINY, *GRID, "--final-rounds", "0", "--workers", "2",
-                  "--out", str(out), timeout=600)
+def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_dir, tmp_path, cli):
+    (tmp_path / "tuning.py").write_text("raise SystemExit('the working directory was imported')\n")
+    (tmp_path / "mnistcompare.py").write_text("raise SystemExit('the working directory was imported')\n")
+    result = cli("tune", "--idx-dir", idx_dir, *TINY, "--grid", "alpha=0.3,0.6", "--final-rounds", "0",
+                 "--workers", "1", "--out", "t", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = trial_files(out)
-    assert len(trials) == 4
-    points = [tuple(json.loads((out / "keras_tuner" / t / "trial.json").read_text())
-                    ["hyperparameters"]["values"].values()) for t in trials]
-    assert len(set(points)) == 4
-    workers = {json.loads((out / "keras_tuner" / t / "rounds.json").read_text())["tuner_id"] for t in trials}
-    assert workers <= {"tuner0", "tuner1"}
-    assert len((out / "trials.md").read_text().strip().splitlines()) == 2 + 4
+    assert len(trial_files(tmp_path / "t")) == 2
 
 
-def test_worker_command_lines_drop_workers_and_overwrite():
-    from tuning.cli import without_flag
+def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_dir, tmp_path):
+    out = tmp_path / "tune"
+    code = ("import sys, mnistcompare.tuning.search as s\n"
+            "train = s.train_round\n"
+            "def failing(cfg, *a, **k):\n"
+            "    if cfg.alpha == 0.6: raise ValueError('boom')\n"
+            "    return train(cfg, *a, **k)\n"
+            "s.train_round = failing\n"
+            "from mnistcompare.tuning.cli import tune_main; tune_main()")
+    args = ["--idx-dir", idx_dir, *TINY, "--grid", "alpha=0.3,0.6", "--final-rounds", "0", "--out", out]
+    failed = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                            timeout=600)
+    # (the test's own import of the search module lets TensorFlow print its start-up lines first)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "failed in round 1: ValueError: boom" in failed.stderr.strip().splitlines()[-1]
+    assert len(trial_files(out)) == 1  # the point that worked is kept, the failed one is not dropped silently
+    from helpers import run
 
-    argv = ["--workers", "2", "--grid", "alpha=0.2,0.4", "--overwrite", "--out", "d"]
-    assert without_flag(without_flag(argv, "--workers"), "--overwrite") == ["--grid", "alpha=0.2,0.4", "--out", "d"]
-    assert without_flag(["--workers=3", "--out", "d"], "--workers") == ["--out", "d"]
+    assert run("tune", *args).returncode == 0
+    assert sorted(points(out)) == [(0.3,), (0.6,)]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_ends_the_search_in_seconds_and_the_rerun_trains_each_point_once(idx_dir, tmp_path, cli):
+    out = tmp_path / "tune"
+    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "30", "--grid", "channels=4,6,8", "--grid", "alpha=0.3,0.6",
+            "--final-rounds", "0", "--workers", "2", "--out", out]
+    launcher = start("tune", *args)
+    try:
+        def workers():
+            found = {}
+            for pid in children(launcher.pid):
+                environ = open(f"/proc/{pid}/environ", "rb").read()
+                if b"KERASTUNER_TUNER_ID=tuner" in environ:
+                    found[pid] = environ
+            return list(found)
+        wait_for(lambda: len(workers()) == 2 and trial_files(out), launcher, what="workers with a finished trial")
+        everyone = children(launcher.pid)
+        os.kill(workers()[0], signal.SIGKILL)
+        start_time = time.time()
+        _, stderr = launcher.communicate(timeout=60)
+        assert time.time() - start_time < 30
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 1 and "worker" in stderr and "killed by SIGKILL" in stderr, stderr[-3000:]
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    wait_for(lambda: not any(running(pid) for pid in everyone), timeout=30, what="chief and workers to end")
+    done = trial_files(out)
+    assert 1 <= len(done) < 6
+
+    result = cli("tune", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = trial_files(out)
+    assert all(after[t] == done[t] for t in done)  # finished trials kept, not retrained
+    assert sorted(points(out)) == sorted(set(points(out))) and len(points(out)) == 6  # each point once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_launchers_death_ends_chief_and_workers(sig, idx_dir, tmp_path):
+    out = tmp_path / "tune"
+    launcher = start("tune", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--grid", "alpha=0.3,0.6",
+                     "--final-rounds", "0", "--workers", "1", "--out", out)
+    wait_for(lambda: len(children(launcher.pid)) >= 2, launcher, what="chief and worker")
+    time.sleep(3)
+    everyone = children(launcher.pid)
+    launcher.send_signal(sig)
+    launcher.wait(timeout=30)
+    wait_for(lambda: not any(running(pid) for pid in everyone), timeout=30, what="chief and workers to end")

@@ -1,23 +1,31 @@
-"""mnistcompare-tune: the command line of the grid search (see tuning.search).
+"""mnistcompare-tune: the command line of the grid search (see mnistcompare.tuning.search).
 
     mnistcompare-tune --arch siamese --grid channels=8,16,32 --grid hidden=64,128 \\
         --grid alpha=0.2:0.8:0.2 --runs-per-trial 3 --out runs/tune
 
 Arguments, grids and data folders are checked before TensorFlow is imported.
 """
+import ctypes
+import json
 import os
-import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import time
 
-from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, make_out, run,
-                              start_tensorflow)
-from mnistcompare.config import MAX_PAIRS, Config, UserError
-from mnistcompare.data import find_source
-from tuning import PROJECT
-from tuning.grid import parse_grid
+from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, data_source,
+                              make_out, run)
+from mnistcompare.config import MAX_PAIRS, Config, RunError, UserError
+from mnistcompare.files import FolderLock, write_json
+from mnistcompare.tuning import PROJECT
+from mnistcompare.tuning.grid import parse_grid
+
+# A chief or worker started by the launcher: the installed package, never a module name that the
+# working directory could shadow (-c puts the working directory first on sys.path; it is dropped).
+WORKER_CODE = "import sys; del sys.path[0]; from mnistcompare.tuning.cli import tune_main; tune_main()"
+LAUNCHED = "MNISTCOMPARE_TUNE_LAUNCHER"  # set in the children of the launcher, which holds the folder
 
 
 def free_port():
@@ -39,31 +47,91 @@ def without_flag(argv, flag):
     return args
 
 
-def launch_workers(argv, workers, out, timeout=None):
-    """Start a chief and `workers` workers of this same command on 127.0.0.1; wait for all.
+def _die_with_parent():
+    """In a child, before exec: the kernel sends it SIGTERM when the launcher ends, however it ends
+    (even by SIGKILL), so chief and workers never search on as orphans (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends the launcher as Ctrl-C does: children stopped, one line
+
+
+def launch_workers(argv, workers, out, poll=0.2):
+    """Start a chief and `workers` workers of this same command on 127.0.0.1, and watch them.
 
     The chief serves the oracle and, once the grid is done, writes the outputs
     and runs the final rounds; its output is shown, the workers' go to
-    OUT/worker-N.log.
+    OUT/worker-N.log. If any of them dies (a worker killed, the chief
+    crashed), the others are ended within a second and the launcher fails with
+    one line: finished trials are kept, and rerunning the same command resumes
+    (trials that were running are retried). SIGTERM or SIGINT to the launcher
+    ends them all too; SIGKILL to it ends them through the kernel.
     """
-    command = [sys.executable, "-m", "tuning.cli", *argv]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port())}
+    command = [sys.executable, "-c", WORKER_CODE, *argv]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),
+           LAUNCHED: str(os.getpid())}
     logs = [open(os.path.join(out, f"worker-{n}.log"), "w") for n in range(workers)]
-    chief = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"})
-    procs = [subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{n}"}, stdout=log,
-                              stderr=subprocess.STDOUT) for n, log in enumerate(logs)]
+    procs = {"chief": subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"},
+                                       preexec_fn=_die_with_parent)}
+    for n, log in enumerate(logs):
+        procs[f"worker {n}"] = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{n}"}, stdout=log,
+                                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        codes = [p.wait(timeout=timeout) for p in procs]
-        code = chief.wait(timeout=timeout)
+        while True:
+            codes = {name: p.poll() for name, p in procs.items()}
+            failed = [name for name, code in codes.items() if code not in (None, 0)]
+            if failed:
+                name, code = failed[0], codes[failed[0]]
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                where = "" if name == "chief" else f"; see {out}/worker-{name.split()[1]}.log"
+                raise RunError(f"tune {name} ended ({how}){where}; the others were stopped, finished trials are "
+                               "kept: rerun the same command to resume")
+            if codes["chief"] == 0:
+                return 0
+            time.sleep(poll)
     finally:
-        for p in [chief, *procs]:
+        signal.signal(signal.SIGTERM, previous)
+        for p in procs.values():
             if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 p.kill()
         for log in logs:
             log.close()
-    if any(codes):
-        raise UserError(f"a worker failed (exit codes {codes}); see {out}/worker-*.log")
-    return code
+
+
+def search_file(out):
+    return os.path.join(out, "search.json")
+
+
+def check_search(out, search, overwrite):
+    """Refuse an --out that holds another search (its grid, base config or protocol differ);
+    the search is saved there once it is known to be ours (`save_search`)."""
+    path = search_file(out)
+    if overwrite or not os.path.isdir(os.path.join(out, PROJECT)):
+        return
+    try:
+        with open(path) as f:
+            same = json.load(f) == json.loads(json.dumps(search))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise UserError(f"--out {out} holds another search (its grid, base configuration or protocol differ); "
+                        "choose another folder or pass --overwrite")
+
+
+def save_search(out, search):
+    write_json(search_file(out), search)
 
 
 # -- mnistcompare-tune --------------------------------------------------------------
@@ -97,6 +165,8 @@ def tune_main(argv=None):
     args = tune_parser().parse_args(argv)
 
     def main():
+        import shutil
+
         for name in ("runs_per_trial", "val_pairs"):
             if getattr(args, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
@@ -106,35 +176,58 @@ def tune_main(argv=None):
         grid = parse_grid(args.grid, base)
         if base.pairs + args.val_pairs > MAX_PAIRS["train"]:
             raise UserError(f"--pairs + --val-pairs must be at most {MAX_PAIRS['train']} (MNIST train)")
-        find_source(args.data_dir, args.idx_dir)
+        source = data_source(args)
+        search = {"grid": grid, "base": base.to_dict(), "runs_per_trial": args.runs_per_trial,
+                  "val_pairs": args.val_pairs}
+        check_search(args.out, search, args.overwrite)
+        role = os.environ.get("KERASTUNER_TUNER_ID", "")
+        if (role and "chief" not in role) or LAUNCHED in os.environ:
+            # a worker (the chief writes the outputs), or the chief of a launcher that holds the folder
+            search_grid(args, base, grid, source)
+            return
         make_out(args.out)
-        if args.workers:
+        with FolderLock(args.out):
             if args.overwrite:  # here, once: every process deleting the project would race
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
-            sys.exit(launch_workers(without_flag(without_flag(argv, "--workers"), "--overwrite"), args.workers,
-                                    args.out))
-        start_tensorflow()
-        from tuning.search import make_tuner, trials_markdown, write_outputs
-
-        tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, args.data_dir, args.idx_dir,
-                           overwrite=args.overwrite)
-        tuner.search()
-        role = os.environ.get("KERASTUNER_TUNER_ID", "")
-        if role and "chief" not in role:
-            return  # a worker: the chief, which holds the oracle, writes the outputs
-        best, rows = write_outputs(tuner, grid, args.out)
-        print(trials_markdown(rows, grid), end="")
-        print(f"best: {', '.join(f'{k}={rows[0][0].hyperparameters.values[k]}' for k in grid)} "
-              f"(validation {statistics.mean(rows[0][2]):.4f}); config in {args.out}/best_config.json")
-        if args.final_rounds:
-            from mnistcompare.experiments import DEFAULT_JOBS, Entry, evaluate, markdown_table
-
-            results = evaluate([Entry("best", Config.from_dict(best))], args.final_rounds,
-                               os.path.join(args.out, "final"), args.data_dir, args.idx_dir,
-                               log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS)
-            print(markdown_table(results), end="")
+            save_search(args.out, search)
+            if args.workers:
+                launch_workers(without_flag(without_flag(argv, "--workers"), "--overwrite"), args.workers, args.out)
+                return
+            search_grid(args, base, grid, source)
 
     run(main, "mnistcompare-tune")
+
+
+def search_grid(args, base, grid, source):
+    from mnistcompare.runtime import start_tensorflow
+
+    start_tensorflow()
+    from mnistcompare.tuning.search import make_tuner, trials_markdown, write_outputs
+
+    tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, source)
+    try:
+        tuner.search()
+    except Exception as e:  # keras-tuner's FatalError, from a failed round (see ComparisonTuner)
+        if type(e).__name__ != "FatalError":
+            raise
+        raise RunError(f"{e}; finished trials are kept: rerun the same command to retry") from None
+    role = os.environ.get("KERASTUNER_TUNER_ID", "")
+    if role and "chief" not in role:
+        return
+    best, rows = write_outputs(tuner, grid, args.out)
+    print(trials_markdown(rows, grid), end="")
+    accs = [r["val_compare_accuracy"] for r in rows[0][2]]
+    print(f"best: {', '.join(f'{k}={rows[0][0].hyperparameters.values[k]}' for k in grid)} "
+          f"(validation {statistics.mean(accs):.4f}); config in {args.out}/best_config.json")
+    if args.final_rounds:
+        from mnistcompare.experiments import evaluate, markdown_table
+        from mnistcompare.reports import Entry
+        from mnistcompare.runtime import DEFAULT_JOBS
+
+        results = evaluate([Entry("best", Config.from_dict(best))], args.final_rounds,
+                           os.path.join(args.out, "final"), source,
+                           log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS)
+        print(markdown_table(results), end="")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,16 @@ def apply(cfg: Config, values: dict) -> Config:
 
 
 def _number(text, kind):
+    text = text.strip()
     try:
+        if kind is bool:
+            return {"true": True, "false": False}[text.lower()]
+        if kind is int and not (text.lstrip("+-").isascii() and text.lstrip("+-").isdigit()):
+            raise ValueError(text)
         return kind(text)
-    except ValueError:
-        raise UserError(f"expected {kind.__name__} values, got {text!r}") from None
+    except (ValueError, KeyError):
+        raise UserError(f"expected {kind.__name__} values{' (true or false)' if kind is bool else ''}, "
+                        f"got {text!r}") from None
 
 
 def parse_values(text, kind):
@@ -55,16 +61,14 @@ def parse_values(text, kind):
         parts = text.split(":")
         if len(parts) != 3:
             raise UserError(f"a range is start:stop:step, got {text!r}")
-        start, stop, step = (_number(p, float) for p in parts)
+        start, stop, step = (_number(p, kind) for p in parts)
         if step <= 0 or stop < start:
             raise UserError(f"empty range {text!r}")
         count = int(round((stop - start) / step)) + 1
         # Rounded so that 0.2:0.8:0.2 gives 0.6, not 0.6000000000000001, and keeps the stop value.
         values = [round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9]
         return [kind(v) for v in values]
-    if kind is bool:
-        return [_number(v.strip(), lambda s: {"true": True, "false": False}[s.lower()]) for v in text.split(",")]
-    return [_number(v.strip(), kind) for v in text.split(",") if v.strip()]
+    return [_number(v, kind) for v in text.split(",") if v.strip()]
 
 
 def parse_grid(specs, base: Config):
@@ -82,6 +86,8 @@ def parse_grid(specs, base: Config):
             kind = SCALARS.get(name, int)
             values = list(dict.fromkeys(parse_values(text, kind)))  # drop repeats, keep order
             for value in values:
+                if name in ("channels", "hidden", "head", "kernel") and value < 1:
+                    raise UserError(f"{name} must be >= 1, got {value}")
                 apply(base, {name: value}).validate()
         except UserError as e:
             raise UserError(f"--grid {spec}: {e}") from None

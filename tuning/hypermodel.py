@@ -2,11 +2,11 @@
 import keras_tuner
 
 from mnistcompare.config import Config
-from tuning.grid import apply
+from mnistcompare.tuning.grid import apply
 
 
 class ComparisonHyperModel(keras_tuner.HyperModel):
-    """One hp.Choice per grid entry, mapped onto the base Config."""
+    """One hp.Choice per grid axis, mapped onto the base Config."""
 
     def __init__(self, base: Config, grid: dict, **kwargs):
         super().__init__(**kwargs)

@@ -4,82 +4,102 @@ The objective is the mean validation compare accuracy, on pairs drawn from
 MNIST training images that the training pairs do not use; the test split is
 touched once, at the end, for the best configuration only.
 """
-import functools
+import itertools
 import json
 import os
 import statistics
 
 import keras_tuner
-from keras_tuner.src.tuners.gridsearch import LinkedList
 
-from mnistcompare.config import UserError, write_json, write_text
+from mnistcompare.config import RunError
 from mnistcompare.data import load_pairs
+from mnistcompare.files import write_json, write_text
 from mnistcompare.training import ModelCache, train_round
-from tuning import PROJECT
-from tuning.hypermodel import ComparisonHyperModel
+from mnistcompare.tuning import PROJECT
+from mnistcompare.tuning.hypermodel import ComparisonHyperModel
 
 OBJECTIVE = keras_tuner.Objective("val_compare_accuracy", "max")
 
 
-class ResumableGridSearchOracle(keras_tuner.oracles.GridSearchOracle):
-    """GridSearchOracle that continues a reloaded grid.
+class GridOracle(keras_tuner.Oracle):
+    """Every point of a grid, each once, in the grid's order.
 
-    keras-tuner 1.4 reloads finished trials but not its position in the grid,
-    so a reloaded search stops after the trials it already has. Rebuild that
-    position from the trials: all of them, in grid order, as the places to
-    continue from.
+    The next trial is the first point no trial has taken yet (whatever its
+    status), so a reloaded search continues where it stopped; a trial that a
+    dead process left running is retried by keras-tuner itself on reload (its
+    retry queue takes precedence over new points).
     """
 
-    def set_state(self, state):
-        super().set_state(state)
-        order = functools.cmp_to_key(
-            lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values))
-        ids = sorted(self.trials, key=order)
-        self._ordered_ids = LinkedList()
-        for trial_id in ids:
-            self._ordered_ids.insert(trial_id)
-        self._populate_next = list(ids)
+    def __init__(self, grid, **kwargs):
+        space = keras_tuner.HyperParameters()
+        for name, values in grid.items():
+            space.Choice(name, values)
+        super().__init__(objective=OBJECTIVE, hyperparameters=space, **kwargs)
+        self.grid = grid
+
+    def populate_space(self, trial_id):
+        taken = {json.dumps(t.hyperparameters.values, sort_keys=True) for t in self.trials.values()}
+        for point in itertools.product(*self.grid.values()):
+            values = dict(zip(self.grid, point))
+            if json.dumps(values, sort_keys=True) not in taken:
+                return {"status": "RUNNING", "values": values}
+        return {"status": "STOPPED"}
 
 
 class ComparisonTuner(keras_tuner.Tuner):
-    """Each trial: `runs` rounds (seed, seed+1, ...) of train -> validation accuracy; the tuner averages."""
+    """Each trial: `runs` rounds (seed, seed+1, ...) of train -> validation accuracy; the tuner averages.
 
-    def __init__(self, hypermodel, runs=3, val_pairs=1000, data_dir=None, idx_dir=None, **kwargs):
-        super().__init__(oracle=ResumableGridSearchOracle(objective=OBJECTIVE),
-                         hypermodel=hypermodel, **kwargs)
-        self.runs, self.val_pairs, self.data_dir, self.idx_dir = runs, val_pairs, data_dir, idx_dir
+    A round that diverges scores 0 (and is marked so in trials.md): a grid over
+    learning rates may hold points that diverge. Any other failure of a round
+    ends the search (keras_tuner.errors.FatalError): a point is never dropped
+    silently, and a rerun retries it.
+    """
+
+    def __init__(self, hypermodel, grid, runs=3, val_pairs=1000, source=None, **kwargs):
+        super().__init__(oracle=GridOracle(grid), hypermodel=hypermodel, **kwargs)
+        self.runs, self.val_pairs, self.source = runs, val_pairs, source
         self.cache = ModelCache(size=1)  # the rounds of a trial share one traced model
 
-    def run_trial(self, trial, *args, **kwargs):
+    def run_trial(self, trial, *args, callbacks=(), **kwargs):
         cfg = self.hypermodel.config(trial.hyperparameters)
         results = []
         for run in range(self.runs):
             run_cfg = cfg.replace(seed=cfg.seed + run)
-            train, val = load_pairs(run_cfg, self.data_dir, self.idx_dir, validation=self.val_pairs)
-            _, metrics, _ = train_round(run_cfg, train, val, verbose=0, cache=self.cache)
-            results.append({"val_compare_accuracy": metrics["test_accuracy"],
-                            "train_seconds": metrics["train_seconds"]})
+            train, val = load_pairs(run_cfg, self.source, validation=self.val_pairs)
+            try:
+                _, metrics, _ = train_round(run_cfg, train, val, verbose=0, cache=self.cache,
+                                            callbacks=[c(trial, run) if callable(c) else c for c in callbacks])
+                results.append({"val_compare_accuracy": metrics["test_accuracy"],
+                                "train_seconds": metrics["train_seconds"]})
+            except RunError as e:
+                if "diverged" not in str(e):
+                    raise
+                results.append({"val_compare_accuracy": 0.0, "train_seconds": 0.0, "diverged": str(e)})
+            except Exception as e:
+                raise keras_tuner.errors.FatalError(
+                    f"trial {trial.trial_id} ({trial.hyperparameters.values}) failed in round {run + 1}: "
+                    f"{type(e).__name__}: {e}") from e
         # keras-tuner keeps only the mean; the rounds go beside the trial for trials.md.
         write_json(os.path.join(self.get_trial_dir(trial.trial_id), "rounds.json"),
                    {"config": cfg.to_dict(), "rounds": results, "tuner_id": self.tuner_id})
-        return results
+        return [{"val_compare_accuracy": r["val_compare_accuracy"]} for r in results]
 
 
-def make_tuner(base, grid, out, runs, val_pairs, data_dir=None, idx_dir=None, overwrite=False):
-    return ComparisonTuner(ComparisonHyperModel(base, grid), runs=runs, val_pairs=val_pairs, data_dir=data_dir,
-                           idx_dir=idx_dir, directory=out, project_name=PROJECT, overwrite=overwrite)
+def make_tuner(base, grid, out, runs, val_pairs, source=None, overwrite=False):
+    return ComparisonTuner(ComparisonHyperModel(base, grid), grid, runs=runs, val_pairs=val_pairs, source=source,
+                           directory=out, project_name=PROJECT, overwrite=overwrite)
 
 
-def trial_rows(tuner):
-    """Finished trials, best first: (trial, config dict, list of validation accuracies)."""
+def trial_rows(tuner, grid):
+    """Finished trials of this grid, best first: (trial, config dict, rounds)."""
     rows = []
     for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
         path = os.path.join(tuner.get_trial_dir(trial.trial_id), "rounds.json")
-        if trial.status != "COMPLETED" or not os.path.exists(path):
+        if trial.status != "COMPLETED" or not os.path.exists(path) or set(trial.hyperparameters.values) != set(grid):
             continue
         with open(path) as f:
             saved = json.load(f)
-        rows.append((trial, saved["config"], [r["val_compare_accuracy"] for r in saved["rounds"]]))
+        rows.append((trial, saved["config"], saved["rounds"]))
     return rows
 
 
@@ -87,19 +107,22 @@ def trials_markdown(rows, grid):
     names = list(grid)
     lines = ["| rank | trial | " + " | ".join(names) + " | validation accuracy | rounds |",
              "|---|---|" + "---|" * len(names) + "---|---|"]
-    for rank, (trial, _, accs) in enumerate(rows, 1):
+    for rank, (trial, _, rounds) in enumerate(rows, 1):
+        accs = [r["val_compare_accuracy"] for r in rounds]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         values = " | ".join(str(trial.hyperparameters.values.get(n)) for n in names)
-        lines.append(f"| {rank} | {trial.trial_id} | {values} | {statistics.mean(accs):.4f} ± {std:.4f} "
+        diverged = sum("diverged" in r for r in rounds)
+        note = f" ({diverged} diverged, scored 0)" if diverged else ""
+        lines.append(f"| {rank} | {trial.trial_id} | {values} | {statistics.mean(accs):.4f} ± {std:.4f}{note} "
                      f"| {len(accs)} |")
     return "\n".join(lines) + "\n"
 
 
 def write_outputs(tuner, grid, out):
-    """trials.md and best_config.json from the finished trials; returns the best Config dict."""
-    rows = trial_rows(tuner)
+    """trials.md and best_config.json from the finished trials of this grid; returns (best Config dict, rows)."""
+    rows = trial_rows(tuner, grid)
     if not rows:
-        raise UserError(f"no finished trial in {out}")
+        raise RunError(f"no finished trial in {out}")
     write_text(os.path.join(out, "trials.md"), trials_markdown(rows, grid))
     best = rows[0][1]
     write_json(os.path.join(out, "best_config.json"), best)

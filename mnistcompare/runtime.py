@@ -1,0 +1,116 @@
+"""How TensorFlow is started: quietly, one thread per op, and tf.distribute strategies.
+
+Every command-line program, worker process and benchmark starts TensorFlow
+through `start_tensorflow`, so all of them compute the same numbers.
+"""
+import contextlib
+import json
+import os
+import sys
+
+from mnistcompare.config import UserError
+
+
+def available_cpus():
+    """CPUs this process may use: its affinity mask and a cgroup CPU quota, not just the machine's count."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "200000 100000"
+            quota, period = f.read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+DEFAULT_JOBS = available_cpus()  # rounds side by side (evaluate --jobs, tune's final rounds)
+
+
+def quiet_tensorflow():
+    """Import TensorFlow and Keras with their C++ start-up messages (absl, oneDNN) kept off stderr.
+
+    TensorFlow prints them from C++ whatever TF_CPP_MIN_LOG_LEVEL says, so the
+    stderr file descriptor is pointed at /dev/null for the import only.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    # 3: not even C++ errors, such as Grappler's harmless "remapper failed" on LeakyReLU gradients
+    # in a loop; a real failure still raises in Python. Set the variable to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def one_thread_per_op():
+    """Run each TensorFlow op on one thread; independent ops still run side by side on every core.
+
+    The ops of nets this small are too small to split across threads: on two
+    cores this trains faster than TensorFlow's default, leaves the other cores
+    to rounds trained side by side (evaluate --jobs), and a round's numbers do
+    not depend on how many rounds run at once. TF_NUM_INTRAOP_THREADS, when
+    set, wins.
+    """
+    import tensorflow as tf
+
+    if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+        with contextlib.suppress(RuntimeError):  # TensorFlow already started: it keeps its threads
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+
+
+STRATEGIES = ("none", "mirrored", "multiworker")
+
+
+def cluster_role():
+    """(task type, index, number of processes, whether this one writes outputs) from TF_CONFIG, checked;
+    one process that writes, without it. The writer is the chief, or worker 0 of a cluster without one."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        return "worker", 0, 1, True
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        if not isinstance(cluster[kind], list) or not 0 <= index < len(cluster[kind]):
+            raise ValueError(f"task {kind}:{index} is not in the cluster")
+        size = sum(len(cluster[k]) for k in ("chief", "worker") if k in cluster)
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise UserError(f"TF_CONFIG is not a valid cluster description ({type(e).__name__}: {e}); expected "
+                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}') \
+            from None
+    writes = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+    return kind, index, size, writes
+
+
+def start_tensorflow(strategy="none", collective_timeout=60):
+    """Start TensorFlow as every command trains with it: imported quietly, each op on one thread;
+    returns the tf.distribute strategy `strategy` names (None for "none").
+
+    The strategy is made before TensorFlow runs any op: a multi-worker strategy
+    must configure its collective ops at start-up. "multiworker" reads TF_CONFIG;
+    a collective that waits `collective_timeout` seconds for a peer (a worker
+    that died) fails instead of hanging.
+    """
+    if strategy == "multiworker":
+        cluster_role()  # a malformed TF_CONFIG is one line, before TensorFlow starts
+    quiet_tensorflow()
+    one_thread_per_op()
+    if strategy in (None, "none"):
+        return None
+    import tensorflow as tf
+
+    if strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
