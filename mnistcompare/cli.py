@@ -308,25 +308,29 @@ def evaluate_parser():
 
 
 def entries_from_args(args):
-    """--study, or --preset P[,Q..], or --arch A[,B..]: (label, entries, default rounds), validated."""
-    from mnistcompare.reports import Entry, study
+    """What to evaluate: [(label, entries, default rounds, Study or None)] from --study (all: every table of
+    the reports), --preset P[,Q..] or --arch A[,B..]; validated."""
+    from mnistcompare.reports import TABLES, Entry, study
 
     if args.study:
         if args.preset or args.config:
             raise UserError("--study: give a study, or --preset/--config, not both")
         changes = explicit_flags(args)
-        chosen = study(args.study)
-        return args.study, [Entry(e.name, e.config.replace(**changes).validate(), e.published)
-                            for e in chosen.entries()], chosen.rounds
+        plans = []
+        for name in (TABLES if args.study == "all" else (args.study,)):
+            chosen = study(name)
+            plans.append((name, [Entry(e.name, e.config.replace(**changes).validate(), e.published)
+                                 for e in chosen.entries()], chosen.rounds, chosen))
+        return plans
     if args.preset:
         names = [n for n in args.preset.split(",") if n]
-        return ",".join(names), [Entry(n, config_from_args(args, preset_name=n)) for n in names], 10
+        return [(",".join(names), [Entry(n, config_from_args(args, preset_name=n)) for n in names], 10, None)]
     archs = [a for a in (args.arch or "siamese").split(",") if a]
     entries = []
     for arch in archs:
         args.arch = arch
         entries.append(Entry(arch, config_from_args(args)))
-    return ",".join(archs), entries, 10
+    return [(",".join(archs), entries, 10, None)]
 
 
 def evaluate_main(argv=None):
@@ -336,22 +340,25 @@ def evaluate_main(argv=None):
         for flag in ("rounds", "jobs"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise UserError(f"--{flag}: must be a positive integer, got {getattr(args, flag)}")
-        label, entries, rounds = entries_from_args(args)
-        rounds = args.rounds or rounds
+        plans = entries_from_args(args)
         source = data_source(args)
-        out = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
-        make_out(out)
+        label = "all" if args.study == "all" else plans[0][0]
+        top = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
+        make_out(top)
         from mnistcompare.experiments import evaluate, markdown_table
 
         if args.jobs == 1:  # trained here; with --jobs N, worker processes import TensorFlow
             from mnistcompare.runtime import start_tensorflow
 
             start_tensorflow()
-        print(f"{len(entries)} entries x {rounds} rounds -> {out}/", flush=True)
-        results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
-                           log=lambda line: print(line, flush=True), jobs=args.jobs)
-        print(markdown_table(results), end="")
-        print(f"outputs in {out}/: results.json results.md curves.png rounds.png")
+        for name, entries, rounds, study in plans:
+            out = os.path.join(top, name) if len(plans) > 1 else top
+            rounds = args.rounds or rounds
+            print(f"{name}: {len(entries)} entries x {rounds} rounds -> {out}/", flush=True)
+            results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
+                               log=lambda line: print(line, flush=True), jobs=args.jobs, study=study)
+            print(markdown_table(results, study), end="")
+            print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
 
     run(main, "mnistcompare-evaluate")
 

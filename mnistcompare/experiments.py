@@ -42,28 +42,78 @@ def _pm(mean, std, digits=3):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown_table(results):
-    """A table shaped like report 000's Table I, with the published figures beside ours."""
-    lines = ["| model | test accuracy | train accuracy | test min–max | digit accuracy | params | s/round "
-             "| rounds | published (test) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def z_score(entry):
+    """(ours - published) / max(published std, our std) on test accuracy; None without a published figure."""
+    pub = entry.get("published") or {}
+    if "test_accuracy" not in pub or not entry.get("rounds"):
+        return None
+    scale = max(pub.get("std") or 0.0, entry["test_accuracy_std"])
+    return (entry["test_accuracy_mean"] - pub["test_accuracy"]) / scale if scale else None
+
+
+def markdown_table(results, study=None):
+    """Ours beside the published figures, cell by cell, with z; below, each effect the report claims and
+    whether our numbers show it. A study with `errors` shows errors in % (report 004's form)."""
+    errors = bool(study and study.errors)
+
+    def value(mean, std=None):  # an accuracy as shown: accuracy, or error in %
+        if errors:
+            return f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+        return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+    what = "error %" if errors else "accuracy"
+    lines = [f"| model | test {what} | published | z | train {what} (published) | digit accuracy | params "
+             "(published) | s/round (published) | rounds |", "|---|---|---|---|---|---|---|---|---|"]
     for e in results["entries"]:
         if not e["per_round"]:
             continue
-        digits = (_pm(e["test_digit_accuracy_mean"], e["test_digit_accuracy_std"])
-                  if "test_digit_accuracy_mean" in e else "–")
         pub = e.get("published") or {}
-        published = "–"
-        if pub:
-            published = _pm(pub["test_accuracy"], pub["std"]) if pub.get("std") is not None else \
-                f"{pub['test_accuracy']:.4f}"
-            published += f" ({pub['source']})"
-        lines.append(
-            f"| {e['name']} | {_pm(e['test_accuracy_mean'], e['test_accuracy_std'])} | "
-            f"{_pm(e['train_accuracy_mean'], e['train_accuracy_std'])} | "
-            f"{e['test_accuracy_min']:.3f}–{e['test_accuracy_max']:.3f} | {digits} | {e['params']:,} | "
-            f"{e['train_seconds_median']:.1f} | {e['rounds']} | {published} |")
+        z = z_score(e)
+        published_train = f" ({value(pub['train_accuracy'], pub.get('train_std'))})" if "train_accuracy" in pub else ""
+        published_seconds = f" ({pub['seconds']}{' ± ' + str(pub['seconds_std']) if 'seconds_std' in pub else ''})" \
+            if "seconds" in pub else ""
+        lines.append(" | ".join([
+            f"| {e['name']}", value(e["test_accuracy_mean"], e["test_accuracy_std"]),
+            value(pub["test_accuracy"], pub.get("std")) + f" ({pub['source']})" if pub else "–",
+            f"{-z if errors else z:+.1f}" if z is not None else "–",
+            value(e["train_accuracy_mean"], e["train_accuracy_std"]) + published_train,
+            _pm(e["test_digit_accuracy_mean"], e["test_digit_accuracy_std"]) if "test_digit_accuracy_mean" in e
+            else "–",
+            f"{e['params']:,}" + (f" ({pub['params']:,})" if "params" in pub else ""),
+            f"{e['train_seconds_median']:.1f}" + published_seconds, f"{e['rounds']} |"]))
+    if study and study.claims:
+        lines += ["", "Effects the report claims, and what our numbers show:", ""]
+        lines += [f"- {line}" for line in check_claims(results, study.claims)]
     return "\n".join(lines) + "\n"
+
+
+def check_claims(results, claims):
+    """One line per claim: ✓ (our numbers show it), ✗ (they do not), or ? (cells not measured yet)."""
+    by_name = {e["name"]: e for e in results["entries"] if e["per_round"]}
+    lines = []
+    for claim in claims:
+        checks = []
+        for kind, pairs in (("better", claim.better), ("similar", claim.similar), ("faster", claim.faster)):
+            for a, b in pairs:
+                if a not in by_name or b not in by_name:
+                    checks.append((None, f"{a} / {b}: not measured"))
+                    continue
+                ea, eb = by_name[a], by_name[b]
+                if kind == "faster":
+                    x, y = ea["train_seconds_median"], eb["train_seconds_median"]
+                    checks.append((x < y, f"{a} {x:.1f} s {'<' if x < y else '>='} {b} {y:.1f} s"))
+                    continue
+                x, y = ea["test_accuracy_mean"], eb["test_accuracy_mean"]
+                if kind == "better":
+                    checks.append((x > y, f"{a} {x:.3f} {'>' if x > y else '<='} {b} {y:.3f}"))
+                else:
+                    close = abs(x - y) <= max(ea["test_accuracy_std"], eb["test_accuracy_std"])
+                    checks.append((close, f"{a} {x:.3f} vs {b} {y:.3f} ({'within' if close else 'beyond'} "
+                                          "one std)"))
+        shown = [ok for ok, _ in checks]
+        mark = "?" if None in shown else "✓" if all(shown) else "✗"
+        lines.append(f"{mark} {claim.text}: " + "; ".join(text for _, text in checks))
+    return lines
 
 
 # -- running ---------------------------------------------------------------------
@@ -121,14 +171,15 @@ def summary_view(results, entries, rounds):
     return {"entries": view}
 
 
-def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1):
+def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1, study=None):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
 
     The folder keeps everything it holds: entries evaluated there before and
     rounds beyond `rounds` stay in results.json (which, with results.md and the
     plots, describes the whole folder); what is returned, and printed, is the
     requested entries over their first `rounds` rounds. jobs=1 trains in this
-    process. jobs=N>1 trains N rounds side by side, in N worker processes
+    process. `study` (a reports.Study) shapes results.md: its error form and its
+    claims checked. jobs=N>1 trains N rounds side by side, in N worker processes
     (TensorFlow is not imported here then): each traces its own model once and
     trains the rounds it is given; results come back, and are saved, in round
     order. Processes, not threads: tracing holds Python's lock, and TensorFlow
@@ -142,10 +193,10 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
         raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
     os.makedirs(out, exist_ok=True)
     with FolderLock(out):
-        return _evaluate(entries, rounds, out, source, overwrite, log, jobs)
+        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study)
 
 
-def _evaluate(entries, rounds, out, source, overwrite, log, jobs):
+def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study):
     from mnistcompare.plots import plot_curves, plot_rounds
 
     path = os.path.join(out, "results.json")
@@ -166,7 +217,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs):
         for record in results["entries"]:
             record.update(summarise(record["per_round"]))
         write_json(path, results)
-        write_text(os.path.join(out, "results.md"), markdown_table(results))
+        write_text(os.path.join(out, "results.md"), markdown_table(results, study))
         if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))
             plot_rounds(results, os.path.join(out, "rounds.png"))

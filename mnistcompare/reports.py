@@ -81,16 +81,38 @@ def preset(name):
 
 
 # -- studies --------------------------------------------------------------------
-# Report 001 Table I with its initial values: BC 4, K 3, KL 1, HL 64, LeakyReLU, dropout 0.2, 20 epochs,
-# batch 5, Adam 0.001 decayed 0.9 per epoch, sigmoid + BCE.
-R001_CNN = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(64,), head=(64,),
+def study_report000_table1():
+    """Report 000 Table I: baseline, non-siamese, siamese; 25 epochs, batch 100, Adam, 15 rounds.
+
+    Its parameter counts name the nets exactly: the baseline is Appendix A's
+    (81,239); the non-siamese net has two towers of 32-64-128 channels (117,516,
+    section V); the siamese net of Table I has 64-128-256 channels (192,601),
+    not Appendix A's 16-32-64 (23,833: the `report000-siamese` preset).
+    """
+    source = "000 Table I"
+    return [
+        Entry("Baseline", Config(**R000_BASELINE),
+              published(0.827, 0.013, source, 0.999, 0.001, params=81239, seconds=4.05)),
+        Entry("Non-siamese", Config(**dict(R000_SIAMESE, arch="two_tower", channels=(32, 64, 128), lr=0.0025)),
+              published(0.918, 0.016, source, 0.987, 0.009, params=117516, seconds=8.84)),
+        Entry("Siamese", Config(**dict(R000_SIAMESE, channels=(64, 128, 256))),
+              published(0.948, 0.010, source, 0.991, 0.005, params=192601, seconds=7.59)),
+    ]
+
+
+# Report 001 Table I with its initial values (section IV-A): BC 4, K 3, KL 1, HL 64, LeakyReLU, dropout 0.2
+# after every layer but the last of a sub-net, 20 epochs, batch 5, Adam 0.001 decayed 0.9 per epoch,
+# sigmoid + BCE, alpha 1/2. Table I is the whole model: the two sub-nets' 10-unit outputs are "joined at
+# their output", concatenated into one linear unit (the layers after the join, C-KL and C-HL, come with
+# the grid search of Tables III-IV).
+R001_CNN = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(64,), head=(),
                 activation="leaky_relu", batch_norm=False, dropout=0.2, lr=0.001, schedule="exponential",
                 lr_decay=0.9, epochs=20, batch_size=5, numerics="torch")
 R001_FCN = dict(R001_CNN, channels=())
 
 
-def study_sharing_aux():
-    """Report 001 Table II: weight sharing x auxiliary loss, CNN and FCN towers."""
+def study_report001_table2():
+    """Report 001 Table II: weight sharing x auxiliary loss, CNN and FCN sub-nets; 10 rounds."""
     entries = []
     for tower, base, scores in (("CNN", R001_CNN, (0.833, 0.158, 0.882, 0.011, 0.864, 0.006, 0.902, 0.013)),
                                 ("FCN", R001_FCN, (0.828, 0.006, 0.870, 0.007, 0.851, 0.008, 0.892, 0.006))):
@@ -102,17 +124,91 @@ def study_sharing_aux():
     return entries
 
 
-def study_bn_dropout():
-    """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning."""
-    rows = (("no sharing", dict(arch="two_tower", alpha=1.0), (0.8074, 0.0089)),
-            ("sharing", dict(arch="siamese", alpha=1.0), (0.7790, 0.0152)),
-            ("sharing, aux", dict(arch="siamese", alpha=0.5), (0.8373, 0.0220)),
-            ("sharing, aux, BN", dict(arch="siamese", alpha=0.5, batch_norm=True), (0.8476, 0.0142)),
-            ("sharing, aux, BN, dropout", dict(arch="siamese", alpha=0.5, batch_norm=True, dropout=0.25),
-             (0.8474, 0.0115)),
-            ("transfer learning (digits)", dict(arch="digits", alpha=0.0), (0.9686, 0.0067)))
+def study_report002_table1():
+    """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning; 10 rounds.
+
+    Its siamese nets give the 10 digit probabilities of each image to a comparison
+    part of three linear layers (sigmoid + BCE); L = L_cmp + 0.5 L_rec, our
+    alpha = 1/2; dropout at PyTorch's default rate 0.5; 25 epochs (the report
+    states none).
+    """
+    siamese = dict(head_input="probs", head=(20, 20))
+    rows = (("no sharing", dict(siamese, arch="two_tower", alpha=1.0), (0.8074, 0.0089, 145737)),
+            ("sharing", dict(siamese, arch="siamese", alpha=1.0), (0.7790, 0.0152, 73299)),
+            ("sharing, aux", dict(siamese, arch="siamese", alpha=0.5), (0.8373, 0.0220, 73299)),
+            ("sharing, aux, BN", dict(siamese, arch="siamese", alpha=0.5, batch_norm=True), (0.8476, 0.0142, 73299)),
+            ("sharing, aux, BN, dropout", dict(siamese, arch="siamese", alpha=0.5, batch_norm=True, dropout=0.5),
+             (0.8474, 0.0115, 73299)),
+            ("transfer learning", dict(arch="digits", alpha=0.0), (0.9686, 0.0067, 72418)))
     base = preset("report002-transfer")
-    return [Entry(name, base.replace(**changes), published(*score, "002 Table 1")) for name, changes, score in rows]
+    return [Entry(name, base.replace(**changes), published(test, std, "002 Table 1", params=params))
+            for name, changes, (test, std, params) in rows]
+
+
+# Report 003: a feature module of two conv layers (max-pooling, ReLU) shared by all seven models, Adam 3e-4,
+# 100 epochs, early stopping after 20 epochs without a better validation accuracy (800/200 split), sigmoid +
+# BCE (with logits), cross-entropy for the digits, dropout after the linear layers. Not stated, so: the
+# module 32 and 64 channels of 3x3 kernels, linear layers of 128 units (the size the report gives its
+# auxiliary model), dropout at PyTorch's default rate 0.5, batch 100 (its other reports' and course's size).
+R003 = dict(channels=(32, 64), kernel=(3,), pool=(2, 2), batch_norm=False, dropout=0.0, lr=3e-4, epochs=100,
+            val_split=0.2, patience=20, numerics="torch", batch_size=100)
+
+
+def study_report003_table1():
+    """Report 003 Table 1: seven models, each without and with dropout (14 cells); 10 rounds."""
+    models = (
+        # the two images as two channels, three linear layers
+        ("TwoChannelsModel", dict(arch="baseline", hidden=(128, 128)), (0.798, 0.011, 0.798, 0.011)),
+        # each image through its own module and three linear layers; the prediction from their difference
+        ("TwoBranchesModel", dict(arch="two_tower", hidden=(128, 128), combine="difference", head=(), alpha=1.0),
+         (0.812, 0.013, 0.826, 0.018)),
+        ("WeightSharingBranchesModel", dict(arch="siamese", hidden=(128, 128), combine="difference", head=(),
+                                            alpha=1.0), (0.838, 0.012, 0.840, 0.008)),
+        # two linear layers to 10 values per image, concatenated, then linear layers
+        ("BranchesToVecModel", dict(arch="two_tower", hidden=(128,), head=(128,), alpha=1.0),
+         (0.827, 0.012, 0.831, 0.017)),
+        ("WeightSharingBranchesToVecModel", dict(arch="siamese", hidden=(128,), head=(128,), alpha=1.0),
+         (0.847, 0.018, 0.846, 0.010)),
+        # the same with both digits' cross-entropy added to the loss (three terms: alpha 1/3), a 100-unit layer
+        ("WeightSharingAuxiliaryModel", dict(arch="siamese", hidden=(128,), head=(100,), alpha=1 / 3),
+         (0.865, 0.019, 0.863, 0.012)),
+        # classify both digits, compare them
+        ("DirectClassificationModel", dict(arch="digits", hidden=(128,), alpha=0.0), (0.965, 0.007, 0.953, 0.010)),
+    )
+    entries = []
+    for name, changes, (mean, std, drop_mean, drop_std) in models:
+        for dropout, score in ((0.0, (mean, std)), (0.5, (drop_mean, drop_std))):
+            entries.append(Entry(f"{name}{', dropout' if dropout else ''}", Config(**{**R003, **changes,
+                                                                                    "dropout": dropout}),
+                                 published(*score, "003 Table 1")))
+    return entries
+
+
+# Report 004 Tables II-III: 25 epochs, batch 100, Adam, cross-entropy on two logits that pass a ReLU (its
+# tables end the net with "Fully Connected -> 2, ReLU"), l2 0.1, 20 rounds. Its two consecutive linear
+# layers 128 -> 10 -> 2 (300 -> 10 -> 2 for the CNN) of the nets without the auxiliary loss compute what one
+# linear layer does; they are built as one. With the auxiliary loss the net runs on each image and the two
+# 10-way digit outputs meet in the final linear layer; the loss is the sum of the three terms: our loss is
+# that sum divided by 3 (alpha = 1/3), so l2 is divided by 3 too (the same optimum; Adam ignores the scale).
+R004 = dict(numerics="torch", output="relu-softmax2", epochs=25, batch_size=100, head=())
+R004_FC = dict(R004, hidden=(200, 256), batch_norm=True, dense_pool=2, dropout=0.5, lr=1e-3)
+R004_CNN = dict(R004, channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True, hidden=(300,),
+                batch_norm=False, dropout=0.0, lr=5e-4)
+
+
+def study_report004_table4():
+    """Report 004 Table IV: Baseline, Baseline + Aux, CNN, CNN + Aux; train and test error, time per round."""
+    source = "004 Table IV"
+    return [
+        Entry("Baseline", Config(**R004_FC, arch="mlp", l2=0.1),
+              published(0.750, 0.012, source, 0.913, 0.020, seconds=5.8, seconds_std=0.15)),
+        Entry("Baseline + Aux", Config(**R004_FC, arch="siamese_mlp", alpha=1 / 3, l2=0.1 / 3),
+              published(0.894, 0.005, source, 0.912, 0.007, seconds=10.8, seconds_std=0.4)),
+        Entry("CNN", Config(**R004_CNN, arch="baseline", l2=0.1),
+              published(0.761, 0.0119, source, 0.841, 0.116, seconds=10.5, seconds_std=0.9)),
+        Entry("CNN + Aux", Config(**R004_CNN, arch="siamese", alpha=1 / 3, l2=0.1 / 3),
+              published(0.887, 0.041, source, 0.912, 0.048, seconds=21.4, seconds_std=0.9)),
+    ]
 
 
 def study_combine():
@@ -124,7 +220,7 @@ def study_combine():
 def study_reports():
     """Each report's headline model with that report's own hyper-parameters."""
     return [
-        Entry("000 siamese", preset("report000-siamese"), published(0.948, 0.010, "000 Table I")),
+        Entry("000 siamese (Appendix A)", preset("report000-siamese"), published(0.948, 0.010, "000 Table I")),
         Entry("001 tuned CNN", preset("report001-cnn"), published(0.9721, None, "001 Table IV")),
         Entry("002 transfer learning", preset("report002-transfer"), published(0.9686, 0.0067, "002 Table 1")),
         Entry("003 direct classification", preset("report003-direct"), published(0.965, 0.007, "003 Table 1")),
@@ -133,18 +229,95 @@ def study_reports():
 
 
 @dataclasses.dataclass(frozen=True)
+class Claim:
+    """An effect a report claims, as comparisons of its cells (by entry name)."""
+    text: str
+    better: tuple = ()  # (a, b): a's test accuracy above b's
+    similar: tuple = ()  # (a, b): within one standard deviation of each other
+    faster: tuple = ()  # (a, b): a's median fit time below b's
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     entries: object  # () -> [Entry]
     rounds: int  # the report's own number of rounds: evaluate's default
     about: str
+    claims: tuple = ()
+    errors: bool = False  # show errors in % rather than accuracies (as report 004 does)
+
+
+def _both(pairs):
+    """(a, b) pairs for each of the CNN and FCN towers of report 001's table."""
+    return tuple((f"{tower}: {a}", f"{tower}: {b}") for tower in ("CNN", "FCN") for a, b in pairs)
+
+
+DROPOUT_PAIRS = tuple((f"{m}, dropout", m) for m in (
+    "TwoChannelsModel", "TwoBranchesModel", "WeightSharingBranchesModel", "BranchesToVecModel",
+    "WeightSharingBranchesToVecModel", "WeightSharingAuxiliaryModel", "DirectClassificationModel"))
+CLAIMS = {
+    "report000-table1": (
+        Claim("the siamese net beats the non-siamese net, which beats the baseline",
+              better=(("Siamese", "Non-siamese"), ("Non-siamese", "Baseline"))),
+        Claim("weight sharing reduces training time: the siamese net trains faster than the non-siamese net",
+              faster=(("Siamese", "Non-siamese"),)),
+        Claim("the baseline is the fastest to train", faster=(("Baseline", "Siamese"), ("Baseline", "Non-siamese"))),
+    ),
+    "report001-table2": (
+        Claim("the auxiliary loss helps, with and without weight sharing, for both sub-nets",
+              better=_both((("no sharing, aux", "no sharing, no aux"), ("sharing, aux", "sharing, no aux")))),
+        Claim("weight sharing helps, with and without the auxiliary loss, for both sub-nets",
+              better=_both((("sharing, no aux", "no sharing, no aux"), ("sharing, aux", "no sharing, aux")))),
+        Claim("the CNN sub-net beats the FCN with both", better=(("CNN: sharing, aux", "FCN: sharing, aux"),)),
+    ),
+    "report002-table1": (
+        Claim("transfer learning beats every siamese net",
+              better=tuple(("transfer learning", n) for n in ("no sharing", "sharing", "sharing, aux",
+                                                              "sharing, aux, BN", "sharing, aux, BN, dropout"))),
+        Claim("without the auxiliary loss, no sharing beats sharing (its Table 1: 0.807 vs 0.779)",
+              better=(("no sharing", "sharing"),)),
+        Claim("the auxiliary loss helps", better=(("sharing, aux", "sharing"),)),
+        Claim("batch normalisation helps", better=(("sharing, aux, BN", "sharing, aux"),)),
+        Claim("dropout on top of batch normalisation changes little",
+              similar=(("sharing, aux, BN, dropout", "sharing, aux, BN"),)),
+    ),
+    "report003-table1": (
+        Claim("direct classification is the best model, with and without dropout",
+              better=tuple(("DirectClassificationModel", m) for m in (
+                  "TwoChannelsModel", "TwoBranchesModel", "WeightSharingBranchesModel", "BranchesToVecModel",
+                  "WeightSharingBranchesToVecModel", "WeightSharingAuxiliaryModel"))),
+        Claim("weight sharing helps", better=(("WeightSharingBranchesModel", "TwoBranchesModel"),
+                                              ("WeightSharingBranchesToVecModel", "BranchesToVecModel"))),
+        Claim("the auxiliary losses help",
+              better=(("WeightSharingAuxiliaryModel", "WeightSharingBranchesToVecModel"),)),
+        Claim("separate branches beat two channels", better=(("TwoBranchesModel", "TwoChannelsModel"),)),
+        Claim("dropout changes little", similar=DROPOUT_PAIRS),
+    ),
+    "report004-table4": (
+        Claim("the auxiliary loss yields much better test results",
+              better=(("Baseline + Aux", "Baseline"), ("CNN + Aux", "CNN"))),
+        Claim("the CNN is longer to train than the baseline", faster=(("Baseline", "CNN"),
+                                                                      ("Baseline + Aux", "CNN + Aux"))),
+        Claim("the auxiliary loss makes training longer", faster=(("Baseline", "Baseline + Aux"), ("CNN", "CNN + Aux"))),
+    ),
+}
 
 
 STUDIES = {
-    "report001-table2": Study(study_sharing_aux, 10, "weight sharing x auxiliary loss, CNN and FCN (001 Table II)"),
-    "report002-table1": Study(study_bn_dropout, 10, "sharing, aux, batch-norm, dropout, transfer (002 Table 1)"),
+    "report000-table1": Study(study_report000_table1, 15, "baseline, non-siamese, siamese (000 Table I)",
+                              CLAIMS["report000-table1"]),
+    "report001-table2": Study(study_report001_table2, 10,
+                              "weight sharing x auxiliary loss, CNN and FCN (001 Table II)", CLAIMS["report001-table2"]),
+    "report002-table1": Study(study_report002_table1, 10,
+                              "sharing, aux, batch-norm, dropout, transfer learning (002 Table 1)",
+                              CLAIMS["report002-table1"]),
+    "report003-table1": Study(study_report003_table1, 10, "seven models, without and with dropout (003 Table 1)",
+                              CLAIMS["report003-table1"]),
+    "report004-table4": Study(study_report004_table4, 20, "FC and CNN, without and with aux (004 Table IV)",
+                              CLAIMS["report004-table4"], errors=True),
     "combine": Study(study_combine, 10, "concatenate, subtract or max the tower outputs (000 section IV-D)"),
     "reports": Study(study_reports, 10, "each report's headline model"),
 }
+TABLES = tuple(name for name in STUDIES if name.startswith("report0"))  # what --study all runs
 ALIASES = {"sharing-aux": "report001-table2", "bn-dropout": "report002-table1"}
 
 
