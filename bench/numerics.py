@@ -2,10 +2,10 @@
 
     python bench/numerics.py [--rounds 10] [--jobs 2] [--out runs/bench-numerics]
 
-Trains `report000-siamese` with Keras' defaults, then with each PyTorch
-default alone (kernel init, bias init, BatchNorm epsilon, Adam epsilon), all
-of them, and all of them with the two-logit output the report used; rounds on
-seeds 0..N-1, the same pairs for every variant. A thin wrapper over
+Trains `report000-siamese` with Keras' defaults, then with each of PyTorch's
+ways alone (kernel init, bias init, BatchNorm epsilon, Adam epsilon, the
+shared tower called on each image apart, no shuffling, two logits), then all
+of them; rounds on seeds 0..N-1, the same pairs for every variant. A thin wrapper over
 `mnistcompare-evaluate` (its outputs in --out, resumable); prints the table.
 """
 import argparse
@@ -14,15 +14,18 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-VARIANTS = (  # name, numerics, output
-    ("Keras defaults", "keras", "sigmoid"),
-    ("+ kernel init", "kernel-init", "sigmoid"),
-    ("+ bias init", "bias-init", "sigmoid"),
-    ("+ BatchNorm epsilon", "bn-eps", "sigmoid"),
-    ("+ Adam epsilon", "adam-eps", "sigmoid"),
-    ("all PyTorch numerics", "torch", "sigmoid"),
-    ("all PyTorch numerics, two logits (the preset)", "torch", "softmax2"),
-    ("Keras defaults, two logits", "keras", "softmax2"),
+VARIANTS = (  # name, numerics, output, shuffle
+    ("Keras defaults", "keras", "sigmoid", True),
+    ("+ kernel init", "kernel-init", "sigmoid", True),
+    ("+ bias init", "bias-init", "sigmoid", True),
+    ("+ BatchNorm epsilon", "bn-eps", "sigmoid", True),
+    ("+ Adam epsilon", "adam-eps", "sigmoid", True),
+    ("+ tower on each image apart", "apart", "sigmoid", True),
+    ("+ no shuffling", "keras", "sigmoid", False),
+    ("Keras defaults, two logits", "keras", "softmax2", True),
+    ("all PyTorch numerics", "torch", "sigmoid", True),
+    ("all PyTorch numerics, two logits", "torch", "softmax2", True),
+    ("all PyTorch numerics, two logits, no shuffling (the preset)", "torch", "softmax2", False),
 )
 
 
@@ -40,8 +43,8 @@ def main():
     from mnistcompare.reports import Entry, preset
 
     base = preset("report000-siamese")
-    entries = [Entry(name, base.replace(numerics=numerics, output=output).validate())
-               for name, numerics, output in VARIANTS]
+    entries = [Entry(name, base.replace(numerics=numerics, output=output, shuffle=shuffle).validate())
+               for name, numerics, output, shuffle in VARIANTS]
     results = evaluate(entries, args.rounds, args.out, find_source(args.data_dir, args.idx_dir), jobs=args.jobs)
     print(markdown_table(results), end="")
 

@@ -363,5 +363,76 @@ def evaluate_main(argv=None):
     run(main, "mnistcompare-evaluate")
 
 
+# -- mnistcompare-predict --------------------------------------------------------
+def predict_parser():
+    parser = Parser(
+        prog="mnistcompare-predict",
+        description="Ask a trained model whether the digit of IMAGE_A is <= the digit of IMAGE_B. Images are PNG, "
+                    "JPEG, ... of any size, dark-on-light or light-on-dark, grayscale or colour; they are put in "
+                    "MNIST form (white on black, the digit scaled to a 20x20 box and centred by mass in 28x28) "
+                    "and pooled to 14x14, as the model was trained.",
+        epilog="examples: mnistcompare-predict runs/demo a.png b.png; "
+               "mnistcompare-predict runs/demo --pairs pairs.csv --json")
+    parser.add_argument("model", metavar="MODEL", help="a run folder of mnistcompare-train, or a SavedModel folder")
+    parser.add_argument("images", metavar="IMAGE", nargs="*", help="IMAGE_A IMAGE_B")
+    parser.add_argument("--pairs", metavar="FILE.csv", help="many pairs: two image paths per line (relative paths "
+                                                             "from the file's folder)")
+    parser.add_argument("--json", action="store_true", help="print JSON: one object, or a list with --pairs")
+    parser.add_argument("--show", metavar="OUT.png", help="draw each pair as the model sees it, with its answer")
+    return parser
+
+
+def predict_main(argv=None):
+    args = predict_parser().parse_args(argv)
+
+    def main():
+        import json
+
+        import numpy as np
+
+        from mnistcompare.predict import answer, describe, find_saved_model, load_image, read_pairs_file, show, to_mnist
+
+        if args.pairs and args.images:
+            raise UserError("give IMAGE_A IMAGE_B, or --pairs FILE, not both")
+        if not args.pairs and len(args.images) != 2:
+            raise UserError(f"expected two images, IMAGE_A IMAGE_B, got {len(args.images)}")
+        if args.show and not args.show.lower().endswith(".png"):
+            raise UserError(f"--show {args.show}: the picture is a PNG file (OUT.png)")
+        folder = find_saved_model(args.model)
+        pairs = read_pairs_file(args.pairs) if args.pairs else [tuple(args.images)]
+        cache = {}
+
+        def mnist(path):
+            if path not in cache:
+                cache[path] = to_mnist(load_image(path), path)
+            return cache[path]
+        images_a = np.stack([mnist(a) for a, _ in pairs])
+        images_b = np.stack([mnist(b) for _, b in pairs])
+        from mnistcompare.runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+        import tensorflow as tf
+
+        try:
+            model = tf.saved_model.load(folder)
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise UserError(f"{folder}: cannot load the SavedModel ({str(e).splitlines()[0][:200]})") from None
+        if not hasattr(model, "serve_mnist"):
+            raise UserError(f"{folder}: not a SavedModel of mnistcompare (no serve_mnist endpoint)")
+        answers = answer(model, images_a, images_b)
+        if args.json:
+            rows = [{"image_a": a, "image_b": b, **row} for (a, b), row in zip(pairs, answers)]
+            print(json.dumps(rows if args.pairs else rows[0], indent=2))
+        else:
+            for (a, b), row in zip(pairs, answers):
+                print(describe(row, a, b))
+        if args.show:
+            show(pairs, images_a, images_b, answers, args.show)
+            if not args.json:
+                print(f"picture in {args.show}")
+
+    run(main, "mnistcompare-predict")
+
+
 if __name__ == "__main__":
     train_main()

@@ -54,6 +54,8 @@ TORCH_PARTS = {
     "bn-eps": "BatchNorm epsilon 1e-5, not 1e-3",
     "adam-eps": "Adam epsilon 1e-8, not 1e-7",
     "slope": "LeakyReLU negative slope 0.01 (nn.LeakyReLU()), not 0.2",
+    "apart": "a shared tower runs on each image apart, as PyTorch code calls the module twice (BatchNorm statistics "
+             "per image batch, two updates per step), not once on both images stacked",
 }
 OUTPUTS = {
     "sigmoid": "Dense(1) + sigmoid, binary cross-entropy",
@@ -127,6 +129,8 @@ class Config:
                            low_open=True)
     epochs: int = _opt(25, "training epochs", low=1)
     batch_size: int = _opt(100, "mini-batch size", low=1)
+    shuffle: bool = _opt(True, "shuffle the training pairs every epoch (the reports' loops, like PyTorch's DataLoader "
+                               "by default, do not)")
     val_split: float = _opt(0.0, "fraction of the training pairs held out for validation (report 003: 0.2)",
                             low=0, high=1, high_open=True)
     patience: int = _opt(0, "early-stopping patience on validation accuracy in epochs (0: off; needs --val-split)",

@@ -2,7 +2,8 @@
 
     m = tf.saved_model.load(path)
     m.serve(image_a, image_b)        # float32 [B,14,14,1], pixel scale 0..255, 2x2-pooled
-    m.serve_mnist(image_a, image_b)  # uint8 [B,28,28], raw MNIST images
+    m.serve_mnist(image_a, image_b)  # uint8 (or int32, 0..255) [B,28,28], raw MNIST images
+    m.serve({"image_a": a, "image_b": b})   # either, with the two images in one dict
     # -> {"compare": [B] P(a <= b), "digit_a": [B,10], "digit_b": [B,10]} (digits where the model has them)
 
 `serve` is also the `serving_default` signature. The SavedModel holds the
@@ -12,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mnistcompare.config import RunError
 from mnistcompare.layers import PooledConv
 from mnistcompare.models import build_model
 
@@ -49,12 +51,21 @@ def _copy_weights(source, target):
 def export_saved_model(model, cfg, path, xla=True):
     """Write `model` (built from `cfg`) as a SavedModel with the endpoints above.
 
-    xla=False leaves out the XLA-compiled PooledConv, for servers that run no
-    XLA (TF Serving needs --xla_cpu_compilation_enabled for it).
+    Each endpoint takes the two images as two arguments, or as one dict
+    {"image_a", "image_b"} (what keras.layers.TFSMLayer passes). xla=False
+    leaves out the XLA-compiled PooledConv, for servers that run no XLA (TF
+    Serving needs --xla_cpu_compilation_enabled for it).
     """
     model = serving_model(model, cfg, xla)
 
     def outputs(image_a, image_b):
+        check = tf.debugging.assert_equal(tf.shape(image_a)[0], tf.shape(image_b)[0],
+                                          message="image_a and image_b must hold the same number of images")
+        with tf.control_dependencies([check]):
+            # A call with two batch sizes would otherwise fail while TensorFlow infers the shapes inside the
+            # model, with a message about a concatenation, before the check runs: hide the batch sizes.
+            image_a, image_b = (tf.compat.v1.placeholder_with_default(x, [None, *x.shape[1:]])
+                                for x in (image_a, image_b))
         out = model({"image_a": image_a, "image_b": image_b}, training=False)
         result = {"compare": tf.squeeze(out["compare"], axis=-1)}
         for name in ("digit_a", "digit_b"):
@@ -63,19 +74,43 @@ def export_saved_model(model, cfg, path, xla=True):
         return result
 
     def pool(images):
+        if images.dtype != tf.uint8:  # other integer types: refused outside 0..255, never wrapped
+            tf.debugging.assert_less_equal(tf.reduce_max(images), tf.constant(255, images.dtype),
+                                           message="raw MNIST pixels are 0..255")
+            tf.debugging.assert_greater_equal(tf.reduce_min(images), tf.constant(0, images.dtype),
+                                              message="raw MNIST pixels are 0..255")
         x = tf.cast(images, tf.float32)[..., None]
         return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
 
-    serve = tf.function(outputs, input_signature=[
-        tf.TensorSpec([None, 14, 14, 1], tf.float32, name="image_a"),
-        tf.TensorSpec([None, 14, 14, 1], tf.float32, name="image_b")])
-    serve_mnist = tf.function(lambda image_a, image_b: outputs(pool(image_a), pool(image_b)), input_signature=[
-        tf.TensorSpec([None, 28, 28], tf.uint8, name="image_a"),
-        tf.TensorSpec([None, 28, 28], tf.uint8, name="image_b")])
+    @tf.function
+    def serve(image_a, image_b=None):
+        if isinstance(image_a, dict):
+            image_a, image_b = image_a["image_a"], image_a["image_b"]
+        return outputs(image_a, image_b)
+
+    @tf.function
+    def serve_mnist(image_a, image_b=None):
+        if isinstance(image_a, dict):
+            image_a, image_b = image_a["image_a"], image_a["image_b"]
+        return outputs(pool(image_a), pool(image_b))
+
+    def specs(shape, dtype):
+        return tf.TensorSpec(shape, dtype, name="image_a"), tf.TensorSpec(shape, dtype, name="image_b")
+
+    a, b = specs([None, 14, 14, 1], tf.float32)
+    serve.get_concrete_function(a, b)  # the first traced: the serving_default signature
+    serve.get_concrete_function({"image_a": a, "image_b": b})
+    for dtype in (tf.uint8, tf.int32):
+        a, b = specs([None, 28, 28], dtype)
+        serve_mnist.get_concrete_function(a, b)
+        serve_mnist.get_concrete_function({"image_a": a, "image_b": b})
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", serve)  # the first endpoint is also serving_default
     archive.add_endpoint("serve_mnist", serve_mnist)
-    archive.write_out(path, verbose=False)
+    try:
+        archive.write_out(path, verbose=False)
+    except OSError as e:
+        raise RunError(f"cannot write the SavedModel to {path}: {e.strerror or e}") from None
     return path

@@ -1,4 +1,6 @@
 """Small serialisable layers the models need (no Lambda layers)."""
+import math
+
 import keras
 import tensorflow as tf  # PooledConv only: XLA compilation
 from keras import ops
@@ -125,6 +127,7 @@ class PooledConv(keras.layers.Layer):
 
     XLA compiles once per input shape (~0.2 s), so the batch is padded to the
     next power of two: a server sees a handful of shapes, not one per batch size.
+    The padding uses only ops that TensorFlow Lite has built in.
     """
 
     def __init__(self, filters, kernel_size, padding="valid", pool=1, activation="relu", negative_slope=0.2,
@@ -141,8 +144,9 @@ class PooledConv(keras.layers.Layer):
 
     def call(self, x):
         n = tf.shape(x)[0]
-        powers = tf.constant(_POWERS_OF_TWO)
-        padded = tf.gather(powers, tf.searchsorted(powers, n[None]))[0]
+        # 2 ** ceil(log2(n)); the small margin keeps exact powers of two from rounding up, max() any rounding down
+        exponent = tf.math.ceil(tf.math.log(tf.cast(n, tf.float32)) / math.log(2.0) - 1e-4)
+        padded = tf.maximum(tf.cast(tf.pow(2.0, exponent), tf.int32), n)
         x = tf.pad(x, [[0, padded - n], [0, 0], [0, 0], [0, 0]])
         return _pooled_conv(x, self.kernel.value, self.bias.value, self.padding, self.pool, self.activation,
                             self.negative_slope)[:n]
@@ -155,9 +159,6 @@ class PooledConv(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "padding": self.padding, "pool": self.pool, "activation": self.activation,
                 "negative_slope": self.negative_slope}
-
-
-_POWERS_OF_TWO = [2 ** i for i in range(31)]
 
 
 @tf.function(jit_compile=True)

@@ -127,14 +127,15 @@ def _compare_head(a, b, cfg, make):
     return make.compare_output(x)
 
 
-def _per_image(fn, inputs, standardize, serving):
+def _per_image(fn, inputs, standardize, apart):
     """`fn` (shared weights) on both standardised images -> (out_a, out_b).
 
     For training, once on the two images stacked into one batch: one call per
-    step. For serving, on each image apart: the two calls are independent, so
-    TensorFlow runs them in parallel.
+    step, one BatchNorm update. Apart (for serving, or PyTorch's way with
+    numerics part "apart"), on each image: two independent calls, which
+    TensorFlow runs in parallel.
     """
-    if not serving:
+    if not apart:
         both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
         return SplitPair(name="split_pair")(fn(both))
     return fn(standardize(inputs["image_a"])), fn(standardize(inputs["image_b"]))
@@ -151,7 +152,8 @@ def build_siamese(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     """Report 000 Fig. A2 / report 001: shared tower, digit heads, learned compare head."""
     inputs, standardize = _inputs(mean, std)
     # ONE tower object for both images: shared weights.
-    logits_a, logits_b = _per_image(build_tower(cfg, make, "tower", xla), inputs, standardize, serving)
+    logits_a, logits_b = _per_image(build_tower(cfg, make, "tower", xla), inputs, standardize,
+                                    serving or "apart" in cfg.torch_parts)
     return _towers_and_heads(inputs, logits_a, logits_b, cfg, make)
 
 
@@ -177,7 +179,7 @@ def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
         probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]
         return average(probs) if average else probs[0]
 
-    p_a, p_b = _per_image(classify, inputs, standardize, serving)
+    p_a, p_b = _per_image(classify, inputs, standardize, serving or "apart" in cfg.torch_parts)
     digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")

@@ -238,7 +238,7 @@ class EpochFunction:
         @tf.function(reduce_retracing=True)
         def run(x, y, seed):
             n = tf.shape(y["compare"])[0]
-            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed)
+            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed) if cfg.shuffle else tf.range(n)
             for i in tf.range((n + size - 1) // size):
                 take = order[i * size:(i + 1) * size]
                 batch = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))

@@ -56,3 +56,21 @@ def cli():
     from helpers import run
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_run(mnist_dir, tmp_path_factory):
+    """One real training of report 000's siamese net (seed 0), shared by the tests that need a trained model:
+    (run folder, its metrics, its test pairs)."""
+    import json
+
+    from helpers import run
+    from mnistcompare.data import find_source, load_pairs
+    from mnistcompare.reports import preset
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    result = run("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out", out,
+                 "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
+    return out, json.loads((out / "metrics.json").read_text()), test

@@ -86,3 +86,68 @@ def test_serving_layout_gives_the_same_outputs(arch, members, xla, tiny_pairs):
     assert sorted(got) == sorted(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+DEPLOY = r"""
+import sys, numpy as np, tensorflow as tf, keras
+folder = sys.argv[1]
+data = np.load(folder + "/pairs.npz")
+a, b = data["a"], data["b"]
+loaded = tf.saved_model.load(folder + "/saved_model")  # keep it: it owns the variables
+served = loaded.serve(a, b)
+layer = keras.layers.TFSMLayer(folder + "/saved_model", call_endpoint="serve")
+from_dict = layer({"image_a": a, "image_b": b})
+converter = tf.lite.TFLiteConverter.from_saved_model(folder + "/saved_model", signature_keys=["serving_default"])
+converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # built-in ops only
+interpreter = tf.lite.Interpreter(model_content=converter.convert())
+lite = interpreter.get_signature_runner("serving_default")(image_a=a, image_b=b)
+for name in served:
+    np.testing.assert_allclose(np.asarray(from_dict[name]), served[name].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(lite[name], served[name].numpy(), atol=1e-5, rtol=0)
+print("ok", sorted(served))
+"""
+
+
+@pytest.mark.slow
+def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_run, tmp_path):
+    out, _, test = trained_run
+    (tmp_path / "saved_model").symlink_to(out / "saved_model")
+    np.savez(tmp_path / "pairs.npz", a=test.image_a, b=test.image_b)  # 1000 test pairs
+    code = "import sys; sys.modules['mnistcompare'] = None\n" + DEPLOY  # plain TensorFlow and Keras
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok ['compare', 'digit_a', 'digit_b']"
+    import os
+
+    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "show", "--all", "--dir",
+                          str(out / "saved_model")], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0
+    for endpoint in ("signature_def['serve']", "signature_def['serve_mnist']", "signature_def['serving_default']"):
+        assert endpoint in cli.stdout
+
+
+def test_wrong_inputs_to_the_saved_model_are_refused_clearly(tmp_path):
+    from mnistcompare.export import export_saved_model
+
+    cfg = Config(**SMALL).validate()
+    export_saved_model(build_model(cfg, 40.0, 50.0), cfg, str(tmp_path / "saved_model"))
+    code = r"""
+import sys, numpy as np, tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+for call, message in ((lambda: m.serve(np.zeros((3, 14, 14, 1), np.float32), np.zeros((4, 14, 14, 1), np.float32)),
+                       "same number of images"),
+                      (lambda: m.serve_mnist(np.full((2, 28, 28), 300, np.int32), np.zeros((2, 28, 28), np.int32)),
+                       "raw MNIST pixels are 0..255")):
+    try:
+        call()
+    except tf.errors.InvalidArgumentError as e:
+        assert message in str(e), str(e)
+    else:
+        raise AssertionError("accepted")
+out = m.serve_mnist(np.full((2, 28, 28), 255, np.int32), np.zeros((2, 28, 28), np.int32))  # int32 in range: fine
+assert out["compare"].shape == (2,)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "saved_model")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

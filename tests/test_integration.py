@@ -18,20 +18,14 @@ def test_real_pairs_look_like_the_reports(mnist_dir):
     assert set(np.unique(train.digit_a)) == set(range(10))
 
 
-def test_report000_siamese_reaches_0_90(mnist_dir, tmp_path, cli):
-    out = tmp_path / "run"
-    result = cli("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out", out,
-                 "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
+def test_report000_siamese_reaches_0_90_and_its_saved_model_scores_the_same(trained_run):
+    out, metrics, test = trained_run
     assert metrics["test_accuracy"] >= 0.90, metrics
     assert metrics["test_digit_accuracy"] >= 0.90, metrics
     assert metrics["params"] == 23833  # PyTorch's count of report 000's Appendix A
 
-    # The exported SavedModel scores the same on the same test pairs.
     import tensorflow as tf
 
-    _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     loaded = tf.saved_model.load(str(out / "saved_model"))  # keep a reference: it owns the variables
     served = loaded.serve(test.image_a, test.image_b)["compare"].numpy()
     assert np.mean((served > 0.5) == (test.target == 1)) == metrics["test_accuracy"]

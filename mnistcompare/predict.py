@@ -1,0 +1,161 @@
+"""Your own images -> MNIST form -> a trained model's answer (`mnistcompare-predict`).
+
+MNIST digits are white on black, size-normalised to fit a 20x20 box (aspect
+kept, anti-aliased) and centred by mass in a 28x28 frame; the models see them
+2x2-pooled to 14x14. `to_mnist` brings any image there: grayscale, polarity
+detected from the border (dark-on-light is inverted), background removed,
+the digit's box scaled to 20 pixels and centred by mass. A 28x28 image is
+taken to be in MNIST form already: only its polarity is fixed.
+"""
+import os
+
+import numpy as np
+
+from mnistcompare.config import UserError
+
+
+def load_image(path):
+    """A grayscale float array (0..255) of an image file of any size and colour; one clear UserError for a
+    missing, empty, corrupt or non-image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"{path}: the file is empty")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")  # transparent parts count as background: laid on white
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+            gray = np.asarray(image.convert("L"), np.float32)
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not an image (PNG, JPEG, or another format Pillow reads)") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UserError(f"{path}: cannot read the image ({e})") from None
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise UserError(f"{path}: not a two-dimensional image")
+    return gray
+
+
+def to_mnist(gray, name="image"):
+    """uint8 [28, 28] in MNIST form from a grayscale image (see the module docstring)."""
+    x = np.asarray(gray, np.float32)
+    border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
+    if np.median(border) > 127:  # dark digit on a light background
+        x, border = 255 - x, 255 - border
+    if x.shape == (28, 28):
+        return np.clip(np.round(x), 0, 255).astype(np.uint8)
+    x = np.clip(x - np.median(border), 0, None)
+    if x.max() <= 0:
+        raise UserError(f"{name}: no digit found (the image is uniform)")
+    x *= 255 / x.max()
+    rows, cols = np.nonzero(x > 0.1 * 255)
+    crop = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    digit = _resize(crop, 20 / max(crop.shape))
+    # Centre by mass: the digit's centre of mass on the frame's centre, kept inside the frame.
+    h, w = digit.shape
+    total = digit.sum()
+    com_y = (digit.sum(1) * np.arange(h)).sum() / total
+    com_x = (digit.sum(0) * np.arange(w)).sum() / total
+    top = int(np.clip(np.round(13.5 - com_y), 0, 28 - h))
+    left = int(np.clip(np.round(13.5 - com_x), 0, 28 - w))
+    frame = np.zeros((28, 28), np.float32)
+    frame[top:top + h, left:left + w] = digit
+    return np.clip(np.round(frame), 0, 255).astype(np.uint8)
+
+
+def _resize(image, scale):
+    """Anti-aliased resize of a float image by `scale` (at least one pixel each way)."""
+    from PIL import Image
+
+    h, w = image.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32).clip(0, 255)
+
+
+def pooled(mnist):
+    """uint8 [..., 28, 28] -> float [..., 14, 14]: what the models see."""
+    x = np.asarray(mnist, np.float32)
+    return x.reshape(*x.shape[:-2], 14, 2, 14, 2).mean(axis=(-3, -1))
+
+
+def find_saved_model(path):
+    """The SavedModel folder of a run folder (DIR/saved_model) or of a SavedModel folder itself."""
+    for folder in (os.path.join(path, "saved_model"), path):
+        if os.path.isfile(os.path.join(folder, "saved_model.pb")):
+            return folder
+    raise UserError(f"{path}: neither a run folder of mnistcompare-train (with saved_model/) nor a SavedModel folder")
+
+
+def read_pairs_file(path):
+    """(image_a, image_b) paths, one pair per line of a CSV file; relative paths are taken from the file's folder."""
+    import csv
+
+    if not os.path.isfile(path):
+        raise UserError(f"--pairs {path}: no such file")
+    folder = os.path.dirname(os.path.abspath(path))
+    pairs = []
+    with open(path, newline="") as f:
+        for number, row in enumerate(csv.reader(f), 1):
+            row = [cell.strip() for cell in row if cell.strip()]
+            if not row or row[0].startswith("#"):
+                continue
+            if len(row) != 2:
+                raise UserError(f"--pairs {path}, line {number}: expected two image paths, got {len(row)} fields")
+            pairs.append(tuple(p if os.path.isabs(p) else os.path.join(folder, p) for p in row))
+    if not pairs:
+        raise UserError(f"--pairs {path}: no pair of images in the file")
+    return pairs
+
+
+def answer(model, images_a, images_b):
+    """The served model's answers for uint8 [N, 28, 28] images: a list of dicts."""
+    out = model.serve_mnist(images_a, images_b)
+    out = {k: np.asarray(v) for k, v in out.items()}
+    answers = []
+    for i in range(len(images_a)):
+        p = float(out["compare"][i])
+        row = {"p_a_le_b": round(p, 6), "a_le_b": p > 0.5}
+        for side in ("a", "b"):
+            if f"digit_{side}" in out:
+                probs = out[f"digit_{side}"][i]
+                row[f"digit_{side}"] = int(probs.argmax())
+                row[f"p_digit_{side}"] = round(float(probs.max()), 6)
+        answers.append(row)
+    return answers
+
+
+def describe(row, name_a, name_b):
+    """One line for people."""
+    digits = ""
+    if "digit_a" in row:
+        digits = (f"   ({os.path.basename(name_a)}: {row['digit_a']} at {row['p_digit_a']:.2f}, "
+                  f"{os.path.basename(name_b)}: {row['digit_b']} at {row['p_digit_b']:.2f})")
+    sign = "<=" if row["a_le_b"] else ">"
+    return f"{name_a} vs {name_b}: P(a <= b) = {row['p_a_le_b']:.3f} -> a {sign} b{digits}"
+
+
+def show(pairs, images_a, images_b, answers, path):
+    """A picture of each pair as the model sees it (14x14), with its answer."""
+    from matplotlib.figure import Figure
+
+    from mnistcompare.files import atomic_path
+
+    n = len(pairs)
+    fig = Figure(figsize=(4.4, 2.3 * n))
+    axes = fig.subplots(n, 2, squeeze=False)
+    for i, ((name_a, name_b), row) in enumerate(zip(pairs, answers)):
+        for ax, image, name, side in ((axes[i][0], images_a[i], name_a, "a"), (axes[i][1], images_b[i], name_b, "b")):
+            ax.imshow(pooled(image), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            digit = f"\ndigit {row[f'digit_{side}']} ({row[f'p_digit_{side}']:.2f})" if f"digit_{side}" in row else ""
+            ax.set_title(f"{side}: {os.path.basename(name)[:22]}{digit}", fontsize=8)
+        sign = "≤" if row["a_le_b"] else ">"
+        axes[i][0].set_ylabel(f"a {sign} b\nP = {row['p_a_le_b']:.3f}", fontsize=9, rotation=0, labelpad=28,
+                              va="center")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
