@@ -270,6 +270,7 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         return
     model.save(os.path.join(out, "model.keras"))
     export_saved_model(model, cfg, os.path.join(out, "saved_model"), xla=args.xla)
+    pictures = draw_run(model, cfg, metrics, test, out, name)
     # Written last: its presence marks a finished run, which needs no backup.
     write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
     checkpoint.clear()
@@ -278,7 +279,20 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, train accuracy "
           f"{metrics['train_accuracy']:.4f}{digits}; {metrics['params']:,} parameters; "
           f"{metrics['train_seconds']:.1f} s fit ({metrics['epochs']} epochs)")
-    print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/")
+    print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/ {' '.join(pictures)}")
+
+
+def draw_run(model, cfg, metrics, test, out, name):
+    """pairs.png and, where the model has digit heads, confusion.png of a trained run; their names."""
+    from mnistcompare.plots import plot_confusion, plot_pairs
+    from mnistcompare.training import Predictor, examples
+
+    plot_pairs(examples(Predictor(model)(test), test), os.path.join(out, "pairs.png"),
+               f"{name}, seed {cfg.seed}: test pairs, mistakes first")
+    if "confusion" not in metrics:
+        return ["pairs.png"]
+    plot_confusion(metrics["confusion"], os.path.join(out, "confusion.png"), f"{name}, seed {cfg.seed}")
+    return ["pairs.png", "confusion.png"]
 
 
 # -- mnistcompare-evaluate -------------------------------------------------------

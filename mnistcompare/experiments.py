@@ -12,6 +12,8 @@ import os
 import signal
 import statistics
 import threading
+
+import numpy as np
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -150,14 +152,20 @@ def _start_worker(pids):
 
 
 def train_job(job, cache=None):
-    """(metrics, history) of one round: job = (Config with the round's seed, data Source)."""
+    """(metrics, history, examples) of one round: job = (Config with the round's seed, data Source, whether to
+    return example test pairs for a picture, else None)."""
     from mnistcompare.data import load_pairs
-    from mnistcompare.training import train_round
+    from mnistcompare.training import Predictor, examples, train_round
 
-    cfg, source = job
+    cfg, source, pictures = job
     train, test = load_pairs(cfg, source)
-    _, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache or _CACHE)
-    return metrics, history
+    model, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache or _CACHE)
+    return metrics, history, examples(Predictor(model)(test), test) if pictures else None
+
+
+def slug(name):
+    """A folder name for an entry: 'CNN: sharing, aux' -> 'cnn-sharing-aux'."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()) or "entry"
 
 
 def summary_view(results, entries, rounds):
@@ -197,7 +205,7 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
 
 
 def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study):
-    from mnistcompare.plots import plot_curves, plot_rounds
+    from mnistcompare.plots import plot_confusion, plot_curves, plot_pairs, plot_rounds
 
     path = os.path.join(out, "results.json")
     previous = load_results(path) if os.path.exists(path) and not overwrite else {}
@@ -221,24 +229,35 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study):
         if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))
             plot_rounds(results, os.path.join(out, "rounds.png"))
+            for record in results["entries"]:
+                matrices = [r["confusion"] for r in record["per_round"] if "confusion" in r]
+                if matrices:
+                    os.makedirs(os.path.join(out, slug(record["name"])), exist_ok=True)
+                    plot_confusion(np.sum(matrices, axis=0), os.path.join(out, slug(record["name"]), "confusion.png"),
+                                   f"{record['name']}: {len(matrices)} rounds")
 
     todo = [(entry, r, entry.config.replace(seed=entry.config.seed + r))
             for entry in entries for r in range(len(records[entry.name]["per_round"]), rounds)]
+    jobs_args = [(cfg, source, r == 0) for _, r, cfg in todo]  # the first round of an entry draws its pairs
     executor, pids = None, None
     if jobs > 1 and todo:
         context = multiprocessing.get_context("spawn")
         pids = context.SimpleQueue()
         executor = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_start_worker, initargs=(pids,))
-        done = executor.map(train_job, [(cfg, source) for _, _, cfg in todo])
+        done = executor.map(train_job, jobs_args)
     else:
         from mnistcompare.training import ModelCache
 
         cache = ModelCache()  # one build and trace per configuration, not per round
-        done = (train_job((cfg, source), cache) for _, _, cfg in todo)
+        done = (train_job(job, cache) for job in jobs_args)
     finished = False
     try:
-        for (entry, r, cfg), (metrics, history) in zip(todo, done):
+        for (entry, r, cfg), (metrics, history, pictured) in zip(todo, done):
             records[entry.name]["per_round"].append({"round": r, **metrics, "history": history})
+            if pictured is not None:
+                os.makedirs(os.path.join(out, slug(entry.name)), exist_ok=True)
+                plot_pairs(pictured, os.path.join(out, slug(entry.name), "pairs.png"),
+                           f"{entry.name}, round {r + 1} (seed {cfg.seed}): test pairs, mistakes first")
             save()  # tables after every round: an interrupted run loses only the rounds in progress
             digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
             log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "

@@ -22,7 +22,9 @@ def _band(ax, runs, label, color):
 
 
 def plot_curves(results, path):
-    """Test accuracy and training loss per epoch, mean and min/max over rounds (report 000 Fig. 2-3)."""
+    """Test accuracy and the comparison's loss on the test pairs per epoch, mean and min/max over rounds
+    (report 000 Fig. 2-3); the comparison's loss is the one loss every architecture has, so the entries'
+    curves compare (a total loss with auxiliary terms would not)."""
     fig = Figure(figsize=(12, 4.5))
     acc_ax, loss_ax = fig.subplots(1, 2)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -30,15 +32,17 @@ def plot_curves(results, path):
         color = colors[i % len(colors)]
         label = f"{entry['name']} ({len(entry['per_round'])} rounds)"
         histories = [r["history"] for r in entry["per_round"]]
-        if all("test_accuracy" in h for h in histories):
-            _band(acc_ax, [h["test_accuracy"] for h in histories], label, color)
-        _band(loss_ax, [h["loss"] for h in histories], label, color)
+        for ax, key in ((acc_ax, "test_accuracy"), (loss_ax, "test_compare_loss")):
+            if all(h.get(key) for h in histories):
+                _band(ax, [h[key] for h in histories], label, color)
     acc_ax.set(title="Test accuracy per epoch (mean, min–max band)", xlabel="epoch", ylabel="test accuracy")
-    loss_ax.set(title="Training loss per epoch (mean, min–max band)", xlabel="epoch", ylabel="training loss")
+    loss_ax.set(title="Comparison loss on the test pairs (mean, min–max band)", xlabel="epoch",
+                ylabel="binary cross-entropy of P(a ≤ b)")
     loss_ax.set_yscale("log")
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.has_data():
+            ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -60,4 +64,60 @@ def plot_rounds(results, path):
         ax.set(title=title, xlabel="round", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_pairs(examples, path, title):
+    """A grid of test pairs as the model sees them (14x14): true digits and comparison above, the model's
+    answer below; mistakes of the comparison first, in red."""
+    n = len(examples["p"])
+    columns = 6
+    rows = -(-n // columns)
+    fig = Figure(figsize=(2.2 * columns, 1.55 * rows + 0.6))
+    fig.suptitle(title, fontsize=11)
+    grid = fig.add_gridspec(rows, columns, wspace=0.25, hspace=0.7)
+    for i in range(n):
+        cell = grid[i // columns, i % columns].subgridspec(1, 2, wspace=0.04)
+        wrong = (examples["p"][i] > 0.5) != (examples["target"][i] > 0.5)
+        color = "#c62828" if wrong else "#1b5e20"
+        for j, side in enumerate("ab"):
+            ax = fig.add_subplot(cell[0, j])
+            ax.imshow(examples[f"image_{side}"][i], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color(color)
+                spine.set_linewidth(2 if wrong else 0.5)
+        truth = f"{examples['digit_a'][i]} {'≤' if examples['target'][i] > 0.5 else '>'} {examples['digit_b'][i]}"
+        said = "≤" if examples["p"][i] > 0.5 else ">"
+        digits = examples["predicted_a"][i], examples["predicted_b"][i]
+        answer = f"{digits[0]} {said} {digits[1]}" if digits[0] >= 0 else f"a {said} b"
+        ax = fig.add_subplot(cell[0, :], frameon=False)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"true {truth}", fontsize=8, pad=2)
+        ax.set_xlabel(f"model {answer} (P={examples['p'][i]:.2f})", fontsize=8, color=color, labelpad=2)
+    _save(fig, path)
+
+
+def plot_confusion(matrix, path, title):
+    """The 10x10 digit confusion matrix of the test images (rows: true digit, columns: predicted), with
+    counts; the diagonal is what the digit heads got right."""
+    matrix = np.asarray(matrix)
+    fig = Figure(figsize=(6.2, 5.4))
+    ax = fig.subplots()
+    # Off-diagonal counts are what matter: the colour scale ignores the diagonal, which would swamp them.
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    image = ax.imshow(off, cmap="Reds", vmin=0, vmax=max(1, off.max()))
+    for i in range(10):
+        for j in range(10):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        fontweight="bold" if i == j else "normal",
+                        color="#1b5e20" if i == j else ("white" if off[i, j] > off.max() / 2 else "black"))
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    ax.set(title=f"{title}\ndigit accuracy {accuracy:.4f} on {matrix.sum():,} test images", xlabel="predicted digit",
+           ylabel="true digit", xticks=range(10), yticks=range(10))
+    fig.colorbar(image, ax=ax, label="mistakes (off-diagonal counts)", shrink=0.8)
     _save(fig, path)

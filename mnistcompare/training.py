@@ -97,9 +97,10 @@ def accuracy(model, pairs, predictor=None):
     return {k: v for k, v in scores(out, pairs).items() if not k.endswith("loss")}
 
 
-class TestAccuracy(keras.callbacks.Callback):
-    """Adds `test_accuracy` to each epoch's logs (for accuracy-per-epoch curves); times itself
-    so that the fit time can leave it out."""
+class TestCurve(keras.callbacks.Callback):
+    """Adds `test_accuracy` and `test_compare_loss` (binary cross-entropy of the comparison, the one
+    loss every architecture has) to each epoch's logs, for per-epoch curves; times itself so that
+    the fit time can leave it out."""
 
     def __init__(self, pairs, predictor):
         super().__init__()
@@ -107,8 +108,31 @@ class TestAccuracy(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        logs["test_accuracy"] = accuracy(self.model, self.pairs, self.predictor)["accuracy"]
+        result = scores(self.predictor(self.pairs), self.pairs)
+        logs.update(test_accuracy=result["accuracy"], test_compare_loss=result["compare_loss"])
         self.seconds += time.perf_counter() - start
+
+
+def confusion(out, pairs):
+    """10x10 counts of (true digit, predicted digit) over both images of the pairs."""
+    true = np.concatenate([pairs.digit_a, pairs.digit_b])
+    predicted = np.concatenate([out["digit_a"].argmax(1), out["digit_b"].argmax(1)])
+    return np.bincount(true * 10 + predicted, minlength=100).reshape(10, 10).tolist()
+
+
+def examples(out, pairs, count=30, mistakes=18):
+    """`count` test pairs for a picture, up to `mistakes` mistakes of the comparison first, then pairs it got
+    right: their images, true digits and target, and the model's P(a <= b) and digits (-1 where it has no
+    digit heads)."""
+    p = out["compare"][:, 0]
+    wrong = (p > 0.5) != (pairs.target > 0.5)
+    shown = np.flatnonzero(wrong)[:mistakes]
+    order = np.concatenate([shown, np.flatnonzero(~wrong)[:count - len(shown)]])
+    guess = {side: out[f"digit_{side}"].argmax(1)[order] if f"digit_{side}" in out else np.full(len(order), -1)
+             for side in ("a", "b")}
+    return {"image_a": pairs.image_a[order, ..., 0], "image_b": pairs.image_b[order, ..., 0],
+            "digit_a": pairs.digit_a[order], "digit_b": pairs.digit_b[order], "target": pairs.target[order],
+            "p": p[order], "predicted_a": guess["a"], "predicted_b": guess["b"]}
 
 
 class HistoryFile(keras.callbacks.Callback):
@@ -304,6 +328,8 @@ def fit_tensors(run, cfg: Config, pairs, val_pairs=None, callbacks=(), verbose="
     for epoch in range(initial_epoch, cfg.epochs):
         callbacks.on_epoch_begin(epoch)
         logs = {k: float(v) for k, v in run(x, y, tf.constant([cfg.seed, epoch], tf.int64)).items()}
+        if "accuracy" in logs:  # a model with one output: Keras leaves the output's name out
+            logs["compare_accuracy"] = logs.pop("accuracy")
         if not math.isfinite(logs["loss"]):
             raise RunError(f"training diverged at epoch {epoch + 1} (loss {logs['loss']}); nothing of that epoch "
                            "is saved: lower --lr, or check the data")
@@ -401,7 +427,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     if checkpoint is not None:
         initial_epoch = checkpoint.restore(model)
         callbacks.append(checkpoint)
-    test_curve = TestAccuracy(test_pairs, run.predictor) if curves else None
+    test_curve = TestCurve(test_pairs, run.predictor) if curves else None
     if test_curve:
         callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
     start = time.perf_counter()
@@ -414,8 +440,10 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
 
 
 def round_metrics(model, predictor, cfg, fit_pairs, val_pairs, test_pairs):
-    """Accuracies of a trained model (compare and, where it has them, digits), with what defines the round."""
-    train, test = accuracy(model, fit_pairs, predictor), accuracy(model, test_pairs, predictor)
+    """Accuracies of a trained model (compare and, where it has them, digits, with the test digits'
+    confusion matrix), with what defines the round."""
+    train, out = accuracy(model, fit_pairs, predictor), predictor(test_pairs)
+    test = scores(out, test_pairs)
     metrics = {
         "arch": cfg.arch,
         "test_accuracy": test["accuracy"],
@@ -428,6 +456,7 @@ def round_metrics(model, predictor, cfg, fit_pairs, val_pairs, test_pairs):
     if "digit_accuracy" in test:
         metrics["test_digit_accuracy"] = test["digit_accuracy"]
         metrics["train_digit_accuracy"] = train["digit_accuracy"]
+        metrics["confusion"] = confusion(out, test_pairs)
     if val_pairs is not None:
         metrics["val_accuracy"] = accuracy(model, val_pairs, predictor)["accuracy"]
     return metrics

@@ -74,7 +74,8 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
                  "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
-    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "saved_model/saved_model.pb"):
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "saved_model/saved_model.pb", "pairs.png",
+                 "confusion.png"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("arch", "test_accuracy", "train_accuracy", "params", "train_seconds", "epochs", "seed"):

@@ -22,6 +22,7 @@ TINY_FLAGS = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, 
 def fake_round(r, test, train, seconds, epochs=3):
     return {"round": r, "test_accuracy": test, "train_accuracy": train, "train_seconds": seconds, "params": 10,
             "history": {"loss": [1.0 / (e + 1) for e in range(epochs)],
+                        "test_compare_loss": [0.5 / (e + 1) for e in range(epochs)],
                         "test_accuracy": [test - 0.01 * (epochs - e) for e in range(epochs)]}}
 
 
@@ -54,10 +55,25 @@ def test_markdown_table_has_ours_and_the_published_figure():
     assert "0.948 ± 0.010" in table
 
 
-def test_plots_are_valid_png(tmp_path):
+def test_plots_are_valid_png(tmp_path, tiny_pairs):
+    import numpy as np
+
+    from mnistcompare.plots import plot_confusion, plot_pairs
+    from mnistcompare.training import examples
+
     results = {"entries": [{"name": n, "per_round": [fake_round(r, 0.9 + r / 100, 0.99, 4.0 + r, epochs=3 + r)
                                                   for r in range(3)]} for n in ("a", "b")]}
-    for plot, name in ((plot_curves, "curves.png"), (plot_rounds, "rounds.png")):
+    train, _ = tiny_pairs
+    rng = np.random.default_rng(0)
+    out = {"compare": rng.random((len(train), 1)), "digit_a": rng.random((len(train), 10)),
+           "digit_b": rng.random((len(train), 10))}
+    shown = examples(out, train)
+    wrong = (shown["p"] > 0.5) != (shown["target"] > 0.5)
+    assert len(shown["p"]) == 30 and wrong[:wrong.sum()].all()  # the mistakes come first
+    for plot, name in ((plot_curves, "curves.png"), (plot_rounds, "rounds.png"),
+                       (lambda _, path: plot_pairs(shown, path, "pairs"), "pairs.png"),
+                       (lambda _, path: plot_confusion(np.eye(10, dtype=int) * 50 + 1, path, "confusion"),
+                        "confusion.png")):
         plot(results, str(tmp_path / name))
         data = (tmp_path / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -80,7 +96,7 @@ def test_every_study_builds_valid_entries():
         entries = study(name).entries()
         assert entries and all(e.config.validate() for e in entries)
     assert len(study("sharing-aux").entries()) == 8
-    assert [e.name for e in study("reports").entries()][0] == "000 siamese"
+    assert [e.name for e in study("reports").entries()][0] == "000 siamese (Appendix A)"
     with pytest.raises(UserError, match="unknown study"):
         study("nope")
 
@@ -202,8 +218,11 @@ def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path, cli):
             assert key in e
         assert e["test_accuracy_mean"] > 0.6  # two epochs already beat the 55 % majority class
     assert "| siamese |" in (out / "results.md").read_text()
-    for png in ("curves.png", "rounds.png"):
-        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    for png in ("curves.png", "rounds.png", "siamese/pairs.png", "siamese/confusion.png", "baseline/pairs.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG", png
+    assert not (out / "baseline" / "confusion.png").exists()  # no digit heads, no digit confusion
+    history = results["entries"][1]["per_round"][0]["history"]  # one curve every architecture has
+    assert {"test_accuracy", "test_compare_loss", "compare_accuracy"} <= set(history)
 
 
 def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, cli):
