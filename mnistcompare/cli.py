@@ -90,6 +90,11 @@ def add_data_arguments(parser):
                             "it once into ~/.keras/datasets)")
 
 
+def add_tensorboard_argument(parser, what):
+    parser.add_argument("--tensorboard", metavar="DIR", help=f"write TensorBoard logs to DIR: {what} "
+                                                             "(see them with: tensorboard --logdir DIR)")
+
+
 def data_source(args):
     return find_source(args.data_dir, args.idx_dir, args.npz, args.download)
 
@@ -206,6 +211,7 @@ def train_parser():
     parser.add_argument("--out", help="output folder (default: runs/<name>-<timestamp>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run in --out (only its own files)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
+    add_tensorboard_argument(parser, "the run's logs (loss and accuracy per epoch, the test curve)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy: mirrored = all local GPUs; multiworker = several processes or "
                              "machines described by TF_CONFIG, the chief alone writing --out (default: none)")
@@ -259,9 +265,13 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     # Order matters: the history row of an epoch is written before its backup,
     # so a run killed in between redoes that epoch and rewrites that row.
     callbacks = [HistoryFile(os.path.join(out, "history.csv"))] if writes else []
+    if args.tensorboard and writes:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, write_graph=False))
     model, metrics, _ = train_round(cfg, train, test, callbacks=callbacks,
                                     verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
-                                    strategy=strategy, checkpoint=checkpoint)
+                                    curves=True, strategy=strategy, checkpoint=checkpoint)
     if resuming or metrics["resumed_at_epoch"]:
         print(f"resumed the unfinished run in {out}/ at epoch {metrics['resumed_at_epoch'] + 1} of {cfg.epochs}",
               flush=True)
@@ -318,6 +328,8 @@ def evaluate_parser():
     add_data_arguments(parser)
     parser.add_argument("--out", help="output folder (default: runs/evaluate-<what>)")
     parser.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
+    parser.add_argument("--quiet", action="store_true", help="no progress line (done/total, time left)")
+    add_tensorboard_argument(parser, "one run per round, DIR/<entry>/round-N")
     return parser
 
 
@@ -369,8 +381,11 @@ def evaluate_main(argv=None):
             out = os.path.join(top, name) if len(plans) > 1 else top
             rounds = args.rounds or rounds
             print(f"{name}: {len(entries)} entries x {rounds} rounds -> {out}/", flush=True)
+            tensorboard = args.tensorboard and (os.path.join(args.tensorboard, name) if len(plans) > 1 else
+                                                args.tensorboard)
             results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
-                               log=lambda line: print(line, flush=True), jobs=args.jobs, study=study)
+                               log=lambda line: print(line, flush=True), jobs=args.jobs, study=study,
+                               tensorboard=tensorboard, progress=not args.quiet)
             print(markdown_table(results, study), end="")
             print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
 

@@ -11,7 +11,9 @@ import multiprocessing
 import os
 import signal
 import statistics
+import sys
 import threading
+import time
 
 import numpy as np
 from concurrent.futures import ProcessPoolExecutor
@@ -119,6 +121,36 @@ def check_claims(results, claims):
 
 
 # -- running ---------------------------------------------------------------------
+class Progress:
+    """One status line across rounds or trials (done/total, elapsed, time left), rewritten in place on
+    stderr; silent when stderr is not a terminal or when asked (`--quiet`)."""
+
+    def __init__(self, total, what="rounds", enabled=True, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.what, self.start = total, what, time.monotonic()
+        self.enabled = enabled and total > 0 and self.stream.isatty()
+
+    def update(self, done):
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.start
+        left = f", about {_duration(elapsed / done * (self.total - done))} left" if 0 < done < self.total else ""
+        self.stream.write(f"\r\033[K[{done}/{self.total} {self.what}, {_duration(elapsed)} elapsed{left}]")
+        self.stream.flush()
+
+    def clear(self):
+        """Before printing a line of its own, and at the end."""
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
 def load_results(path):
     """The entries of an earlier results.json, in its order, to resume from and to keep."""
     try:
@@ -153,13 +185,17 @@ def _start_worker(pids):
 
 def train_job(job, cache=None):
     """(metrics, history, examples) of one round: job = (Config with the round's seed, data Source, whether to
-    return example test pairs for a picture, else None)."""
+    return example test pairs for a picture (else None), a TensorBoard log folder or None)."""
+    import keras
+
     from mnistcompare.data import load_pairs
     from mnistcompare.training import Predictor, examples, train_round
 
-    cfg, source, pictures = job
+    cfg, source, pictures, tensorboard = job
     train, test = load_pairs(cfg, source)
-    model, metrics, history = train_round(cfg, train, test, verbose=0, curves=True, cache=cache or _CACHE)
+    callbacks = [keras.callbacks.TensorBoard(tensorboard, write_graph=False)] if tensorboard else []
+    model, metrics, history = train_round(cfg, train, test, callbacks=callbacks, verbose=0, curves=True,
+                                          cache=cache or _CACHE)
     return metrics, history, examples(Predictor(model)(test), test) if pictures else None
 
 
@@ -179,7 +215,8 @@ def summary_view(results, entries, rounds):
     return {"entries": view}
 
 
-def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1, study=None):
+def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1, study=None, tensorboard=None,
+             progress=True):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
 
     The folder keeps everything it holds: entries evaluated there before and
@@ -187,7 +224,9 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
     plots, describes the whole folder); what is returned, and printed, is the
     requested entries over their first `rounds` rounds. jobs=1 trains in this
     process. `study` (a reports.Study) shapes results.md: its error form and its
-    claims checked. jobs=N>1 trains N rounds side by side, in N worker processes
+    claims checked; `tensorboard` a folder for TensorBoard logs, one run per round
+    (DIR/<entry>/round-N); `progress` a status line on a terminal. jobs=N>1
+    trains N rounds side by side, in N worker processes
     (TensorFlow is not imported here then): each traces its own model once and
     trains the rounds it is given; results come back, and are saved, in round
     order. Processes, not threads: tracing holds Python's lock, and TensorFlow
@@ -201,10 +240,10 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
         raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
     os.makedirs(out, exist_ok=True)
     with FolderLock(out):
-        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study)
+        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress)
 
 
-def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study):
+def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress):
     from mnistcompare.plots import plot_confusion, plot_curves, plot_pairs, plot_rounds
 
     path = os.path.join(out, "results.json")
@@ -238,21 +277,25 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study):
 
     todo = [(entry, r, entry.config.replace(seed=entry.config.seed + r))
             for entry in entries for r in range(len(records[entry.name]["per_round"]), rounds)]
-    jobs_args = [(cfg, source, r == 0) for _, r, cfg in todo]  # the first round of an entry draws its pairs
+    # the first round of an entry draws its pairs
+    jobs_args = [(cfg, source, r == 0, tensorboard and os.path.join(tensorboard, slug(entry.name), f"round-{r + 1}"))
+                 for entry, r, cfg in todo]
+    status = Progress(len(todo), "rounds", enabled=progress)
+    status.update(0)
     executor, pids = None, None
     if jobs > 1 and todo:
         context = multiprocessing.get_context("spawn")
         pids = context.SimpleQueue()
         executor = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_start_worker, initargs=(pids,))
-        done = executor.map(train_job, jobs_args)
+        trained = executor.map(train_job, jobs_args)
     else:
         from mnistcompare.training import ModelCache
 
         cache = ModelCache()  # one build and trace per configuration, not per round
-        done = (train_job(job, cache) for job in jobs_args)
+        trained = (train_job(job, cache) for job in jobs_args)
     finished = False
     try:
-        for (entry, r, cfg), (metrics, history, pictured) in zip(todo, done):
+        for count, ((entry, r, cfg), (metrics, history, pictured)) in enumerate(zip(todo, trained), 1):
             records[entry.name]["per_round"].append({"round": r, **metrics, "history": history})
             if pictured is not None:
                 os.makedirs(os.path.join(out, slug(entry.name)), exist_ok=True)
@@ -260,14 +303,17 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study):
                            f"{entry.name}, round {r + 1} (seed {cfg.seed}): test pairs, mistakes first")
             save()  # tables after every round: an interrupted run loses only the rounds in progress
             digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
+            status.clear()
             log(f"[{entry.name}] round {r + 1}/{rounds} (seed {cfg.seed}): test "
                 f"{metrics['test_accuracy']:.4f} train {metrics['train_accuracy']:.4f}{digits}  "
                 f"{metrics['train_seconds']:.1f} s")
+            status.update(count)
         finished = True
     except BrokenProcessPool:
         raise RunError("a worker process ended abruptly (killed, or out of memory?); the finished rounds "
                        "are saved: rerun the same command to resume, with fewer --jobs if memory ran out") from None
     finally:
+        status.clear()
         if executor is not None:
             executor.shutdown(wait=finished, cancel_futures=True)
             if not finished:  # interrupted: rounds still training are dropped; only our own workers end

@@ -89,3 +89,16 @@ def running(pid):
 def children(pid):
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(p) for p in f.read().split()]
+
+
+def event_tags(folder):
+    """{run folder (relative): tags} of the TensorBoard event files under `folder`."""
+    import tensorflow as tf
+
+    found = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith("events.out.tfevents"):
+                for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                    found.setdefault(os.path.relpath(root, folder), set()).update(v.tag for v in event.summary.value)
+    return found

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from helpers import one_line
+from helpers import event_tags, one_line
 from mnistcompare.cli import train_parser
 
 
@@ -70,8 +70,8 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
     out = tmp_path / "run"
     common = ["--idx-dir", str(idx_dir), "--pairs", "100", "--test-pairs", "50", "--epochs", "2",
               "--batch-size", "25", "--quiet"]
-    result = cli("train", "--arch", "digits", "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16", "--alpha", "0.2", *common,
-                 "--out", str(out))
+    result = cli("train", "--arch", "digits", "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16",
+                 "--alpha", "0.2", *common, "--out", out, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
     for name in ("config.json", "metrics.json", "history.csv", "model.keras", "saved_model/saved_model.pb", "pairs.png",
@@ -82,6 +82,7 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
         assert key in metrics
     assert metrics["arch"] == "digits" and metrics["epochs"] == 2 and metrics["config"]["alpha"] == 0.2
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert {"epoch_loss", "epoch_test_accuracy", "epoch_compare_accuracy"} <= event_tags(tmp_path / "tb")["train"]
 
     # A finished run is not overwritten by accident.
     again = cli("train", "--config", out / "config.json", *common, "--out", out)

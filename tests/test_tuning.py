@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from helpers import children, one_line, running, start, wait_for
+from helpers import children, event_tags, one_line, running, start, wait_for
 from mnistcompare.config import Config, UserError
 from mnistcompare.tuning.grid import apply, parse_grid, parse_values
 
@@ -73,10 +73,16 @@ def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     first = trial_files(out)
     assert 1 <= len(first) < 4
 
-    result = cli("tune", *args)
+    result = cli("tune", *args, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0, result.stderr[-3000:]
     after = trial_files(out)
     assert len(after) == 4
+    tags = event_tags(tmp_path / "tb")  # the trials trained now: a run per round, and HParams per trial
+    trained = [t for t in tags if t.endswith("round-1/train")]
+    assert len(trained) == 4 - len(first) and all("epoch_loss" in tags[t] for t in trained)
+    for run in trained:
+        hparams = tags[run.split("/")[0]]
+        assert "_hparams_/session_start_info" in hparams and "val_compare_accuracy" in hparams
     assert all(after[t] == first[t] for t in first)  # finished trials were not trained again
     assert len(set(points(out))) == 4  # every grid point once
     table = (out / "trials.md").read_text().strip().splitlines()

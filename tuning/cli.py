@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, config_from_args, data_source,
-                              make_out, run)
+from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, add_tensorboard_argument,
+                              config_from_args, data_source, make_out, run)
 from mnistcompare.config import MAX_PAIRS, Config, RunError, UserError
 from mnistcompare.files import FolderLock, write_json
 from mnistcompare.tuning import PROJECT
@@ -157,6 +157,10 @@ def tune_parser():
     add_data_arguments(parser)
     parser.add_argument("--out", default="runs/tune", help="output folder (default: runs/tune)")
     parser.add_argument("--overwrite", action="store_true", help="start the search again")
+    parser.add_argument("--quiet", action="store_true", help="no progress output (keras-tuner's tables, the trials "
+                                                              "done and time left)")
+    add_tensorboard_argument(parser, "one run per trial and round, DIR/trial_N/round-R, and each trial's "
+                                     "grid values and score for TensorBoard's HParams dashboard")
     return parser
 
 
@@ -204,9 +208,14 @@ def search_grid(args, base, grid, source):
     start_tensorflow()
     from mnistcompare.tuning.search import make_tuner, trials_markdown, write_outputs
 
-    tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, source)
+    tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, source, progress=not args.quiet)
+    callbacks = []
+    if args.tensorboard:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, write_graph=False))
     try:
-        tuner.search()
+        tuner.search(callbacks=callbacks, verbose=0 if args.quiet else 1)
     except Exception as e:  # keras-tuner's FatalError, from a failed round (see ComparisonTuner)
         if type(e).__name__ != "FatalError":
             raise
@@ -226,7 +235,7 @@ def search_grid(args, base, grid, source):
 
         results = evaluate([Entry("best", Config.from_dict(best))], args.final_rounds,
                            os.path.join(args.out, "final"), source,
-                           log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS)
+                           log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
         print(markdown_table(results), end="")
 
 

@@ -6,13 +6,16 @@ touched once, at the end, for the best configuration only.
 """
 import itertools
 import json
+import math
 import os
 import statistics
 
+import keras
 import keras_tuner
 
 from mnistcompare.config import RunError
 from mnistcompare.data import load_pairs
+from mnistcompare.experiments import Progress
 from mnistcompare.files import write_json, write_text
 from mnistcompare.training import ModelCache, train_round
 from mnistcompare.tuning import PROJECT
@@ -55,12 +58,24 @@ class ComparisonTuner(keras_tuner.Tuner):
     silently, and a rerun retries it.
     """
 
-    def __init__(self, hypermodel, grid, runs=3, val_pairs=1000, source=None, **kwargs):
+    def __init__(self, hypermodel, grid, runs=3, val_pairs=1000, source=None, progress=True, **kwargs):
         super().__init__(oracle=GridOracle(grid), hypermodel=hypermodel, **kwargs)
         self.runs, self.val_pairs, self.source = runs, val_pairs, source
         self.cache = ModelCache(size=1)  # the rounds of a trial share one traced model
+        self.points = math.prod(len(values) for values in grid.values())
+        self.progress = Progress(self.points, "grid points", enabled=progress)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self.progress.enabled:  # (a worker's output goes to its log: no progress there)
+            finished = self.oracle.get_best_trials(num_trials=self.points)  # a worker's oracle client has it too
+            self.progress.update(sum(t.status == "COMPLETED" for t in finished))
+            self.progress.stream.write("\n")
 
     def run_trial(self, trial, *args, callbacks=(), **kwargs):
+        """The rounds of one grid point. Keras callbacks given to `search` apply to every round; a
+        TensorBoard callback logs each round to LOG_DIR/trial_N/round-R and the trial's grid values and
+        score to LOG_DIR/trial_N, for TensorBoard's HParams dashboard."""
         cfg = self.hypermodel.config(trial.hyperparameters)
         results = []
         for run in range(self.runs):
@@ -68,7 +83,7 @@ class ComparisonTuner(keras_tuner.Tuner):
             train, val = load_pairs(run_cfg, self.source, validation=self.val_pairs)
             try:
                 _, metrics, _ = train_round(run_cfg, train, val, verbose=0, cache=self.cache,
-                                            callbacks=[c(trial, run) if callable(c) else c for c in callbacks])
+                                            callbacks=[_for_round(c, trial, run) for c in callbacks])
                 results.append({"val_compare_accuracy": metrics["test_accuracy"],
                                 "train_seconds": metrics["train_seconds"]})
             except RunError as e:
@@ -82,12 +97,35 @@ class ComparisonTuner(keras_tuner.Tuner):
         # keras-tuner keeps only the mean; the rounds go beside the trial for trials.md.
         write_json(os.path.join(self.get_trial_dir(trial.trial_id), "rounds.json"),
                    {"config": cfg.to_dict(), "rounds": results, "tuner_id": self.tuner_id})
+        score = statistics.mean(r["val_compare_accuracy"] for r in results)
+        for callback in callbacks:
+            if isinstance(callback, keras.callbacks.TensorBoard):
+                write_hparams(os.path.join(callback.log_dir, f"trial_{trial.trial_id}"), trial, score)
         return [{"val_compare_accuracy": r["val_compare_accuracy"]} for r in results]
 
 
-def make_tuner(base, grid, out, runs, val_pairs, source=None, overwrite=False):
+def _for_round(callback, trial, run):
+    """A TensorBoard callback of its own for each round, in LOG_DIR/trial_N/round-R (as keras-tuner's own
+    run_trial gives each trial one); other callbacks as they are."""
+    if not isinstance(callback, keras.callbacks.TensorBoard):
+        return callback
+    return keras.callbacks.TensorBoard(os.path.join(callback.log_dir, f"trial_{trial.trial_id}", f"round-{run + 1}"),
+                                       write_graph=False)
+
+
+def write_hparams(log_dir, trial, score):
+    """The trial's grid values and its score, as TensorBoard's HParams dashboard reads them."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hparams
+
+    with tf.summary.create_file_writer(log_dir).as_default():
+        hparams.hparams(trial.hyperparameters.values, trial_id=trial.trial_id)
+        tf.summary.scalar("val_compare_accuracy", score, step=0)
+
+
+def make_tuner(base, grid, out, runs, val_pairs, source=None, overwrite=False, progress=True):
     return ComparisonTuner(ComparisonHyperModel(base, grid), grid, runs=runs, val_pairs=val_pairs, source=source,
-                           directory=out, project_name=PROJECT, overwrite=overwrite)
+                           progress=progress, directory=out, project_name=PROJECT, overwrite=overwrite)
 
 
 def trial_rows(tuner, grid):
