@@ -269,9 +269,19 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         import keras
 
         callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, write_graph=False))
-    model, metrics, _ = train_round(cfg, train, test, callbacks=callbacks,
-                                    verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
-                                    curves=True, strategy=strategy, checkpoint=checkpoint)
+    import tensorflow as tf
+
+    from mnistcompare.runtime import peer_failure
+
+    try:
+        model, metrics, _ = train_round(cfg, train, test, callbacks=callbacks,
+                                        verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
+                                        curves=True, strategy=strategy, checkpoint=checkpoint)
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as e:
+        if args.strategy != "multiworker":
+            raise
+        raise peer_failure(e) from None
     if resuming or metrics["resumed_at_epoch"]:
         print(f"resumed the unfinished run in {out}/ at epoch {metrics['resumed_at_epoch'] + 1} of {cfg.epochs}",
               flush=True)
@@ -324,6 +334,10 @@ def evaluate_parser():
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
                         help="rounds trained side by side, in N worker processes (default: one per usable CPU, "
                              "%(default)s here; use 1 on a GPU); a round's numbers do not depend on it")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="send the rounds to the workers of a running Dask scheduler, e.g. tcp://host:8786 "
+                             "(pip install 'mnistcompare[cluster]'; workers with --nthreads 1, mnistcompare "
+                             "installed and MNIST at the same path); instead of --jobs")
     add_config_arguments(parser)
     add_data_arguments(parser)
     parser.add_argument("--out", help="output folder (default: runs/evaluate-<what>)")
@@ -373,7 +387,7 @@ def evaluate_main(argv=None):
         make_out(top)
         from mnistcompare.experiments import evaluate, markdown_table
 
-        if args.jobs == 1:  # trained here; with --jobs N, worker processes import TensorFlow
+        if args.jobs == 1 and not args.cluster:  # trained here; else worker processes import TensorFlow
             from mnistcompare.runtime import start_tensorflow
 
             start_tensorflow()
@@ -385,7 +399,7 @@ def evaluate_main(argv=None):
                                                 args.tensorboard)
             results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
                                log=lambda line: print(line, flush=True), jobs=args.jobs, study=study,
-                               tensorboard=tensorboard, progress=not args.quiet)
+                               tensorboard=tensorboard, progress=not args.quiet, cluster=args.cluster)
             print(markdown_table(results, study), end="")
             print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
 

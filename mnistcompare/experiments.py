@@ -162,46 +162,69 @@ def load_results(path):
                         "pass --overwrite to start again") from None
 
 
-_CACHE = None  # a worker process's ModelCache
+_CACHE = None  # this process's ModelCache, made on first use
+_ONE_ROUND_AT_A_TIME = threading.Lock()  # a Dask worker with several threads still trains one round at a time
 
 
 def _start_worker(pids):
-    """A process that trains rounds for `evaluate --jobs`: TensorFlow started as every command starts
-    it, Ctrl-C left to the parent, which ends the workers; its pid reported so that the parent ends
-    exactly its own workers."""
-    global _CACHE
-    from mnistcompare.runtime import start_tensorflow
-
+    """A process that trains rounds for `evaluate --jobs`: Ctrl-C left to the parent, which ends the
+    workers; its pid reported so that the parent ends exactly its own workers."""
     pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Ends with the parent even when the parent is killed (SIGKILL): nothing else would end it.
     parent = multiprocessing.parent_process()
     threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
-    start_tensorflow()
-    from mnistcompare.training import ModelCache
-
-    _CACHE = ModelCache()
 
 
 def train_job(job, cache=None):
     """(metrics, history, examples) of one round: job = (Config with the round's seed, data Source, whether to
     return example test pairs for a picture (else None), a TensorBoard log folder or None)."""
+    from mnistcompare.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
 
     from mnistcompare.data import load_pairs
     from mnistcompare.training import Predictor, examples, train_round
 
+    global _CACHE
     cfg, source, pictures, tensorboard = job
-    train, test = load_pairs(cfg, source)
-    callbacks = [keras.callbacks.TensorBoard(tensorboard, write_graph=False)] if tensorboard else []
-    model, metrics, history = train_round(cfg, train, test, callbacks=callbacks, verbose=0, curves=True,
-                                          cache=cache or _CACHE)
-    return metrics, history, examples(Predictor(model)(test), test) if pictures else None
+    with _ONE_ROUND_AT_A_TIME:
+        if cache is None:  # a worker process (local, or of a Dask cluster): TensorFlow as every command starts it
+            from mnistcompare.runtime import start_tensorflow
+            from mnistcompare.training import ModelCache
+
+            start_tensorflow()
+            cache = _CACHE = _CACHE or ModelCache()
+        train, test = load_pairs(cfg, source)
+        callbacks = [keras.callbacks.TensorBoard(tensorboard, write_graph=False)] if tensorboard else []
+        model, metrics, history = train_round(cfg, train, test, callbacks=callbacks, verbose=0, curves=True,
+                                              cache=cache)
+        return metrics, history, examples(Predictor(model)(test), test) if pictures else None
 
 
 def slug(name):
     """A folder name for an entry: 'CNN: sharing, aux' -> 'cnn-sharing-aux'."""
     return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()) or "entry"
+
+
+def connect(address):
+    """A Dask distributed client of the scheduler at `address` (the optional extra `[cluster]`).
+
+    Dask rather than Ray: its client hands out a concurrent.futures executor,
+    the interface of the local worker pool, so rounds go to a cluster through
+    the same code; a round whose worker dies is given to another worker by the
+    scheduler itself. Its workers need mnistcompare and MNIST at the same path,
+    and run one round at a time (start them with --nthreads 1).
+    """
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise UserError("--cluster needs Dask distributed: pip install 'mnistcompare[cluster]'") from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise UserError(f"--cluster {address}: cannot reach a Dask scheduler there ({e})") from None
 
 
 def summary_view(results, entries, rounds):
@@ -216,7 +239,7 @@ def summary_view(results, entries, rounds):
 
 
 def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1, study=None, tensorboard=None,
-             progress=True):
+             progress=True, cluster=None):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
 
     The folder keeps everything it holds: entries evaluated there before and
@@ -231,7 +254,8 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
     trains the rounds it is given; results come back, and are saved, in round
     order. Processes, not threads: tracing holds Python's lock, and TensorFlow
     2.21 fails now and then ("Container __per_step_0 does not exist") when
-    threads run graphs at once.
+    threads run graphs at once. `cluster`, the address of a Dask scheduler,
+    sends the rounds to its workers instead (see `connect`).
     """
     from mnistcompare.files import FolderLock
 
@@ -240,10 +264,10 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
         raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
     os.makedirs(out, exist_ok=True)
     with FolderLock(out):
-        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress)
+        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster)
 
 
-def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress):
+def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster):
     from mnistcompare.plots import plot_confusion, plot_curves, plot_pairs, plot_rounds
 
     path = os.path.join(out, "results.json")
@@ -282,8 +306,12 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
                  for entry, r, cfg in todo]
     status = Progress(len(todo), "rounds", enabled=progress)
     status.update(0)
-    executor, pids = None, None
-    if jobs > 1 and todo:
+    executor, pids, client = None, None, None
+    if cluster and todo:
+        client = connect(cluster)
+        executor = client.get_executor()  # concurrent.futures, as the local pool below
+        trained = executor.map(train_job, jobs_args)
+    elif jobs > 1 and todo:
         context = multiprocessing.get_context("spawn")
         pids = context.SimpleQueue()
         executor = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_start_worker, initargs=(pids,))
@@ -312,9 +340,18 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     except BrokenProcessPool:
         raise RunError("a worker process ended abruptly (killed, or out of memory?); the finished rounds "
                        "are saved: rerun the same command to resume, with fewer --jobs if memory ran out") from None
+    except Exception as e:
+        if type(e).__name__ != "KilledWorker":  # Dask's: a round whose workers kept dying
+            raise
+        raise RunError(f"a round was lost with every Dask worker that tried it ({e}); the finished rounds are "
+                       "saved: rerun the same command to resume") from None
     finally:
         status.clear()
-        if executor is not None:
+        if client is not None:
+            trained.close()  # its clean-up needs the client: before closing it
+            executor.shutdown(wait=finished)  # not finished: the remaining rounds are cancelled
+            client.close()
+        elif executor is not None:
             executor.shutdown(wait=finished, cancel_futures=True)
             if not finished:  # interrupted: rounds still training are dropped; only our own workers end
                 while not pids.empty():

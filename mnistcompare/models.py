@@ -7,6 +7,7 @@ pixels' mean/std (stored in the model), and return a dict of outputs:
 `digit_a` / `digit_b` ([B, 10] class probabilities).
 """
 import math
+import random
 
 import keras
 from keras import layers
@@ -29,15 +30,25 @@ class Layers:
         self.cfg, self.parts, self.synchronized = cfg, cfg.torch_parts, synchronized
         self.regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
         self.negative_slope = 0.01 if "slope" in self.parts else 0.2  # 0.2: keras.activations.leaky_relu
+        # Every initialiser and dropout layer gets its seed from the config's: unseeded, Keras draws them from
+        # Python's global `random`, which other code in the process (a Dask worker's own threads) also draws from.
+        self.seeds = random.Random(cfg.seed)
+
+    def seed(self):
+        return self.seeds.randrange(1, 2 ** 31)
 
     def _init(self, fan_in):
         """PyTorch initialises kernel and bias uniform in +-1/sqrt(fan_in) (kaiming_uniform_(a=sqrt(5)) for the
         kernel: VarianceScaling(1/3, fan_in, uniform) has exactly that bound)."""
-        kernel = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform") if "kernel-init" in self.parts \
-            else "glorot_uniform"
+        kernel = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=self.seed()) \
+            if "kernel-init" in self.parts else keras.initializers.GlorotUniform(seed=self.seed())
         bound = 1 / math.sqrt(fan_in)
-        bias = keras.initializers.RandomUniform(-bound, bound) if "bias-init" in self.parts else "zeros"
+        bias = keras.initializers.RandomUniform(-bound, bound, seed=self.seed()) if "bias-init" in self.parts \
+            else "zeros"
         return dict(kernel_initializer=kernel, bias_initializer=bias, kernel_regularizer=self.regularizer)
+
+    def dropout(self, x, rate, name):
+        return layers.Dropout(rate, seed=self.seed(), name=name)(x)
 
     def dense(self, x, units, name, activation=None):
         return layers.Dense(units, activation=activation, name=name, **self._init(x.shape[-1]))(x)
@@ -66,7 +77,7 @@ class Layers:
         if cfg.dense_pool > 1:
             x = PoolUnits(cfg.dense_pool, name=f"{name}_pool")(x)
         if cfg.dropout:
-            x = layers.Dropout(cfg.dropout, name=f"{name}_drop")(x)
+            x = self.dropout(x, cfg.dropout, f"{name}_drop")
         return x
 
     def conv_stack(self, x, groups=1, pooled_conv=False):
@@ -87,7 +98,7 @@ class Layers:
                 if pool > 1:
                     x = layers.MaxPooling2D(pool, name=f"conv{i}_pool")(x)
             if cfg.conv_dropout:
-                x = layers.Dropout(cfg.conv_dropout, name=f"conv{i}_drop")(x)
+                x = self.dropout(x, cfg.conv_dropout, f"conv{i}_drop")
         return layers.Flatten(name="flatten")(x)
 
     def compare_output(self, x):

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 
 from mnistcompare.config import UserError
 
@@ -93,14 +94,15 @@ def cluster_role():
     return kind, index, size, writes
 
 
-def start_tensorflow(strategy="none", collective_timeout=60):
+def start_tensorflow(strategy="none", collective_timeout=60, start_timeout=120):
     """Start TensorFlow as every command trains with it: imported quietly, each op on one thread;
     returns the tf.distribute strategy `strategy` names (None for "none").
 
     The strategy is made before TensorFlow runs any op: a multi-worker strategy
     must configure its collective ops at start-up. "multiworker" reads TF_CONFIG;
-    a collective that waits `collective_timeout` seconds for a peer (a worker
-    that died) fails instead of hanging.
+    a worker that does not join within `start_timeout` seconds, or a collective
+    that waits `collective_timeout` seconds for a peer (a worker that died or
+    hangs), ends the run with one line instead of a hang.
     """
     if strategy == "multiworker":
         cluster_role()  # a malformed TF_CONFIG is one line, before TensorFlow starts
@@ -112,5 +114,28 @@ def start_tensorflow(strategy="none", collective_timeout=60):
 
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
+    # Making the strategy waits for every worker of TF_CONFIG to join; one that never does (it died, or
+    # its address is wrong) would keep the others waiting for an hour: they give up after start_timeout.
+    kind, index, size, _ = cluster_role()
+    watchdog = threading.Timer(start_timeout, _give_up, args=(
+        f"the {size} processes of TF_CONFIG did not all join within {start_timeout:.0f} s ({kind} {index} here); "
+        "start every worker with the same TF_CONFIG cluster",))
+    watchdog.daemon = True
+    watchdog.start()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    made = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    watchdog.cancel()
+    return made
+
+
+def _give_up(message):
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr, flush=True)
+    os._exit(1)
+
+
+def peer_failure(error):
+    """A RunError for a tf.distribute collective that failed because a peer died or hung (one line, exit 1)."""
+    from mnistcompare.config import RunError
+
+    return RunError(f"another process of the multi-worker run died or stopped answering ({type(error).__name__}); "
+                    "nothing of the unfinished epoch is saved: restart every worker to resume")
