@@ -119,6 +119,8 @@ class Config:
                         low=0, high=1)
     numerics: str = _opt("keras", "keras (Keras' defaults), torch (PyTorch's defaults, as the reports used), or a "
                                   "comma list of torch parts: " + ", ".join(TORCH_PARTS))
+    normalize: bool = _opt(True, "standardise the pixels with the training pixels' mean and std, kept in the model "
+                                 "(--no-normalize: raw 0..255 pixels, as reports 001 and 004, which do not normalise)")
     # How to train.
     optimizer: str = _opt("adam", "optimizer", choices=("adam", "sgd"))
     lr: float = _opt(0.005, "learning rate", low=0, low_open=True)

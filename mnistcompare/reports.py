@@ -46,7 +46,7 @@ PRESETS = {
     "report001-cnn": dict(
         arch="siamese", channels=(24, 48), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(512, 512),
         head=(512, 512), activation="leaky_relu", batch_norm=False, dropout=0.2, alpha=0.44, lr=0.001,
-        schedule="exponential", lr_decay=0.9, epochs=20, batch_size=5, numerics="torch"),
+        schedule="exponential", lr_decay=0.9, epochs=20, batch_size=5, numerics="torch", normalize=False),
     # Report 002 transfer learning: a digit classifier (two conv, two dense layers) compared by the
     # exact rule, trained on the digit labels only, swap augmentation throughout, Adam (PyTorch's
     # default rate 0.001), batch 100.
@@ -59,10 +59,12 @@ PRESETS = {
         arch="digits", channels=(32, 64), kernel=(3,), pool=(2, 2), hidden=(128,), batch_norm=False,
         dropout=0.0, alpha=0.0, lr=3e-4, epochs=100, val_split=0.2, patience=20, numerics="torch"),
     # Report 004 Table III, CNN + auxiliary loss: conv 16 and 20 (kernel 5, padding 3) with batch-norm,
-    # 500 -> 300 -> 10 per digit, the two digit outputs -> comparison; losses summed; Adam 5e-4; l2.
+    # 500 -> 300 -> 10 per digit, the two digit outputs -> comparison (two logits, ReLU); the three losses
+    # summed (alpha 1/3, so l2 0.1 / 3: see study_report004_table4); Adam 5e-4; raw pixels.
     "report004-cnn-aux": dict(
         arch="siamese", channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True,
-        hidden=(300,), head=(), batch_norm=False, dropout=0.0, alpha=1 / 3, lr=5e-4, l2=1e-3, numerics="torch"),
+        hidden=(300,), head=(), batch_norm=False, dropout=0.0, alpha=1 / 3, lr=5e-4, l2=0.1 / 3, numerics="torch",
+        output="relu-softmax2", normalize=False),
     # Beyond the reports, on the same 1000 training pairs and their digit labels only: three wider
     # batch-normalised digit classifiers averaged inside one model, read through the exact rule
     # P(a <= b), trained jointly on the comparison and both digits; swap and small affine
@@ -102,12 +104,12 @@ def study_report000_table1():
 
 # Report 001 Table I with its initial values (section IV-A): BC 4, K 3, KL 1, HL 64, LeakyReLU, dropout 0.2
 # after every layer but the last of a sub-net, 20 epochs, batch 5, Adam 0.001 decayed 0.9 per epoch,
-# sigmoid + BCE, alpha 1/2. Table I is the whole model: the two sub-nets' 10-unit outputs are "joined at
-# their output", concatenated into one linear unit (the layers after the join, C-KL and C-HL, come with
-# the grid search of Tables III-IV).
-R001_CNN = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(64,), head=(),
+# sigmoid + BCE, alpha 1/2. The sub-nets' 10-unit outputs are joined by the layers its grid search calls
+# C-KL and C-HL, at KL and HL's initial values (1 layer of 64 units, built as the sub-nets' layers). The
+# report never normalises the pixels: raw 0..255, as the course's data comes.
+R001_CNN = dict(channels=(4, 8), kernel=(3,), pool=(2, 1), conv_dropout=0.2, hidden=(64,), head=(64,),
                 activation="leaky_relu", batch_norm=False, dropout=0.2, lr=0.001, schedule="exponential",
-                lr_decay=0.9, epochs=20, batch_size=5, numerics="torch")
+                lr_decay=0.9, epochs=20, batch_size=5, numerics="torch", normalize=False)
 R001_FCN = dict(R001_CNN, channels=())
 
 
@@ -127,12 +129,13 @@ def study_report001_table2():
 def study_report002_table1():
     """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning; 10 rounds.
 
-    Its siamese nets give the 10 digit probabilities of each image to a comparison
+    Its siamese nets give the 10 outputs of each image's digit classifier (what
+    PyTorch's CrossEntropyLoss, its digit loss, takes: logits) to a comparison
     part of three linear layers (sigmoid + BCE); L = L_cmp + 0.5 L_rec, our
     alpha = 1/2; dropout at PyTorch's default rate 0.5; 25 epochs (the report
     states none).
     """
-    siamese = dict(head_input="probs", head=(20, 20))
+    siamese = dict(head=(20, 20))
     rows = (("no sharing", dict(siamese, arch="two_tower", alpha=1.0), (0.8074, 0.0089, 145737)),
             ("sharing", dict(siamese, arch="siamese", alpha=1.0), (0.7790, 0.0152, 73299)),
             ("sharing, aux", dict(siamese, arch="siamese", alpha=0.5), (0.8373, 0.0220, 73299)),
@@ -185,12 +188,13 @@ def study_report003_table1():
 
 
 # Report 004 Tables II-III: 25 epochs, batch 100, Adam, cross-entropy on two logits that pass a ReLU (its
-# tables end the net with "Fully Connected -> 2, ReLU"), l2 0.1, 20 rounds. Its two consecutive linear
+# tables end the net with "Fully Connected -> 2, ReLU"), l2 0.1, 20 rounds, raw pixels (it never
+# mentions normalising them). Its two consecutive linear
 # layers 128 -> 10 -> 2 (300 -> 10 -> 2 for the CNN) of the nets without the auxiliary loss compute what one
 # linear layer does; they are built as one. With the auxiliary loss the net runs on each image and the two
 # 10-way digit outputs meet in the final linear layer; the loss is the sum of the three terms: our loss is
 # that sum divided by 3 (alpha = 1/3), so l2 is divided by 3 too (the same optimum; Adam ignores the scale).
-R004 = dict(numerics="torch", output="relu-softmax2", epochs=25, batch_size=100, head=())
+R004 = dict(numerics="torch", output="relu-softmax2", epochs=25, batch_size=100, head=(), normalize=False)
 R004_FC = dict(R004, hidden=(200, 256), batch_norm=True, dense_pool=2, dropout=0.5, lr=1e-3)
 R004_CNN = dict(R004, channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True, hidden=(300,),
                 batch_norm=False, dropout=0.0, lr=5e-4)

@@ -405,7 +405,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     if strategy is not None and smallest_batch < strategy.num_replicas_in_sync:
         raise RunError(f"a batch of {smallest_batch} pairs cannot be split across "
                        f"{strategy.num_replicas_in_sync} replicas; change --batch-size or --pairs")
-    mean, std = normalisation(fit_pairs)
+    mean, std = normalisation(fit_pairs) if cfg.normalize else (0.0, 1.0)
     steps = -(-len(fit_pairs) // cfg.batch_size)
     callbacks = list(callbacks)
     if cfg.patience and val_pairs is not None:
