@@ -103,9 +103,12 @@ class Config:
     hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
                          low=1)
     head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine", low=1)
+    head_activation: str = _opt("same", "activation of the comparison head's hidden layers: same (as --activation), "
+                                        "or linear (none: report 002's 'three linear layers')",
+                                choices=("same", "linear", "relu", "leaky_relu", "elu", "gelu"))
     head_input: str = _opt("logits", "what of each tower the comparison head sees: its digit logits, or their "
                                      "softmax probabilities (report 002)", choices=("logits", "probs"))
-    activation: str = _opt("relu", "activation", choices=("relu", "leaky_relu", "elu", "gelu"))
+    activation: str = _opt("relu", "activation of the hidden layers", choices=("relu", "leaky_relu", "elu", "gelu"))
     batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
     dropout: float = _opt(0.25, "dropout after each hidden dense layer", low=0, high=1, high_open=True)
     dense_pool: int = _opt(1, "max-pool over units after each hidden dense layer (report 004's MaxPool1d: 2)", low=1)
@@ -147,6 +150,11 @@ class Config:
                          low=0, high=180)
     zoom: float = _opt(0.0, "augment: random scaling of each training image by up to this fraction (0.1: 0.9-1.1)",
                        low=0, high=1, high_open=True)
+    elastic: float = _opt(0.0, "augment: elastic distortion of each training image (Simard et al. 2003), this "
+                               "strength in pixels of a field smoothed over 2 pixels (about 8: Simard's on 14x14)",
+                          low=0, high=50)
+    tta: bool = _opt(False, "digits only: at inference, average each image's digit probabilities with those of its "
+                            "four one-pixel shifts (part of the model and of its export)")
 
     def __post_init__(self):
         for f in fields(self):
@@ -230,6 +238,8 @@ class Config:
                         "use fewer layers, smaller --kernel or --pool, or --padding same")
         if self.members > 1 and self.arch != "digits":
             bad("members", "more than 1 only with --arch digits")
+        if self.tta and self.arch != "digits":
+            bad("tta", "only with --arch digits")
         if self.groups > 1 and self.arch != "baseline":
             bad("groups", "more than 1 only with --arch baseline")
         if self.patience and not self.val_split:

@@ -114,6 +114,39 @@ class PoolUnits(keras.layers.Layer):
         return {**super().get_config(), "pool": self.pool}
 
 
+# Test-time augmentation: the image itself and its four one-pixel shifts (rows, columns).
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
+class ShiftViews(keras.layers.Layer):
+    """At inference, [B, H, W, C] -> [5B, H, W, C]: each image, then its four one-pixel shifts (pixel scale:
+    the background, 0, fills in); in training, the images as they are."""
+
+    def call(self, x, training=False):
+        if training:
+            return x
+        h, w = x.shape[1], x.shape[2]
+        padded = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        return ops.concatenate([padded[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w] for dy, dx in SHIFTS], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
+class MeanOfViews(keras.layers.Layer):
+    """The inverse of ShiftViews at inference: [5B, ...] -> [B, ...], the mean over the views."""
+
+    def call(self, x, training=False):
+        if training:
+            return x
+        return ops.mean(ops.reshape(x, (len(SHIFTS), -1, *x.shape[1:])), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class PooledConv(keras.layers.Layer):
     """Conv2D on a one-channel image -> activation -> MaxPooling2D, as one XLA kernel.

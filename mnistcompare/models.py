@@ -13,8 +13,8 @@ import keras
 from keras import layers
 
 from mnistcompare.config import ARCHS, PADDINGS, Config
-from mnistcompare.layers import (ExactCompare, PooledConv, PoolUnits, SplitPair, StackPair, Standardize,
-                                 TwoClassProbability)
+from mnistcompare.layers import (ExactCompare, MeanOfViews, PooledConv, PoolUnits, ShiftViews, SplitPair, StackPair,
+                                 Standardize, TwoClassProbability)
 
 # Momentum 0.9 is PyTorch's BatchNorm convention (0.1), which the reports used;
 # Keras' 0.99 leaves moving averages poorly estimated after a few hundred steps.
@@ -62,18 +62,19 @@ class Layers:
         return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized,
                                          name=name)(x)
 
-    def activation(self, x, name):
-        if self.cfg.activation == "leaky_relu":
+    def activation(self, x, name, kind=None):
+        kind = kind or self.cfg.activation
+        if kind == "leaky_relu":
             return layers.LeakyReLU(negative_slope=self.negative_slope, name=name)(x)
-        return layers.Activation(self.cfg.activation, name=name)(x)
+        return layers.Activation(kind, name=name)(x)
 
-    def dense_block(self, x, units, name):
+    def dense_block(self, x, units, name, activation=None):
         """Dense -> [BatchNorm] -> activation -> [max over adjacent units] -> [Dropout]."""
         cfg = self.cfg
         x = self.dense(x, units, f"{name}_dense")
         if cfg.batch_norm:
             x = self.batch_norm(x, f"{name}_bn")
-        x = self.activation(x, f"{name}_act")
+        x = self.activation(x, f"{name}_act", activation)
         if cfg.dense_pool > 1:
             x = PoolUnits(cfg.dense_pool, name=f"{name}_pool")(x)
         if cfg.dropout:
@@ -134,7 +135,7 @@ def _compare_head(a, b, cfg, make):
     combine = {"concat": layers.Concatenate, "difference": layers.Subtract, "max": layers.Maximum}[cfg.combine]
     x = combine(name=f"combine_{cfg.combine}")([a, b])
     for i, units in enumerate(cfg.head):
-        x = make.dense_block(x, units, f"head{i}")
+        x = make.dense_block(x, units, f"head{i}", None if cfg.head_activation == "same" else cfg.head_activation)
     return make.compare_output(x)
 
 
@@ -185,12 +186,17 @@ def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     towers = [build_tower(cfg, make, f"tower{k}", xla) for k in suffixes]
     softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
     average = layers.Average(name="probs") if cfg.members > 1 else None
+    # tta: at inference, each image and its one-pixel shifts (made at pixel scale, before standardising)
+    views = ShiftViews(name="tta_views") if cfg.tta else None
+    mean_of_views = MeanOfViews(name="tta_mean") if cfg.tta else None
 
     def classify(images):
         probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]
-        return average(probs) if average else probs[0]
+        probs = average(probs) if average else probs[0]
+        return mean_of_views(probs) if mean_of_views else probs
 
-    p_a, p_b = _per_image(classify, inputs, standardize, serving or "apart" in cfg.torch_parts)
+    p_a, p_b = _per_image(classify, inputs, (lambda x: standardize(views(x))) if views else standardize,
+                          serving or "apart" in cfg.torch_parts)
     digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")

@@ -249,8 +249,8 @@ class EpochFunction:
         self.model, self.strategy, self.reset = model, strategy, None
         self.predictor = Predictor(model)
         step = tf.autograph.experimental.do_not_convert(model.train_step)
-        affine = (cfg.shift, cfg.rotate, cfg.zoom)
-        augment = cfg.swap or any(affine)
+        moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic)
+        augment = cfg.swap or any(moves)
         size = cfg.batch_size
 
         def replica_step(batch):
@@ -267,7 +267,7 @@ class EpochFunction:
                 take = order[i * size:(i + 1) * size]
                 batch = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))
                 if augment:
-                    batch = augment_batch(batch, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, affine)
+                    batch = augment_batch(batch, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, moves)
                 features, labels = batch
                 if not cfg.has_digits:
                     labels = {"compare": labels["compare"]}
