@@ -44,6 +44,8 @@ def test_grid_points_map_onto_the_config():
     assert cfg.channels == (8, 16, 32) and cfg.hidden == (128, 128) and cfg.head == (64,)
     assert cfg.alpha == 0.44 and cfg.kernel == (5,)
     assert apply(base, {"layers": 1}).hidden == (75,)
+    cfg = apply(base, {"swap": 1, "epochs": 3.0})  # as keras-tuner's messages may hand them back
+    assert cfg.swap is True and cfg.epochs == 3 and isinstance(cfg.epochs, int)
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -21,7 +21,8 @@ SCALARS = {f.name: f.type for f in dataclasses.fields(Config) if f.type in (int,
 
 def apply(cfg: Config, values: dict) -> Config:
     """The Config that grid point `values` describes (shorthands applied after scalars)."""
-    changes = {k: v for k, v in values.items() if k in SCALARS}
+    # keras-tuner may hand back a bool as 0/1 and an int as a float (its gRPC messages): the field's type
+    changes = {k: SCALARS[k](v) for k, v in values.items() if k in SCALARS}
     cfg = cfg.replace(**changes)
     hidden_layers = values.get("layers", len(cfg.hidden))
     head_layers = values.get("head_layers", len(cfg.head))
