@@ -24,8 +24,8 @@ VARIANTS = (  # name, numerics, output, shuffle
     ("+ no shuffling", "keras", "sigmoid", False),
     ("Keras defaults, two logits", "keras", "softmax2", True),
     ("all PyTorch numerics", "torch", "sigmoid", True),
-    ("all PyTorch numerics, two logits", "torch", "softmax2", True),
-    ("all PyTorch numerics, two logits, no shuffling (the preset)", "torch", "softmax2", False),
+    ("all PyTorch numerics, two logits (the preset)", "torch", "softmax2", True),
+    ("all PyTorch numerics, two logits, no shuffling", "torch", "softmax2", False),
 )
 
 
