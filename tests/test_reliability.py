@@ -8,7 +8,7 @@ import subprocess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import TINY, command, history_rows, one_line, start, wait_for, write_idx
+from helpers import SMALL, TINY, command, history_rows, one_line, start, wait_for, write_idx
 from mnistcompare.cli import config_from_args, entries_from_args, evaluate_parser, train_parser
 from mnistcompare.config import UserError
 from mnistcompare.tuning.cli import tune_parser
@@ -56,15 +56,17 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(idx_dir, tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 60
 
 
-def test_same_seed_same_metrics_other_seed_other_metrics(idx_dir, tmp_path, cli):
-    runs = [cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "3", "--dropout", "0.3", "--swap", "--shift", "1",
-                "--seed", seed, "--quiet", "--out", tmp_path / name) for seed, name in ((5, "a"), (5, "b"), (6, "c"))]
-    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
-    a, b, c = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in "abc")
+def test_same_seed_same_metrics_other_seed_other_metrics(tiny_pairs):
+    from mnistcompare.config import Config
+    from mnistcompare.training import train_round
+
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, epochs=3, batch_size=16, dropout=0.3, swap=True, shift=1).validate()
+    (_, a, ha), (_, b, hb), (_, c, hc) = (train_round(cfg.replace(seed=seed), train, test, verbose=0)
+                                          for seed in (5, 5, 6))
     keys = ("test_accuracy", "train_accuracy", "test_digit_accuracy")
-    assert [a[k] for k in keys] == [b[k] for k in keys]
-    assert (tmp_path / "a" / "history.csv").read_text() != (tmp_path / "c" / "history.csv").read_text() or \
-        [a[k] for k in keys] != [c[k] for k in keys]
+    assert [a[k] for k in keys] == [b[k] for k in keys] and ha["loss"] == hb["loss"]
+    assert hc["loss"] != ha["loss"]
 
 
 def test_two_runs_on_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, cli):
@@ -112,17 +114,36 @@ def _limit_file_size(size):
 
 
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(idx_dir, tmp_path, cli):
-    for limit, where in ((400, "config.json"), (12_000, "backup")):  # config.json: ~1.5 KB; a backup: ~20 KB
-        out = tmp_path / where
-        args = command("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--quiet", "--out", out)
-        full = subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(limit))
-        assert "cannot write" in one_line(full, code=1) and where in full.stderr
-        assert not [p for p in out.rglob(".tmp-*")]  # no half-written file left behind
-        rerun = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--quiet", "--out", out)
-        assert rerun.returncode == 0, rerun.stderr[-2000:]
+    out = tmp_path / "run"  # config.json (~2 KB) fits, the first backup (~20 KB) does not
+    args = command("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--quiet", "--out", out)
+    full = subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(12_000))
+    assert "cannot write" in one_line(full, code=1) and "backup" in full.stderr
+    assert not [p for p in out.rglob(".tmp-*")]  # no half-written file left behind
+    rerun = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--quiet", "--out", out)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+def test_a_failed_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+
+    from mnistcompare.config import Config, RunError
+    from mnistcompare.files import write_json
+
+    write_json(tmp_path / "config.json", {"old": True})
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up while the new file is written
+    with pytest.raises(RunError, match="cannot write .*config.json: No space left on device"):
+        Config().save(tmp_path / "config.json")
+    assert json.loads((tmp_path / "config.json").read_text()) == {"old": True}
+    assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left behind
 
 
 def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_path, cli):
+    # (the many ways an IDX file can be broken are tests of data.py: here, that the command says it in one line)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     broken = tmp_path / "broken"
@@ -130,30 +151,16 @@ def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_pa
     for name in os.listdir(idx_dir):
         (broken / name).write_bytes((idx_dir / name).read_bytes())
     write_idx(broken / "t10k-labels-idx1-ubyte", [[1, 2], [3, 4]])  # wrong number of dimensions
-    truncated = tmp_path / "truncated"
-    truncated.mkdir()
-    for name in os.listdir(idx_dir):
-        data = (idx_dir / name).read_bytes()
-        (truncated / name).write_bytes(data if "t10k-images" not in name else data[:-50])
-    missing = tmp_path / "missing"
-    missing.mkdir()
-    for name in os.listdir(idx_dir):
-        if not name.startswith("train-labels"):
-            (missing / name).write_bytes((idx_dir / name).read_bytes())
     cases = [
-        (["--idx-dir", idx_dir, "--out", blocker / "sub"], "--out"),
         (["--idx-dir", idx_dir, "--out", blocker], "not a folder"),
         (["--idx-dir", broken, "--out", tmp_path / "o1"], "not an IDX file of 1 dimensions"),
-        (["--idx-dir", truncated, "--out", tmp_path / "o2"], "truncated or corrupt"),
-        (["--idx-dir", missing, "--out", tmp_path / "o3"], "missing train-labels-idx1-ubyte"),
-        (["--data-dir", tmp_path, "--out", tmp_path / "o4"], "holds no mnist/"),
-        (["--idx-dir", idx_dir, "--pairs", "300", "--out", tmp_path / "o5"], "300 pairs need 600 images"),
+        (["--idx-dir", idx_dir, "--pairs", "300", "--out", tmp_path / "o2"], "300 pairs need 600 images"),
     ]
     for args, message in cases:
         result = cli("train", *args, "--pairs", "100", "--test-pairs", "50") if "--pairs" not in args else \
             cli("train", *args)
         assert message in one_line(result), (args, result.stderr)
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 6))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 3))
 
 
 FLAGS = ["--arch", "--preset", "--config", "--epochs", "--batch-size", "--lr", "--alpha", "--pairs", "--seed",
