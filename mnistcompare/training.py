@@ -180,21 +180,21 @@ class Checkpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder, self.write = folder, write
 
-    def _variables(self, model):
+    def state_variables(self, model):
         return list(model.variables) + list(model.optimizer.variables)
 
-    def _files(self):
+    def epoch_files(self):
         found = [(int(m.group(1)), path) for path in glob.glob(os.path.join(self.folder, "epoch-*.npz"))
                  if (m := self.PATTERN.search(os.path.basename(path)))]
         return sorted(found)
 
     def restore(self, model):
         """Load the newest epoch file into `model`; the number of finished epochs (0: none)."""
-        files = self._files()
+        files = self.epoch_files()
         if not files:
             return 0
         epochs, path = files[-1]
-        variables = self._variables(model)
+        variables = self.state_variables(model)
         try:
             with np.load(path) as data:
                 values = [data[f"v{i}"] for i in range(len(data.files))]
@@ -209,7 +209,7 @@ class Checkpoint(keras.callbacks.Callback):
     def clear(self):
         """Delete the epoch files (and the folder, if nothing else is in it)."""
         # with the temporary file of a write that a kill cut short
-        for path in [p for _, p in self._files()] + glob.glob(os.path.join(self.folder, ".tmp-*.npz")):
+        for path in [p for _, p in self.epoch_files()] + glob.glob(os.path.join(self.folder, ".tmp-*.npz")):
             os.unlink(path)
         if os.path.isdir(self.folder) and not os.listdir(self.folder):
             os.rmdir(self.folder)
@@ -220,10 +220,10 @@ class Checkpoint(keras.callbacks.Callback):
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"epoch-{epoch + 1:04d}.npz")
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self._variables(self.model))})
+            np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self.state_variables(self.model))})
             f.flush()
             os.fsync(f.fileno())
-        for _, old in self._files()[:-1]:
+        for _, old in self.epoch_files()[:-1]:
             os.unlink(old)
 
 

@@ -134,6 +134,18 @@ def test_rounds_resume_without_duplicates_and_nothing_finished_is_lost(idx_dir, 
     assert len(evaluate(changed, 1, out, source, overwrite=True, log=lines.append)["entries"][0]["per_round"]) == 1
 
 
+def test_a_diverging_round_ends_the_evaluation_and_results_stay_strict_json(idx_dir, tmp_path):
+    from mnistcompare.config import RunError
+
+    source = find_source(idx_dir=str(idx_dir))
+    fine = Entry("fine", Config(**TINY).validate())
+    diverging = Entry("diverging", Config(**TINY, lr=1e9, batch_norm=False).validate())
+    with pytest.raises(RunError, match="diverged"):
+        evaluate([fine, diverging], 1, str(tmp_path), source, log=lambda line: None)
+    saved = json.loads((tmp_path / "results.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert [(e["name"], e["rounds"]) for e in saved["entries"]] == [("fine", 1), ("diverging", 0)]
+
+
 def test_seeds_beyond_32_bits_are_refused_before_training(tmp_path):
     with pytest.raises(UserError, match="--seed: round 2 would use seed 4294967296"):
         evaluate([Entry("tiny", Config(**TINY, seed=2 ** 32 - 1).validate())], 2, str(tmp_path))

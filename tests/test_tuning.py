@@ -142,28 +142,27 @@ def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_d
 
 
 @pytest.mark.slow
-def test_a_killed_worker_ends_the_search_in_seconds_and_the_rerun_trains_each_point_once(idx_dir, tmp_path, cli):
+@pytest.mark.parametrize("victim", ["tuner0", "chief"])
+def test_a_killed_worker_or_chief_ends_the_search_in_seconds_and_the_rerun_trains_each_point_once(
+        victim, idx_dir, tmp_path, cli):
     out = tmp_path / "tune"
     args = ["--idx-dir", idx_dir, *TINY, "--epochs", "30", "--grid", "channels=4,6,8", "--grid", "alpha=0.3,0.6",
             "--final-rounds", "0", "--workers", "2", "--out", out]
     launcher = start("tune", *args)
     try:
-        def workers():
-            found = {}
-            for pid in children(launcher.pid):
-                environ = open(f"/proc/{pid}/environ", "rb").read()
-                if b"KERASTUNER_TUNER_ID=tuner" in environ:
-                    found[pid] = environ
-            return list(found)
-        wait_for(lambda: len(workers()) == 2 and trial_files(out), launcher, what="workers with a finished trial")
+        def process(role):
+            return [pid for pid in children(launcher.pid)
+                    if f"KERASTUNER_TUNER_ID={role}".encode() in open(f"/proc/{pid}/environ", "rb").read()]
+        wait_for(lambda: process("tuner1") and trial_files(out), launcher, what="workers with a finished trial")
         everyone = children(launcher.pid)
-        os.kill(workers()[0], signal.SIGKILL)
+        os.kill(process(victim)[0], signal.SIGKILL)
         start_time = time.time()
         _, stderr = launcher.communicate(timeout=60)
         assert time.time() - start_time < 30
     finally:
         launcher.kill()
-    assert launcher.returncode == 1 and "worker" in stderr and "killed by SIGKILL" in stderr, stderr[-3000:]
+    name = "worker 0" if victim == "tuner0" else "chief"
+    assert launcher.returncode == 1 and f"tune {name} ended (killed by SIGKILL)" in stderr, stderr[-3000:]
     assert len(stderr.strip().splitlines()) == 1, stderr
     wait_for(lambda: not any(running(pid) for pid in everyone), timeout=30, what="chief and workers to end")
     done = trial_files(out)
