@@ -222,7 +222,7 @@ def connect(address):
     except ImportError:
         raise UserError("--cluster needs Dask distributed: pip install 'mnistcompare[cluster]'") from None
     try:
-        return Client(address, timeout=10)
+        return Client(address, timeout=5)
     except (OSError, TimeoutError, ValueError) as e:
         raise UserError(f"--cluster {address}: cannot reach a Dask scheduler there ({e})") from None
 

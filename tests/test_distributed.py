@@ -69,7 +69,7 @@ def test_rounds_on_a_dask_cluster_survive_a_killed_worker_with_the_numbers_of_on
     workers = [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard")
                for _ in range(2)]
     try:
-        args = ["--arch", "siamese", "--idx-dir", idx_dir, *TINY, "--epochs", "40", "--rounds", "6"]
+        args = ["--arch", "siamese", "--idx-dir", idx_dir, *TINY, "--epochs", "30", "--rounds", "4"]
         evaluation = start("evaluate", *args, "--cluster", address, "--out", tmp_path / "cluster")
         results = tmp_path / "cluster" / "results.json"
 
