@@ -257,7 +257,7 @@ def train_main(argv=None):
 
 def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.export import export_saved_model
-    from mnistcompare.files import write_json
+    from mnistcompare.files import atomic_path, write_json
     from mnistcompare.training import Checkpoint, HistoryFile, train_round
 
     name = args.preset or cfg.arch
@@ -288,7 +288,8 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     if not writes:
         print(f"{name}: worker done (test accuracy {metrics['test_accuracy']:.4f}); the chief writes the outputs")
         return
-    model.save(os.path.join(out, "model.keras"))
+    with atomic_path(os.path.join(out, "model.keras")) as tmp:
+        model.save(tmp)
     export_saved_model(model, cfg, os.path.join(out, "saved_model"), xla=args.xla)
     pictures = draw_run(model, cfg, metrics, test, out, name)
     # Written last: its presence marks a finished run, which needs no backup.

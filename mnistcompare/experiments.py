@@ -179,23 +179,20 @@ def _start_worker(pids):
 def train_job(job, cache=None):
     """(metrics, history, examples) of one round: job = (Config with the round's seed, data Source, whether to
     return example test pairs for a picture (else None), a TensorBoard log folder or None)."""
-    from mnistcompare.runtime import quiet_tensorflow
-
-    quiet_tensorflow()
-    import keras
-
-    from mnistcompare.data import load_pairs
-    from mnistcompare.training import Predictor, examples, train_round
-
     global _CACHE
     cfg, source, pictures, tensorboard = job
     with _ONE_ROUND_AT_A_TIME:
         if cache is None:  # a worker process (local, or of a Dask cluster): TensorFlow as every command starts it
             from mnistcompare.runtime import start_tensorflow
-            from mnistcompare.training import ModelCache
 
             start_tensorflow()
-            cache = _CACHE = _CACHE or ModelCache()
+        import keras
+
+        from mnistcompare.data import load_pairs
+        from mnistcompare.training import ModelCache, Predictor, examples, train_round
+
+        if cache is None:
+            _CACHE = cache = _CACHE or ModelCache()
         train, test = load_pairs(cfg, source)
         callbacks = [keras.callbacks.TensorBoard(tensorboard, write_graph=False)] if tensorboard else []
         model, metrics, history = train_round(cfg, train, test, callbacks=callbacks, verbose=0, curves=True,
