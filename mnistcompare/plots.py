@@ -68,33 +68,31 @@ def plot_rounds(results, path):
 
 
 def plot_pairs(examples, path, title):
-    """A grid of test pairs as the model sees them (14x14): true digits and comparison above, the model's
-    answer below; mistakes of the comparison first, in red."""
+    """A grid of test pairs as the model sees them (14x14, image a left of image b): true digits and
+    comparison above, the model's answer below; mistakes of the comparison first, framed in red."""
     n = len(examples["p"])
     columns = 6
     rows = -(-n // columns)
     fig = Figure(figsize=(2.2 * columns, 1.55 * rows + 0.6))
     fig.suptitle(title, fontsize=11)
-    grid = fig.add_gridspec(rows, columns, wspace=0.25, hspace=0.7)
-    for i in range(n):
-        cell = grid[i // columns, i % columns].subgridspec(1, 2, wspace=0.04)
+    axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=dict(wspace=0.25, hspace=0.7))
+    gap = np.full((14, 1), 128.0)  # a grey line between the two images
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
         wrong = (examples["p"][i] > 0.5) != (examples["target"][i] > 0.5)
         color = "#c62828" if wrong else "#1b5e20"
-        for j, side in enumerate("ab"):
-            ax = fig.add_subplot(cell[0, j])
-            ax.imshow(examples[f"image_{side}"][i], cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_color(color)
-                spine.set_linewidth(2 if wrong else 0.5)
+        ax.imshow(np.hstack([examples["image_a"][i], gap, examples["image_b"][i]]), cmap="gray", vmin=0, vmax=255)
+        for spine in ax.spines.values():
+            spine.set_color(color)
+            spine.set_linewidth(2 if wrong else 0.5)
         truth = f"{examples['digit_a'][i]} {'≤' if examples['target'][i] > 0.5 else '>'} {examples['digit_b'][i]}"
         said = "≤" if examples["p"][i] > 0.5 else ">"
         digits = examples["predicted_a"][i], examples["predicted_b"][i]
         answer = f"{digits[0]} {said} {digits[1]}" if digits[0] >= 0 else f"a {said} b"
-        ax = fig.add_subplot(cell[0, :], frameon=False)
-        ax.set_xticks([])
-        ax.set_yticks([])
         ax.set_title(f"true {truth}", fontsize=8, pad=2)
         ax.set_xlabel(f"model {answer} (P={examples['p'][i]:.2f})", fontsize=8, color=color, labelpad=2)
     _save(fig, path)

@@ -146,6 +146,46 @@ def test_a_diverging_round_ends_the_evaluation_and_results_stay_strict_json(idx_
     assert [(e["name"], e["rounds"]) for e in saved["entries"]] == [("fine", 1), ("diverging", 0)]
 
 
+def test_an_interrupted_evaluation_ends_its_own_workers_and_no_other_process(idx_dir, tmp_path):
+    import multiprocessing
+
+    bystander = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(120,))
+    bystander.start()  # a child of this process that evaluate did not start
+
+    before, workers = set(multiprocessing.active_children()), set()
+
+    def interrupt(line):  # as Ctrl-C would, once a round has finished
+        workers.update(set(multiprocessing.active_children()) - before)
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate([Entry("tiny", Config(**TINY).validate())], 4, str(tmp_path), find_source(idx_dir=str(idx_dir)),
+                     log=interrupt, jobs=2)
+        assert workers
+        wait_for(lambda: not any(w.is_alive() for w in workers), timeout=30, what="evaluate's workers to end")
+        assert bystander.is_alive()
+    finally:
+        bystander.kill()
+
+
+def test_usable_cpus_count_the_affinity_and_a_cgroup_quota(monkeypatch):
+    import builtins
+
+    from mnistcompare.runtime import available_cpus
+
+    assert available_cpus() <= len(os.sched_getaffinity(0))
+    real_open = builtins.open
+
+    def cgroup(path, *args, **kwargs):
+        if path == "/sys/fs/cgroup/cpu.max":
+            import io
+            return io.StringIO("100000 100000\n")  # a quota of one CPU
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(builtins, "open", cgroup)
+    assert available_cpus() == 1
+
+
 def test_seeds_beyond_32_bits_are_refused_before_training(tmp_path):
     with pytest.raises(UserError, match="--seed: round 2 would use seed 4294967296"):
         evaluate([Entry("tiny", Config(**TINY, seed=2 ** 32 - 1).validate())], 2, str(tmp_path))
