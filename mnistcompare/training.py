@@ -414,8 +414,12 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
 
     keras.utils.set_random_seed(cfg.seed)
     if strategy is not None:
+        # BatchNorm statistics over the whole batch, across the replicas, as one process computes them; but
+        # PyTorch's way (numerics part "apart") normalises each replica's batch, as its DistributedDataParallel
+        # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
+        synchronized = "apart" not in cfg.torch_parts
         with strategy.scope():
-            model = compile_model(build_model(cfg, mean, std, synchronized=True), cfg, steps)
+            model = compile_model(build_model(cfg, mean, std, synchronized=synchronized), cfg, steps)
         run = EpochFunction(model, cfg, strategy)
     elif cache is not None:
         run = cache.get(cfg, mean, std, steps)
