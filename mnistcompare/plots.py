@@ -25,11 +25,12 @@ def plot_curves(results, path):
     """Test accuracy and the comparison's loss on the test pairs per epoch, mean and min/max over rounds
     (report 000 Fig. 2-3); the comparison's loss is the one loss every architecture has, so the entries'
     curves compare (a total loss with auxiliary terms would not)."""
-    fig = Figure(figsize=(12, 4.5))
-    acc_ax, loss_ax = fig.subplots(1, 2)
-    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, entry in enumerate(e for e in results["entries"] if e["per_round"]):
-        color = colors[i % len(colors)]
+    entries = [e for e in results["entries"] if e["per_round"]]
+    fig = Figure(figsize=(12, 4.5 + 0.18 * max(0, len(entries) - 4)))
+    acc_ax, loss_ax = fig.subplots(1, 2, gridspec_kw=dict(wspace=0.3))
+    colors = _colors(len(entries))
+    for i, entry in enumerate(entries):
+        color = colors[i]
         label = f"{entry['name']} ({len(entry['per_round'])} rounds)"
         histories = [r["history"] for r in entry["per_round"]]
         for ax, key in ((acc_ax, "test_accuracy"), (loss_ax, "test_compare_loss")):
@@ -37,33 +38,46 @@ def plot_curves(results, path):
                 _band(ax, [h[key] for h in histories], label, color)
     acc_ax.set(title="Test accuracy per epoch (mean, min–max band)", xlabel="epoch", ylabel="test accuracy")
     loss_ax.set(title="Comparison loss on the test pairs (mean, min–max band)", xlabel="epoch",
-                ylabel="binary cross-entropy of P(a ≤ b)")
+                ylabel="cross-entropy of P(a ≤ b)")
     loss_ax.set_yscale("log")
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=8)
+    _legend(fig, acc_ax)
     _save(fig, path)
+
+
+def _colors(n):
+    """n distinct colours: matplotlib's default cycle, or tab20 for more than 10 entries."""
+    if n <= 10:
+        return matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][:n] or ["C0"]
+    return [matplotlib.colormaps["tab20"](i % 20) for i in range(n)]
+
+
+def _legend(fig, ax):
+    """One legend for the figure, below the panels, so that it never hides a curve."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2 if len(labels) > 4 else
+                   len(labels), fontsize=8, frameon=False)
 
 
 def plot_rounds(results, path):
     """Train error, test error and fit time of every round (report 004 Fig. 2)."""
-    fig = Figure(figsize=(15, 4.5))
+    entries = [e for e in results["entries"] if e["per_round"]]
+    fig = Figure(figsize=(15, 4.5 + 0.18 * max(0, len(entries) - 4)))
     axes = fig.subplots(1, 3)
-    for entry in results["entries"]:
+    for entry, color in zip(entries, _colors(len(entries))):
         rounds = entry["per_round"]
-        if not rounds:
-            continue
         x = [r["round"] + 1 for r in rounds]
         for ax, values in zip(axes, ([100 * (1 - r["train_accuracy"]) for r in rounds],
                                      [100 * (1 - r["test_accuracy"]) for r in rounds],
                                      [r["train_seconds"] for r in rounds])):
-            ax.plot(x, values, marker="o", label=entry["name"])
+            ax.plot(x, values, marker="o", markersize=3, color=color, label=entry["name"])
     for ax, title, ylabel in zip(axes, ("Train error", "Test error", "Fit time"),
                                  ("train error [%]", "test error [%]", "seconds per round")):
         ax.set(title=title, xlabel="round", ylabel=ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _legend(fig, axes[0])
     _save(fig, path)
 
 
