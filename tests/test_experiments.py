@@ -169,6 +169,25 @@ def test_an_interrupted_evaluation_ends_its_own_workers_and_no_other_process(idx
         bystander.kill()
 
 
+def test_progress_shows_done_total_and_time_left_on_a_terminal_only():
+    import io
+
+    from mnistcompare.experiments import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown = Terminal()
+    progress = Progress(4, "rounds", stream=shown)
+    progress.start -= 30  # 30 s ago
+    progress.update(1)
+    assert "[1/4 rounds, 30s elapsed, about 1m30s left]" in shown.getvalue()
+    for stream, enabled in ((io.StringIO(), True), (Terminal(), False)):  # a file, or --quiet: nothing
+        Progress(4, "rounds", enabled=enabled, stream=stream).update(1)
+        assert stream.getvalue() == ""
+
+
 def test_usable_cpus_count_the_affinity_and_a_cgroup_quota(monkeypatch):
     import builtins
 
