@@ -26,6 +26,17 @@ def trial_files(out):
             if (folder / p / "rounds.json").exists()}
 
 
+def completed(out):
+    """Trials the chief recorded as finished (a worker's last trial, if the chief died before hearing of it,
+    is not in the search's record and is run again)."""
+    def status(trial):
+        try:  # the chief may be writing it
+            return json.loads((out / "keras_tuner" / trial / "trial.json").read_text())["status"]
+        except (OSError, ValueError):
+            return None
+    return {t: stamp for t, stamp in trial_files(out).items() if status(t) == "COMPLETED"}
+
+
 def points(out):
     return [tuple(json.loads((out / "keras_tuner" / t / "trial.json").read_text())["hyperparameters"]["values"]
                   .values()) for t in trial_files(out)]
@@ -142,14 +153,14 @@ def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_d
 def test_a_killed_worker_or_chief_ends_the_search_in_seconds_and_the_rerun_trains_each_point_once(
         victim, idx_dir, tmp_path, cli):
     out = tmp_path / "tune"
-    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "30", "--grid", "channels=4,6,8", "--grid", "alpha=0.3,0.6",
+    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "30", "--grid", "channels=4,8", "--grid", "alpha=0.3,0.6",
             "--final-rounds", "0", "--workers", "2", "--out", out]
     launcher = start("tune", *args)
     try:
         def process(role):
             return [pid for pid in children(launcher.pid)
                     if f"KERASTUNER_TUNER_ID={role}".encode() in open(f"/proc/{pid}/environ", "rb").read()]
-        wait_for(lambda: process("tuner1") and trial_files(out), launcher, what="workers with a finished trial")
+        wait_for(lambda: process("tuner1") and completed(out), launcher, what="workers with a finished trial")
         everyone = children(launcher.pid)
         os.kill(process(victim)[0], signal.SIGKILL)
         start_time = time.time()
@@ -161,17 +172,14 @@ def test_a_killed_worker_or_chief_ends_the_search_in_seconds_and_the_rerun_train
     assert launcher.returncode == 1 and f"tune {name} ended (killed by SIGKILL)" in stderr, stderr[-3000:]
     assert len(stderr.strip().splitlines()) == 1, stderr
     wait_for(lambda: not any(running(pid) for pid in everyone), timeout=30, what="chief and workers to end")
-    # Finished: recorded as such by the chief (a worker's last trial, if the chief died before hearing of it,
-    # is run again: it is not in the search's record)
-    done = {t: stamp for t, stamp in trial_files(out).items()
-            if json.loads((out / "keras_tuner" / t / "trial.json").read_text())["status"] == "COMPLETED"}
-    assert 1 <= len(done) < 6
+    done = completed(out)
+    assert 1 <= len(done) < 4
 
     result = cli("tune", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     after = trial_files(out)
     assert all(after[t] == done[t] for t in done)  # finished trials kept, not retrained
-    assert sorted(points(out)) == sorted(set(points(out))) and len(points(out)) == 6  # each point once
+    assert sorted(points(out)) == sorted(set(points(out))) and len(points(out)) == 4  # each point once
 
 
 @pytest.mark.slow
