@@ -19,11 +19,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from mnistcompare.reports import PRESETS  # noqa: E402 (after the path)
 
 
+def seed_list(text):
+    return [int(s) for s in text.split(",")]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="best", choices=PRESETS)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--seeds", default="0,100", help="first seed of each set of rounds (default: 0,100)")
+    parser.add_argument("--seeds", default="0,100", type=seed_list,
+                        help="first seed of each set of rounds, comma-separated (default: 0,100)")
     parser.add_argument("--out", help="output folder (default: runs/bench-accuracy-<preset>)")
     parser.add_argument("--data-dir")
     parser.add_argument("--idx-dir")
@@ -34,21 +39,17 @@ def main():
     from mnistcompare.data import find_source
     from mnistcompare.experiments import evaluate
     from mnistcompare.reports import Entry, preset
-    from mnistcompare.runtime import start_tensorflow
 
-    start_tensorflow()
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
     source = find_source(args.data_dir, args.idx_dir)
-    lines = []
-    for first in (int(s) for s in args.seeds.split(",")):
+    for first in args.seeds:
         e = evaluate([Entry(args.preset, preset(args.preset).replace(seed=first).validate())], args.rounds,
                      os.path.join(out, f"seeds-{first}"), source, jobs=args.jobs)["entries"][0]
         digits = (f"; digit accuracy {e['test_digit_accuracy_mean']:.4f}" if "test_digit_accuracy_mean" in e else "")
-        lines.append(f"accuracy {args.preset}, seeds {first}-{first + args.rounds - 1}: test "
-                     f"{e['test_accuracy_mean']:.4f} ± {e['test_accuracy_std']:.4f} (min {e['test_accuracy_min']:.4f}, "
-                     f"max {e['test_accuracy_max']:.4f}){digits}; fit {e['train_seconds_median']:.1f} s per round "
-                     f"(median, {args.jobs} at a time)")
-        print(lines[-1], flush=True)
+        print(f"accuracy {args.preset}, seeds {first}-{first + args.rounds - 1}: test "
+              f"{e['test_accuracy_mean']:.4f} ± {e['test_accuracy_std']:.4f} (min {e['test_accuracy_min']:.4f}, "
+              f"max {e['test_accuracy_max']:.4f}){digits}; fit {e['train_seconds_median']:.1f} s per round "
+              f"(median, {args.jobs} at a time)", flush=True)
     print(f"outputs in {out}/")
 
 

@@ -388,10 +388,6 @@ def evaluate_main(argv=None):
         make_out(top)
         from mnistcompare.experiments import evaluate, markdown_table
 
-        if args.jobs == 1 and not args.cluster:  # trained here; else worker processes import TensorFlow
-            from mnistcompare.runtime import start_tensorflow
-
-            start_tensorflow()
         for name, entries, rounds, study in plans:
             out = os.path.join(top, name) if len(plans) > 1 else top
             rounds = args.rounds or rounds

@@ -182,10 +182,9 @@ def train_job(job, cache=None):
     global _CACHE
     cfg, source, pictures, tensorboard = job
     with _ONE_ROUND_AT_A_TIME:
-        if cache is None:  # a worker process (local, or of a Dask cluster): TensorFlow as every command starts it
-            from mnistcompare.runtime import start_tensorflow
+        from mnistcompare.runtime import start_tensorflow
 
-            start_tensorflow()
+        start_tensorflow()  # in a worker process (local, or of a Dask cluster); done already when trained here
         import keras
 
         from mnistcompare.data import load_pairs
@@ -313,7 +312,10 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         pids = context.SimpleQueue()
         executor = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_start_worker, initargs=(pids,))
         trained = executor.map(train_job, jobs_args)
-    else:
+    else:  # trained here (with --jobs N, TensorFlow is never imported in this process)
+        from mnistcompare.runtime import start_tensorflow
+
+        start_tensorflow()  # before Keras is imported: TensorFlow's start-up quiet
         from mnistcompare.training import ModelCache
 
         cache = ModelCache()  # one build and trace per configuration, not per round

@@ -75,12 +75,6 @@ def _resize(image, scale):
     return np.asarray(Image.fromarray(image, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32).clip(0, 255)
 
 
-def pooled(mnist):
-    """uint8 [..., 28, 28] -> float [..., 14, 14]: what the models see."""
-    x = np.asarray(mnist, np.float32)
-    return x.reshape(*x.shape[:-2], 14, 2, 14, 2).mean(axis=(-3, -1))
-
-
 def find_saved_model(path):
     """The SavedModel folder of a run folder (DIR/saved_model) or of a SavedModel folder itself."""
     for folder in (os.path.join(path, "saved_model"), path):
@@ -141,6 +135,7 @@ def show(pairs, images_a, images_b, answers, path):
     """A picture of each pair as the model sees it (14x14), with its answer."""
     from matplotlib.figure import Figure
 
+    from mnistcompare.data import pool
     from mnistcompare.files import atomic_path
 
     n = len(pairs)
@@ -148,7 +143,7 @@ def show(pairs, images_a, images_b, answers, path):
     axes = fig.subplots(n, 2, squeeze=False)
     for i, ((name_a, name_b), row) in enumerate(zip(pairs, answers)):
         for ax, image, name, side in ((axes[i][0], images_a[i], name_a, "a"), (axes[i][1], images_b[i], name_b, "b")):
-            ax.imshow(pooled(image), cmap="gray", vmin=0, vmax=255)
+            ax.imshow(pool(image[None])[0, ..., 0], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
             digit = f"\ndigit {row[f'digit_{side}']} ({row[f'p_digit_{side}']:.2f})" if f"digit_{side}" in row else ""
