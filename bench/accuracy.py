@@ -1,14 +1,17 @@
 """Test accuracy of a preset over many rounds, on two sets of seeds: mean ± std, as the reports give it.
 
     python bench/accuracy.py [--preset best] [--rounds 10] [--seeds 0,100] [--out DIR] [--jobs 1]
+                             [--torch-python PYTHON]
 
 Rounds on seeds S..S+N-1 for each S of --seeds (0 and 100 by default: the
 first set is the one results are usually quoted on, the second a check that
 nothing was fitted to it). A thin wrapper over `mnistcompare-evaluate` (same
 outputs in --out/seeds-S, resumable); prints one summary line per set: test
 accuracy, digit accuracy and the median fit seconds per round. Rounds one at a
-time by default, so that each round's fit time is its own. A benchmark,
-never a test.
+time by default, so that each round's fit time is its own. With
+--torch-python, the PyTorch reference (`../shared/bench/torch_siamese_ref.py
+--rounds 10`) runs before each set: the yardstick of this machine's speed at
+that moment. A benchmark, never a test.
 """
 import argparse
 import os
@@ -32,6 +35,7 @@ def main():
     parser.add_argument("--out", help="output folder (default: runs/bench-accuracy-<preset>)")
     parser.add_argument("--data-dir")
     parser.add_argument("--idx-dir")
+    parser.add_argument("--torch-python", help="a Python with torch: time the PyTorch reference before each set")
     parser.add_argument("--jobs", type=int, default=1,
                         help="rounds side by side (default 1: each round's fit seconds are its own)")
     args = parser.parse_args()
@@ -43,6 +47,12 @@ def main():
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
     source = find_source(args.data_dir, args.idx_dir)
     for first in args.seeds:
+        if args.torch_python:
+            from speed import REFERENCE, timed  # bench/speed.py, beside this script
+
+            seconds, stdout = timed([args.torch_python, REFERENCE, "--rounds", "10"])
+            print(f"yardstick: the PyTorch reference, 10 rounds, {seconds:.1f} s ({stdout.strip().splitlines()[-1]})",
+                  flush=True)
         e = evaluate([Entry(args.preset, preset(args.preset).replace(seed=first).validate())], args.rounds,
                      os.path.join(out, f"seeds-{first}"), source, jobs=args.jobs)["entries"][0]
         digits = (f"; digit accuracy {e['test_digit_accuracy_mean']:.4f}" if "test_digit_accuracy_mean" in e else "")

@@ -99,6 +99,9 @@ class Config:
     pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all", low=1)
     groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)", choices=(1, 2))
     conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
+    fused_batch_norm: bool = _opt(False, "train batch-norm through TensorFlow's fused kernel: Keras' arithmetic up "
+                                         "to float rounding, faster (off by default, so that earlier results repeat "
+                                         "bit for bit)")
     conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
     hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
                          low=1)

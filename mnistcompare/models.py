@@ -13,8 +13,8 @@ import keras
 from keras import layers
 
 from mnistcompare.config import ARCHS, PADDINGS, Config
-from mnistcompare.layers import (ExactCompare, MeanOfViews, PooledConv, PoolUnits, ShiftViews, SplitPair, StackPair,
-                                 Standardize, TwoClassProbability)
+from mnistcompare.layers import (ExactCompare, FusedBatchNormalization, MeanOfViews, PooledConv, PoolUnits, ShiftViews,
+                                 SplitPair, StackPair, Standardize, TwoClassProbability)
 
 # Momentum 0.9 is PyTorch's BatchNorm convention (0.1), which the reports used;
 # Keras' 0.99 leaves moving averages poorly estimated after a few hundred steps.
@@ -59,8 +59,8 @@ class Layers:
 
     def batch_norm(self, x, name):
         epsilon = 1e-5 if "bn-eps" in self.parts else 1e-3
-        return layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized,
-                                         name=name)(x)
+        kind = FusedBatchNormalization if self.cfg.fused_batch_norm else layers.BatchNormalization
+        return kind(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized, name=name)(x)
 
     def activation(self, x, name, kind=None):
         kind = kind or self.cfg.activation

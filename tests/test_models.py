@@ -94,6 +94,37 @@ def test_pooled_conv_equals_conv_activation_pool(kernel, padding, pool, activati
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape,epsilon", [((40, 7, 7, 6), 1e-3), ((40, 6), 1e-5)])
+def test_fused_batch_norm_trains_as_keras_batch_norm(shape, epsilon):
+    """Outputs, gradients and moving statistics of Keras' BatchNormalization, up to float rounding."""
+    import tensorflow as tf
+
+    from mnistcompare.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=epsilon)
+    fused = FusedBatchNormalization(momentum=0.9, epsilon=epsilon)
+    for layer in (keras_bn, fused):
+        layer.build(shape)
+        layer.set_weights([rng.uniform(0.5, 2, shape[-1]), rng.normal(size=shape[-1]), np.zeros(shape[-1]),
+                           np.ones(shape[-1])] if layer is keras_bn else keras_bn.get_weights())
+    for _ in range(3):  # three training steps: the moving statistics follow the same batches
+        x = tf.constant(rng.normal(2.0, 3.0, shape).astype(np.float32))
+        results = []
+        for layer in (keras_bn, fused):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=True)
+                loss = tf.reduce_sum(y * tf.sin(y))  # a loss whose gradient varies per element
+            results.append([y, *tape.gradient(loss, [x, *layer.trainable_variables])])
+        for expected, got in zip(*results):
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    for expected, got in zip(keras_bn.get_weights(), fused.get_weights()):  # gamma, beta, moving mean, variance
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused(x, training=False), keras_bn(x, training=False), rtol=1e-5, atol=1e-5)
+    assert fused.get_config() == {**keras_bn.get_config(), "name": fused.name}
+
+
 def test_exact_compare_matches_brute_force():
     rng = np.random.default_rng(0)
     p_a, p_b = rng.dirichlet(np.ones(10), 50).astype(np.float32), rng.dirichlet(np.ones(10), 50).astype(np.float32)
@@ -172,7 +203,8 @@ def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
         # Every custom layer and option that changes what is saved: torch numerics, two-logit output,
         # pooled dense units, probabilities into the head, LeakyReLU.
         extra = dict(numerics="torch", output="relu-softmax2", dense_pool=2, hidden=(16,), head=(8,),
-                     head_input="probs", activation="leaky_relu") if arch == "siamese" else {}
+                     head_input="probs", activation="leaky_relu") if arch == "siamese" else \
+            dict(conv_batch_norm=True, fused_batch_norm=True)
         model = build_model(Config(arch=arch, **{**SMALL, **extra}).validate(), 40.0, 50.0)
         path = tmp_path / f"{arch}.keras"
         model.save(path)
