@@ -46,10 +46,10 @@ def main():
 
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
     source = find_source(args.data_dir, args.idx_dir)
+    from speed import REFERENCE, timed  # bench/speed.py, beside this script
+
     for first in args.seeds:
         if args.torch_python:
-            from speed import REFERENCE, timed  # bench/speed.py, beside this script
-
             seconds, stdout = timed([args.torch_python, REFERENCE, "--rounds", "10"])
             print(f"yardstick: the PyTorch reference, 10 rounds, {seconds:.1f} s ({stdout.strip().splitlines()[-1]})",
                   flush=True)

@@ -73,8 +73,8 @@ PRESETS = {
     "best": dict(
         arch="digits", members=3, channels=(32, 32, 64, 64, 128), kernel=(3,), padding=("same",),
         pool=(1, 2, 1, 2, 1), conv_batch_norm=True, fused_batch_norm=True, hidden=(256,), batch_norm=True,
-        dropout=0.3, alpha=1 / 3, lr=0.003,
-        schedule="cosine", epochs=60, swap=True, shift=1, rotate=10.0, zoom=0.1),
+        dropout=0.3, alpha=1 / 3, lr=0.003, schedule="cosine", epochs=60, swap=True, shift=1, rotate=10.0,
+        zoom=0.1),
 }
 
 

@@ -201,7 +201,7 @@ def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     train, _ = tiny_pairs
     for arch in ("siamese", "digits"):
         # Every custom layer and option that changes what is saved: torch numerics, two-logit output,
-        # pooled dense units, probabilities into the head, LeakyReLU.
+        # pooled dense units, probabilities into the head, LeakyReLU; fused batch-norm in the digits net.
         extra = dict(numerics="torch", output="relu-softmax2", dense_pool=2, hidden=(16,), head=(8,),
                      head_input="probs", activation="leaky_relu") if arch == "siamese" else \
             dict(conv_batch_norm=True, fused_batch_norm=True)
