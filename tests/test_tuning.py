@@ -78,12 +78,13 @@ def test_bad_grids_exit_2_with_one_line(spec, idx_dir, tmp_path, cli):
 def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     out = tmp_path / "tune"
     args = ["--idx-dir", idx_dir, *TINY, *GRID, "--final-rounds", "1", "--out", out]
-    # Kill the search (SIGKILL, no clean-up) once its first trial has finished.
+    # Kill the search (SIGKILL, no clean-up) once it has recorded its first trial as finished. (A trial whose
+    # rounds are written but not yet recorded, killed in between, is rightly trained again.)
     proc = start("tune", *args)
-    wait_for(lambda: trial_files(out), proc, what="a finished trial")
+    wait_for(lambda: completed(out), proc, what="a finished trial")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = trial_files(out)
+    first = completed(out)
     assert 1 <= len(first) < 4
 
     result = cli("tune", *args, "--tensorboard", tmp_path / "tb")
