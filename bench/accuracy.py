@@ -64,4 +64,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mnistcompare.cli import run  # a user's mistake (no MNIST, a bad flag value): one line, exit 2
+
+    run(main, "accuracy.py")

@@ -50,4 +50,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from mnistcompare.cli import run  # a user's mistake (no MNIST, a bad flag value): one line, exit 2
+
+    run(main, "numerics.py")

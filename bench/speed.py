@@ -32,11 +32,17 @@ IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
 
 
 def timed(command, env=None):
+    """(wall-clock seconds, stdout) of a command; one line and exit 1 if it cannot run or fails."""
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    except OSError as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: cannot run {command[0]} ({e.strerror})")
     seconds = time.perf_counter() - start
     if result.returncode:
-        sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-2000:]}")
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {os.path.basename(str(command[1]))} failed "
+                 f"(exit {result.returncode}): {last}")
     return seconds, result.stdout
 
 

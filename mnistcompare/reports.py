@@ -140,7 +140,9 @@ def study_report002_table1():
     convs: its parameter counts say so (every siamese row counts 73,299 with
     or without it, so the layers are defined in all and used in the BN rows;
     the transfer net's 72,418 is ours plus exactly BatchNorm2d(32) and (64),
-    which batch-norm after the dense layers would not give).
+    which batch-norm after the dense layers would not give). The transfer row
+    keeps none: the report ablates batch-norm only in the siamese rows, and
+    its counts include layers a row does not use.
     """
     siamese = dict(head=(20, 20), head_activation="linear")
     bn = dict(siamese, arch="siamese", alpha=0.5, conv_batch_norm=True)

@@ -104,10 +104,11 @@ def test_fused_batch_norm_trains_as_keras_batch_norm(shape, epsilon):
     rng = np.random.default_rng(0)
     keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=epsilon)
     fused = FusedBatchNormalization(momentum=0.9, epsilon=epsilon)
-    for layer in (keras_bn, fused):
-        layer.build(shape)
-        layer.set_weights([rng.uniform(0.5, 2, shape[-1]), rng.normal(size=shape[-1]), np.zeros(shape[-1]),
-                           np.ones(shape[-1])] if layer is keras_bn else keras_bn.get_weights())
+    keras_bn.build(shape)
+    fused.build(shape)
+    keras_bn.set_weights([rng.uniform(0.5, 2, shape[-1]), rng.normal(size=shape[-1]), np.zeros(shape[-1]),
+                          np.ones(shape[-1])])  # gamma, beta, moving mean, moving variance
+    fused.set_weights(keras_bn.get_weights())
     for _ in range(3):  # three training steps: the moving statistics follow the same batches
         x = tf.constant(rng.normal(2.0, 3.0, shape).astype(np.float32))
         results = []

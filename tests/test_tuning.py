@@ -27,8 +27,8 @@ def trial_files(out):
 
 
 def completed(out):
-    """Trials the chief recorded as finished (a worker's last trial, if the chief died before hearing of it,
-    is not in the search's record and is run again)."""
+    """Trials the search recorded as finished. A trial whose rounds were written but not yet recorded (a
+    search killed in between, or a worker's last trial when the chief died) is rightly run again."""
     def status(trial):
         try:  # the chief may be writing it
             return json.loads((out / "keras_tuner" / trial / "trial.json").read_text())["status"]
