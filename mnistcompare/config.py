@@ -121,6 +121,12 @@ class Config:
                        choices=tuple(OUTPUTS))
     members: int = _opt(1, "digits only: independent towers whose digit probabilities are averaged (an ensemble "
                            "inside one model)", low=1)
+    member_loss: str = _opt("ensemble", "digits with members > 1: one digit loss on the members' averaged "
+                                        "probabilities (ensemble), or each member's own digit loss, averaged (each: "
+                                        "the members learn apart; the model still averages them)",
+                            choices=("ensemble", "each"))
+    label_smoothing: float = _opt(0.0, "digit losses: one-hot digit targets smoothed by this much (0.1: 0.91 on the "
+                                       "label, 0.01 on each other digit)", low=0, high=1, high_open=True)
     alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss",
                         low=0, high=1)
     numerics: str = _opt("keras", "keras (Keras' defaults), torch (PyTorch's defaults, as the reports used), or a "
@@ -243,6 +249,10 @@ class Config:
             bad("members", "more than 1 only with --arch digits")
         if self.tta and self.arch != "digits":
             bad("tta", "only with --arch digits")
+        if self.label_smoothing and not self.has_digits:
+            bad("label_smoothing", f"{self.arch} has no digit outputs to smooth; use --arch siamese, two_tower or digits")
+        if self.tta and self.members > 1 and self.member_loss == "each":
+            bad("member_loss", "each is not implemented with --tta; use --member-loss ensemble")
         if self.groups > 1 and self.arch != "baseline":
             bad("groups", "more than 1 only with --arch baseline")
         if self.patience and not self.val_split:

@@ -64,6 +64,27 @@ class SplitPair(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
+class DigitCrossentropy(keras.losses.Loss):
+    """Cross-entropy of digit probabilities against digit labels [B], with what Keras' sparse loss
+    lacks: one-hot targets smoothed by `label_smoothing`, and probabilities of every ensemble member
+    ([B, members, 10], the `members_a` / `members_b` outputs), whose losses are averaged."""
+
+    def __init__(self, label_smoothing=0.0, name="digit_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), y_pred.shape[-1])
+        if len(y_pred.shape) == 3:
+            target = ops.broadcast_to(ops.expand_dims(target, 1), ops.shape(y_pred))
+        loss = keras.losses.categorical_crossentropy(target, y_pred, label_smoothing=self.label_smoothing)
+        return ops.mean(loss, axis=-1) if len(y_pred.shape) == 3 else loss
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
 class ExactCompare(keras.layers.Layer):
     """P(a <= b) = sum_{i <= j} p_a(i) p_b(j) from two independent digit distributions.
 

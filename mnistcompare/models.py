@@ -186,20 +186,32 @@ def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     towers = [build_tower(cfg, make, f"tower{k}", xla) for k in suffixes]
     softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
     average = layers.Average(name="probs") if cfg.members > 1 else None
+    # member_loss "each", for training: every member's probabilities as outputs [B, members, 10] of their own,
+    # so that each member has its own digit loss (the served model averages them as usual)
+    each = cfg.members > 1 and cfg.member_loss == "each" and not serving
+    rows = [layers.Reshape((1, 10), name=f"member{k}") for k in suffixes] if each else None
     # tta: at inference, each image and its one-pixel shifts (made at pixel scale, before standardising)
     views = ShiftViews(name="tta_views") if cfg.tta else None
     mean_of_views = MeanOfViews(name="tta_mean") if cfg.tta else None
 
     def classify(images):
         probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]
+        if each:
+            return layers.Concatenate(axis=1, name="members")([row(p) for row, p in zip(rows, probs)])
         probs = average(probs) if average else probs[0]
         return mean_of_views(probs) if mean_of_views else probs
 
     p_a, p_b = _per_image(classify, inputs, (lambda x: standardize(views(x))) if views else standardize,
                           serving or "apart" in cfg.torch_parts)
+    outputs = {}
+    if each:
+        outputs = {"members_a": layers.Identity(name="members_a")(p_a),
+                   "members_b": layers.Identity(name="members_b")(p_b)}
+        mean = layers.GlobalAveragePooling1D(name="probs")
+        p_a, p_b = mean(outputs["members_a"]), mean(outputs["members_b"])
     digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
-    return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")
+    return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b, **outputs}, name="digits")
 
 
 def _flat_head(x, cfg, make):

@@ -20,12 +20,27 @@ import numpy as np
 from mnistcompare.config import Config, RunError
 from mnistcompare.data import augment_batch, normalisation
 from mnistcompare.files import atomic_path
+from mnistcompare.layers import DigitCrossentropy
 from mnistcompare.models import build_model, count_params
 
 
-def loss_weights(alpha):
-    """loss = alpha*compare + (1 - alpha)/2 * (digit_a + digit_b)."""
-    return {"compare": alpha, "digit_a": (1 - alpha) / 2, "digit_b": (1 - alpha) / 2}
+def loss_weights(alpha, each=False):
+    """loss = alpha*compare + (1 - alpha)/2 * (digit_a + digit_b); each=True: the digit terms are
+    each member's own loss (the `members_a` / `members_b` outputs), and the averaged digits only scored."""
+    digits = (1 - alpha) / 2
+    if each:
+        return {"compare": alpha, "digit_a": 0.0, "digit_b": 0.0, "members_a": digits, "members_b": digits}
+    return {"compare": alpha, "digit_a": digits, "digit_b": digits}
+
+
+def training_labels(model, labels):
+    """The labels dict `model`'s compiled losses take: the comparison only, or with the digits (the
+    members' outputs have the digits' labels)."""
+    if "digit_a" not in model.output_names:
+        return {"compare": labels["compare"]}
+    if "members_a" in model.output_names:
+        return {**labels, "members_a": labels["digit_a"], "members_b": labels["digit_b"]}
+    return labels
 
 
 def make_optimizer(cfg: Config, steps_per_epoch):
@@ -47,9 +62,15 @@ def compile_model(model, cfg: Config, steps_per_epoch):
     weights = {"compare": 1.0}
     if "digit_a" in model.output_names:
         for name in ("digit_a", "digit_b"):
-            losses[name] = keras.losses.SparseCategoricalCrossentropy()
+            # Keras' own sparse loss where it suffices, so earlier results repeat to the last bit.
+            losses[name] = DigitCrossentropy(cfg.label_smoothing) if cfg.label_smoothing else \
+                keras.losses.SparseCategoricalCrossentropy()
             metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        weights = loss_weights(cfg.alpha)
+        each = "members_a" in model.output_names
+        if each:
+            losses.update(members_a=DigitCrossentropy(cfg.label_smoothing),
+                          members_b=DigitCrossentropy(cfg.label_smoothing))
+        weights = loss_weights(cfg.alpha, each)
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses, loss_weights=weights,
                   metrics=metrics)
     model.optimizer.build(model.trainable_variables)  # its variables made now, not inside a traced loop
@@ -269,8 +290,7 @@ class EpochFunction:
                 if augment:
                     batch = augment_batch(batch, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, moves)
                 features, labels = batch
-                if not cfg.has_digits:
-                    labels = {"compare": labels["compare"]}
+                labels = training_labels(model, labels)
                 if strategy is None:
                     step((features, labels))
                 else:
@@ -298,8 +318,7 @@ class EpochFunction:
         import tensorflow as tf
 
         x, y = tf.nest.map_structure(lambda t: t[:2], (x, y))
-        if "digit_a" not in self.model.output_names:
-            y = {"compare": y["compare"]}
+        y = training_labels(self.model, y)
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
             y_pred = self.model(x, training=False)
             self.model.compute_loss(x, y, y_pred)

@@ -10,7 +10,7 @@ from mnistcompare.reports import preset
 from mnistcompare.data import to_dataset
 from mnistcompare.layers import ExactCompare
 from mnistcompare.models import build_model, count_params
-from mnistcompare.training import accuracy, compile_model, loss_weights, predict
+from mnistcompare.training import accuracy, compile_model, loss_weights, predict, training_labels
 
 from helpers import SMALL
 
@@ -202,11 +202,13 @@ def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     train, _ = tiny_pairs
     for arch in ("siamese", "digits"):
         # Every custom layer and option that changes what is saved: torch numerics, two-logit output,
-        # pooled dense units, probabilities into the head, LeakyReLU; fused batch-norm in the digits net.
+        # pooled dense units, probabilities into the head, LeakyReLU; fused batch-norm and each member's own
+        # loss (compiled below, so the file holds that loss function) in the digits net.
         extra = dict(numerics="torch", output="relu-softmax2", dense_pool=2, hidden=(16,), head=(8,),
                      head_input="probs", activation="leaky_relu") if arch == "siamese" else \
-            dict(conv_batch_norm=True, fused_batch_norm=True)
-        model = build_model(Config(arch=arch, **{**SMALL, **extra}).validate(), 40.0, 50.0)
+            dict(conv_batch_norm=True, fused_batch_norm=True, members=2, member_loss="each")
+        cfg = Config(arch=arch, **{**SMALL, **extra}).validate()
+        model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
         path = tmp_path / f"{arch}.keras"
         model.save(path)
         np.save(tmp_path / f"{arch}.npy", predict(model, train)["compare"])
@@ -239,3 +241,45 @@ def test_digits_ensemble_averages_member_probabilities(tiny_pairs):
     assert count_params(model) == 3 * count_params(towers[0])
     with pytest.raises(Exception, match="--members"):
         Config(arch="siamese", members=2).validate()
+
+
+@pytest.mark.parametrize("alpha,smoothing", [(1 / 3, 0.0), (0.0, 0.0), (1 / 3, 0.1)])
+def test_member_loss_each_is_every_members_own_loss(alpha, smoothing, tiny_pairs):
+    train, _ = tiny_pairs
+    cfg = Config(arch="digits", members=3, member_loss="each", alpha=alpha, label_smoothing=smoothing,
+                 **SMALL).validate()
+    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
+    got = model.evaluate(train.features(), training_labels(model, train.labels()), batch_size=len(train), verbose=0,
+                         return_dict=True)
+    out = predict(model, train)
+    assert out["members_a"].shape == (len(train), 3, 10)
+    np.testing.assert_allclose(out["digit_a"], out["members_a"].mean(1), rtol=1e-5, atol=1e-6)
+
+    def own(labels, members):  # each member's cross-entropy against smoothed targets, then their mean
+        target = np.eye(10)[labels] * (1 - smoothing) + smoothing / 10
+        return np.mean([-(target * np.log(members[:, k])).sum(1).mean() for k in range(members.shape[1])])
+
+    bce = float(keras.losses.binary_crossentropy(train.target[:, None], out["compare"]).numpy().mean())
+    expected = alpha * bce + (1 - alpha) / 2 * (own(train.digit_a, out["members_a"]) + own(train.digit_b, out["members_b"]))
+    assert got["loss"] == pytest.approx(expected, rel=1e-4)
+    # The served form has the usual outputs and the same digits.
+    from mnistcompare.export import serving_model
+    served = predict(serving_model(model, cfg, xla=False), train)
+    assert set(served) == {"compare", "digit_a", "digit_b"}
+    np.testing.assert_allclose(served["digit_a"], out["digit_a"], rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="--member-loss"):
+        Config(arch="digits", members=2, member_loss="each", tta=True).validate()
+
+
+def test_label_smoothing_smooths_the_digit_targets(tiny_pairs):
+    train, _ = tiny_pairs
+    cfg = Config(arch="siamese", label_smoothing=0.2, **SMALL).validate()
+    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
+    got = model.evaluate(train.features(), train.labels(), batch_size=len(train), verbose=0, return_dict=True)
+    out = predict(model, train)
+    smoothed = [-(np.log(out[k]) * (np.eye(10)[getattr(train, k)] * 0.8 + 0.02)).sum(1).mean()
+                for k in ("digit_a", "digit_b")]
+    bce = float(keras.losses.binary_crossentropy(train.target[:, None], out["compare"]).numpy().mean())
+    assert got["loss"] == pytest.approx(cfg.alpha * bce + (1 - cfg.alpha) / 2 * sum(smoothed), rel=1e-4)
+    with pytest.raises(Exception, match="--label-smoothing"):
+        Config(arch="mlp", label_smoothing=0.1).validate()

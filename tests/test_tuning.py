@@ -195,3 +195,18 @@ def test_the_launchers_death_ends_chief_and_workers(sig, idx_dir, tmp_path):
     launcher.send_signal(sig)
     launcher.wait(timeout=30)
     wait_for(lambda: not any(running(pid) for pid in everyone), timeout=30, what="chief and workers to end")
+
+
+def test_a_search_saved_before_a_config_field_existed_still_resumes(tmp_path):
+    from mnistcompare.tuning import PROJECT
+    from mnistcompare.tuning.cli import check_search, save_search
+
+    search = {"grid": {"lr": [0.001, 0.01]}, "base": Config().to_dict(), "runs_per_trial": 2}
+    (tmp_path / PROJECT).mkdir()
+    older = json.loads(json.dumps(search))
+    del older["base"]["label_smoothing"]  # as saved before that field existed: its default was in force
+    save_search(tmp_path, older)
+    check_search(tmp_path, search, overwrite=False)
+    changed = {**search, "base": Config(label_smoothing=0.1).to_dict()}
+    with pytest.raises(UserError, match="holds another search"):
+        check_search(tmp_path, changed, overwrite=False)

@@ -122,8 +122,11 @@ def check_search(out, search, overwrite):
         return
     try:
         with open(path) as f:
-            same = json.load(f) == json.loads(json.dumps(search))
-    except (OSError, ValueError):
+            saved = json.load(f)
+        # A search saved before a Config field existed ran with that field's default.
+        saved["base"] = {**Config().to_dict(), **saved["base"]}
+        same = json.loads(json.dumps(saved)) == json.loads(json.dumps(search))
+    except (OSError, ValueError, KeyError, TypeError):
         same = False
     if not same:
         raise UserError(f"--out {out} holds another search (its grid, base configuration or protocol differ); "
