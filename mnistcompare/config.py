@@ -141,6 +141,11 @@ class Config:
     schedule: str = _opt("constant", "learning-rate schedule", choices=("constant", "cosine", "exponential"))
     lr_decay: float = _opt(0.9, "learning-rate factor per epoch of the exponential schedule", low=0, high=1,
                            low_open=True)
+    lr_floor: float = _opt(0.0, "cosine schedule: the learning rate falls to this fraction of --lr, not to zero",
+                           low=0, high=1)
+    ema: float = _opt(0.0, "end training on a moving average of the weights, with this momentum per step (0.99: "
+                           "about the last 100 steps; Keras' optimizer EMA), batch-norm statistics re-estimated for "
+                           "it (0: off)", low=0, high=1, high_open=True)
     epochs: int = _opt(25, "training epochs", low=1)
     batch_size: int = _opt(100, "mini-batch size", low=1)
     shuffle: bool = _opt(True, "shuffle the training pairs every epoch (the reports' loops, like PyTorch's DataLoader "
@@ -249,6 +254,8 @@ class Config:
             bad("members", "more than 1 only with --arch digits")
         if self.tta and self.arch != "digits":
             bad("tta", "only with --arch digits")
+        if self.lr_floor and self.schedule != "cosine":
+            bad("lr_floor", "only with --schedule cosine")
         if self.label_smoothing and not self.has_digits:
             bad("label_smoothing", f"{self.arch} has no digit outputs to smooth; use --arch siamese, two_tower or digits")
         if self.tta and self.members > 1 and self.member_loss == "each":

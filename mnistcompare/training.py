@@ -46,12 +46,14 @@ def training_labels(model, labels):
 def make_optimizer(cfg: Config, steps_per_epoch):
     lr = cfg.lr
     if cfg.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * steps_per_epoch)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * steps_per_epoch,
+                                                    alpha=cfg.lr_floor)
     elif cfg.schedule == "exponential":
         lr = keras.optimizers.schedules.ExponentialDecay(cfg.lr, steps_per_epoch, cfg.lr_decay, staircase=True)
+    ema = dict(use_ema=True, ema_momentum=cfg.ema) if cfg.ema else {}
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return keras.optimizers.Adam(lr, epsilon=1e-8 if "adam-eps" in cfg.torch_parts else 1e-7)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **ema)
+    return keras.optimizers.Adam(lr, epsilon=1e-8 if "adam-eps" in cfg.torch_parts else 1e-7, **ema)
 
 
 def compile_model(model, cfg: Config, steps_per_epoch):
@@ -267,7 +269,7 @@ class EpochFunction:
     def __init__(self, model, cfg: Config, strategy=None):
         import tensorflow as tf
 
-        self.model, self.strategy, self.reset = model, strategy, None
+        self.model, self.strategy, self.reset, self.size = model, strategy, None, cfg.batch_size
         self.predictor = Predictor(model)
         step = tf.autograph.experimental.do_not_convert(model.train_step)
         moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic)
@@ -298,6 +300,35 @@ class EpochFunction:
             return model.get_metrics_result()
 
         self.run = run
+
+        @tf.function(reduce_retracing=True)
+        def refresh(x, passes):
+            n = tf.shape(x["image_a"])[0]
+            for i in tf.range(passes * ((n + size - 1) // size)):
+                start = (i % ((n + size - 1) // size)) * size
+                batch = tf.nest.map_structure(lambda t: t[start:start + size], x)
+                if strategy is None:
+                    model(batch, training=True)
+                else:
+                    strategy.run(replica_forward, args=(batch,))
+
+        def replica_forward(batch):
+            context = tf.distribute.get_replica_context()
+            n, k = tf.shape(batch["image_a"])[0], context.num_replicas_in_sync
+            r = context.replica_id_in_sync_group
+            model(tf.nest.map_structure(lambda t: t[r * n // k:(r + 1) * n // k], batch), training=True)
+
+        self.refresh = refresh
+
+    def use_average_weights(self, x, updates=60):
+        """The weights replaced by their moving average (the optimizer's EMA), and batch-norm's moving
+        statistics re-estimated for them over the training images `x` (no augmentation), in at least
+        `updates` forward passes in training mode: those collected in training belong to the raw weights."""
+        import tensorflow as tf
+
+        self.model.optimizer.finalize_variable_values(self.model.trainable_variables)
+        steps = -(-len(x["image_a"]) // self.size)
+        self.refresh(tf.nest.map_structure(tf.constant, x), tf.constant(-(-updates // steps)))
 
     def __call__(self, x, y, seed):
         import tensorflow as tf
@@ -455,6 +486,8 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
         callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
     start = time.perf_counter()
     history = fit_tensors(run, cfg, fit_pairs, val_pairs, callbacks, verbose, initial_epoch)
+    if cfg.ema:
+        run.use_average_weights(fit_pairs.features())
     seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
     metrics = round_metrics(model, run.predictor, cfg, fit_pairs, val_pairs, test_pairs)
     metrics.update(train_seconds=round(seconds, 3), epochs=initial_epoch + len(history.history.get("loss", [])),

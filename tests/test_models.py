@@ -283,3 +283,33 @@ def test_label_smoothing_smooths_the_digit_targets(tiny_pairs):
     assert got["loss"] == pytest.approx(cfg.alpha * bce + (1 - cfg.alpha) / 2 * sum(smoothed), rel=1e-4)
     with pytest.raises(Exception, match="--label-smoothing"):
         Config(arch="mlp", label_smoothing=0.1).validate()
+
+
+def test_ema_ends_on_the_average_weights_with_batch_norm_statistics_for_them(tiny_pairs):
+    from mnistcompare.training import EpochFunction
+
+    train, _ = tiny_pairs
+    cfg = Config(arch="digits", conv_batch_norm=True, ema=0.9, schedule="cosine", lr_floor=0.1, batch_size=10,
+                 **SMALL).validate()
+    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 5)
+    assert float(model.optimizer.learning_rate) == pytest.approx(cfg.lr)
+    model.optimizer.iterations.assign(cfg.epochs * 5)  # the schedule's end: the floor, not zero
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * cfg.lr)
+    model.optimizer.iterations.assign(0)
+    run = EpochFunction(model, cfg)
+    x, y = train.features(), train.labels()
+    for epoch in range(2):
+        run(*(keras.tree.map_structure(keras.ops.convert_to_tensor, d) for d in (x, y)), np.array([0, epoch]))
+    average = [np.array(v) for v in model.optimizer._model_variables_moving_average]
+    assert not all(np.allclose(a, w) for a, w in zip(average, model.trainable_variables))
+    run.use_average_weights(x)
+    for a, w in zip(average, model.trainable_variables):
+        np.testing.assert_array_equal(np.asarray(w), a)
+    # The first conv's batch-norm now holds the mean of its inputs over the training images.
+    tower = model.get_layer("tower")
+    conv = keras.Model(tower.input, tower.get_layer("conv0").output)
+    images = model.get_layer("standardize")(np.concatenate([train.image_a, train.image_b]))
+    np.testing.assert_allclose(tower.get_layer("conv0_bn").moving_mean, np.asarray(conv(images)).mean((0, 1, 2)),
+                               rtol=0.05, atol=0.02)
+    with pytest.raises(Exception, match="--lr-floor"):
+        Config(lr_floor=0.1).validate()
