@@ -243,7 +243,7 @@ def test_digits_ensemble_averages_member_probabilities(tiny_pairs):
         Config(arch="siamese", members=2).validate()
 
 
-@pytest.mark.parametrize("alpha,smoothing", [(1 / 3, 0.0), (0.0, 0.0), (1 / 3, 0.1)])
+@pytest.mark.parametrize("alpha,smoothing", [(1 / 3, 0.0), (0.0, 0.1)])
 def test_member_loss_each_is_every_members_own_loss(alpha, smoothing, tiny_pairs):
     train, _ = tiny_pairs
     cfg = Config(arch="digits", members=3, member_loss="each", alpha=alpha, label_smoothing=smoothing,
