@@ -276,11 +276,12 @@ class EpochFunction:
         augment = cfg.swap or any(moves)
         size = cfg.batch_size
 
-        def replica_step(batch):
+        def replica_slice(batch):
+            """This replica's part of a whole batch."""
             context = tf.distribute.get_replica_context()
-            n, k = tf.shape(batch[1]["compare"])[0], context.num_replicas_in_sync
+            n, k = tf.shape(tf.nest.flatten(batch)[0])[0], context.num_replicas_in_sync
             r = context.replica_id_in_sync_group
-            step(tf.nest.map_structure(lambda t: t[r * n // k:(r + 1) * n // k], batch))
+            return tf.nest.map_structure(lambda t: t[r * n // k:(r + 1) * n // k], batch)
 
         @tf.function(reduce_retracing=True)
         def run(x, y, seed):
@@ -296,27 +297,22 @@ class EpochFunction:
                 if strategy is None:
                     step((features, labels))
                 else:
-                    strategy.run(replica_step, args=((features, labels),))
+                    strategy.run(lambda batch: step(replica_slice(batch)), args=((features, labels),))
             return model.get_metrics_result()
 
         self.run = run
 
         @tf.function(reduce_retracing=True)
         def refresh(x, passes):
+            """`passes` epochs of forward calls in training mode, in order: batch-norm statistics only."""
             n = tf.shape(x["image_a"])[0]
-            for i in tf.range(passes * ((n + size - 1) // size)):
-                start = (i % ((n + size - 1) // size)) * size
-                batch = tf.nest.map_structure(lambda t: t[start:start + size], x)
+            steps = (n + size - 1) // size
+            for i in tf.range(passes * steps):
+                batch = tf.nest.map_structure(lambda t: t[(i % steps) * size:(i % steps + 1) * size], x)
                 if strategy is None:
                     model(batch, training=True)
                 else:
-                    strategy.run(replica_forward, args=(batch,))
-
-        def replica_forward(batch):
-            context = tf.distribute.get_replica_context()
-            n, k = tf.shape(batch["image_a"])[0], context.num_replicas_in_sync
-            r = context.replica_id_in_sync_group
-            model(tf.nest.map_structure(lambda t: t[r * n // k:(r + 1) * n // k], batch), training=True)
+                    strategy.run(lambda b: model(replica_slice(b), training=True), args=(batch,))
 
         self.refresh = refresh
 
