@@ -254,6 +254,8 @@ class Config:
             bad("members", "more than 1 only with --arch digits")
         if self.tta and self.arch != "digits":
             bad("tta", "only with --arch digits")
+        if self.ema and self.patience:
+            bad("ema", "not with --patience: early stopping ends on the best epoch's weights, not on an average")
         if self.lr_floor and self.schedule != "cosine":
             bad("lr_floor", "only with --schedule cosine")
         if self.label_smoothing and not self.has_digits:

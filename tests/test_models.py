@@ -313,3 +313,5 @@ def test_ema_ends_on_the_average_weights_with_batch_norm_statistics_for_them(tin
                                rtol=0.05, atol=0.02)
     with pytest.raises(Exception, match="--lr-floor"):
         Config(lr_floor=0.1).validate()
+    with pytest.raises(Exception, match="--ema"):
+        Config(ema=0.99, val_split=0.2, patience=5).validate()

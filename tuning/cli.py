@@ -123,10 +123,11 @@ def check_search(out, search, overwrite):
     try:
         with open(path) as f:
             saved = json.load(f)
-        # A search saved before a Config field existed ran with that field's default.
-        saved["base"] = {**Config().to_dict(), **saved["base"]}
+        # Read as train and evaluate read a saved config: a field added since takes its default, which is
+        # what that search ran with.
+        saved["base"] = Config.from_dict(saved["base"]).to_dict()
         same = json.loads(json.dumps(saved)) == json.loads(json.dumps(search))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, UserError):
         same = False
     if not same:
         raise UserError(f"--out {out} holds another search (its grid, base configuration or protocol differ); "
