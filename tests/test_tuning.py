@@ -210,3 +210,22 @@ def test_a_search_saved_before_a_config_field_existed_still_resumes(tmp_path):
     changed = {**search, "base": Config(label_smoothing=0.1).to_dict()}
     with pytest.raises(UserError, match="holds another search"):
         check_search(tmp_path, changed, overwrite=False)
+
+
+def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(tmp_path):
+    from mnistcompare.tuning.search import GridOracle
+
+    grid = {"alpha": [0.3, 0.6]}
+    oracle = GridOracle(grid)
+    oracle._set_project_dir(str(tmp_path), "project")
+    first = oracle.create_trial("tuner0")
+    oracle.save()  # the oracle's state lists the trial as running ...
+    first.status = "COMPLETED"  # ... and the chief dies after writing the trial's own file as finished
+    first.metrics.update("val_compare_accuracy", 0.9)
+    first.save(str(tmp_path / "project" / f"trial_{first.trial_id}" / "trial.json"))
+
+    reloaded = GridOracle(grid)
+    reloaded._set_project_dir(str(tmp_path), "project")
+    reloaded.reload()
+    second = reloaded.create_trial("tuner0")
+    assert second.trial_id != first.trial_id and second.hyperparameters.values == {"alpha": 0.6}

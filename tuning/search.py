@@ -33,6 +33,13 @@ class GridOracle(keras_tuner.Oracle):
     retry queue takes precedence over new points).
     """
 
+    def set_state(self, state):
+        # On reload. A chief killed between writing a finished trial's own file and this state still lists
+        # that trial as running, and keras-tuner would train it again: its own file is the later word.
+        ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
+                   if self.trials[trial].status != "COMPLETED"}
+        super().set_state({**state, "ongoing_trials": ongoing})
+
     def __init__(self, grid, **kwargs):
         space = keras_tuner.HyperParameters()
         for name, values in grid.items():
