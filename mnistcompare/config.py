@@ -167,6 +167,9 @@ class Config:
     elastic: float = _opt(0.0, "augment: elastic distortion of each training image (Simard et al. 2003), this "
                                "strength in pixels of a field smoothed over 2 pixels (about 8: Simard's on 14x14)",
                           low=0, high=50)
+    erase: int = _opt(0, "augment: blank a square of this many pixels a side, centred at a random pixel of each "
+                         "training image and cut off at its edges (Cutout, DeVries & Taylor 2017; 0: off)",
+                      low=0, high=14)
     tta: bool = _opt(False, "digits only: at inference, average each image's digit probabilities with those of its "
                             "four one-pixel shifts (part of the model and of its export)")
 

@@ -279,7 +279,7 @@ def normalisation(pairs):
 
 # -- 3. tf.data ----------------------------------------------------------------
 def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate=0.0, zoom=0.0, elastic=0.0,
-               digits=True):
+               erase=0, digits=True):
     """The pairs as a batched tf.data pipeline of (features, labels) dicts, for Keras' own `fit`.
 
     Shuffling and augmentation (training only) are seeded by `shuffle_seed`
@@ -293,7 +293,7 @@ def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate
     if shuffle_seed is not None:
         ds = ds.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    moves = (shift, rotate, zoom, elastic)
+    moves = (shift, rotate, zoom, elastic, erase)
     if swap or any(moves):
         seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(functools.partial(augment_batch, swap=swap, moves=moves),
@@ -305,7 +305,8 @@ def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate
 
 def augment_batch(batch, seed, swap, moves):
     """(features, labels) of a batch, each pair swapped with probability 1/2 (`swap`; the compare
-    label follows) and each image moved by `moves` = (shift, rotate, zoom, elastic); `seed`: [2] ints."""
+    label follows), each image moved by `moves` = (shift, rotate, zoom, elastic, erase), then a square
+    of `erase` pixels blanked; `seed`: [2] ints."""
     import tensorflow as tf
 
     features, labels = batch
@@ -316,11 +317,14 @@ def augment_batch(batch, seed, swap, moves):
         flip = tf.random.stateless_uniform(tf.shape(da), seeds[0]) < 0.5
         a, b = tf.where(flip[:, None, None, None], b, a), tf.where(flip[:, None, None, None], a, b)
         da, db = tf.where(flip, db, da), tf.where(flip, da, db)
-    shift, rotate, zoom, elastic = moves
+    shift, rotate, zoom, elastic, erase = moves
     if elastic:
         a, b = _elastic(a, elastic, seeds[3]), _elastic(b, elastic, seeds[4])
     if shift or rotate or zoom:
         a, b = _affine(a, shift, rotate, zoom, seeds[1]), _affine(b, shift, rotate, zoom, seeds[2])
+    if erase:  # seeds of their own, so that the other moves draw as they did before erase existed
+        fold = tf.random.experimental.stateless_fold_in
+        a, b = _erase(a, erase, fold(seed, 5)), _erase(b, erase, fold(seed, 6))
     labels = {"compare": tf.cast(da <= db, tf.float32)[:, None], "digit_a": da, "digit_b": db}
     return {"image_a": a, "image_b": b}, labels
 
@@ -354,6 +358,19 @@ def _elastic(images, alpha, seed, sigma=2.0):
     bottom = at(1, 0) * tf.reshape(1 - wx, [n, -1]) + at(1, 1) * tf.reshape(wx, [n, -1])
     out = top * tf.reshape(1 - wy, [n, -1]) + bottom * tf.reshape(wy, [n, -1])
     return tf.reshape(out, [n, h, w, 1])
+
+
+def _erase(images, size, seed):
+    """Cutout: a size x size square of each image set to the background, 0, centred at a random pixel
+    (its top-left corner size // 2 before it) and cut off where it leaves the image."""
+    import tensorflow as tf
+
+    n, h, w = tf.unstack(tf.shape(images)[:3])
+    centre = tf.random.stateless_uniform([n, 1, 1], seed, 0, h * w, tf.int32)  # a pixel's index
+    top, left = centre // w - size // 2, centre % w - size // 2
+    rows, cols = tf.range(h)[None, :, None], tf.range(w)[None, None, :]
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return tf.where(inside[..., None], tf.zeros_like(images), images)
 
 
 def _affine(images, max_shift, max_degrees, max_zoom, seed):

@@ -272,7 +272,7 @@ class EpochFunction:
         self.model, self.strategy, self.reset, self.size = model, strategy, None, cfg.batch_size
         self.predictor = Predictor(model)
         step = tf.autograph.experimental.do_not_convert(model.train_step)
-        moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic)
+        moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic, cfg.erase)
         augment = cfg.swap or any(moves)
         size = cfg.batch_size
 

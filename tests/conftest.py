@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from helpers import fake_mnist, write_idx
+from mnistcompare.runtime import tensorflow_environment
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+tensorflow_environment()  # before any test imports TensorFlow: the commands' own settings
 
 SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "tensorflow_datasets"
 

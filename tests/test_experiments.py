@@ -328,3 +328,18 @@ def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, cli):
         assert [r["round"] for r in e["per_round"]] == [0, 1, 2]
         assert [r["seed"] for r in e["per_round"]] == [0, 1, 2]
     assert result.stdout.count("] round ") == 6 - before  # only the missing rounds were trained
+
+
+@pytest.mark.parametrize("user_value, enabled", [(None, True), ("0", False)])
+def test_commands_run_onednn_unless_the_user_says_otherwise(user_value, enabled):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if user_value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_value
+    code = ("from mnistcompare.runtime import start_tensorflow; start_tensorflow()\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(enabled)]
