@@ -1,4 +1,4 @@
-"""How TensorFlow is started: quietly, one thread per op, and tf.distribute strategies.
+"""How TensorFlow is started: quietly, with oneDNN's kernels, one thread per op, and tf.distribute strategies.
 
 Every command-line program, worker process and benchmark starts TensorFlow
 through `start_tensorflow`, so all of them compute the same numbers.
