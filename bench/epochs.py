@@ -65,8 +65,12 @@ def main():
     args = parser.parse_args()
     if args.child:
         return one_round(args.preset, args.epochs)
-    if args.epochs < 2 or "=" not in args.env:
-        parser.error("--epochs must be at least 2 (the first traces) and --env NAME=VALUE")
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch traces the step and is not counted")
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    if "=" not in args.env:
+        parser.error(f"--env: expected NAME=VALUE, got {args.env!r}")
     name, value = args.env.split("=", 1)
     command = [sys.executable, os.path.abspath(__file__), "--child", "--preset", args.preset,
                "--epochs", str(args.epochs)]
