@@ -229,3 +229,25 @@ def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(
     reloaded.reload()
     second = reloaded.create_trial("tuner0")
     assert second.trial_id != first.trial_id and second.hyperparameters.values == {"alpha": 0.6}
+
+
+def test_a_trial_started_in_its_own_file_only_is_run_after_the_chief_dies(tmp_path):
+    from mnistcompare.tuning.search import GridOracle
+
+    grid = {"alpha": [0.3, 0.6]}
+    oracle = GridOracle(grid)
+    oracle._set_project_dir(str(tmp_path), "project")
+    oracle.save()  # the oracle's state, written before the trial exists ...
+    state = (tmp_path / "project" / "oracle.json").read_text()
+    first = oracle.create_trial("tuner0")  # ... the trial's own file, and the state again ...
+    (tmp_path / "project" / "oracle.json").write_text(state)  # ... which the chief did not live to write
+
+    reloaded = GridOracle(grid)
+    reloaded._set_project_dir(str(tmp_path), "project")
+    reloaded.reload()
+    again = reloaded.create_trial("tuner0")
+    assert again.trial_id == first.trial_id and again.hyperparameters.values == {"alpha": 0.3}
+    again.status = "COMPLETED"
+    again.metrics.update("val_compare_accuracy", 0.9)
+    reloaded.end_trial(again)
+    assert reloaded.create_trial("tuner1").hyperparameters.values == {"alpha": 0.6}

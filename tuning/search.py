@@ -34,11 +34,15 @@ class GridOracle(keras_tuner.Oracle):
     """
 
     def set_state(self, state):
-        # On reload. A chief killed between writing a finished trial's own file and this state still lists
-        # that trial as running, and keras-tuner would train it again: its own file is the later word.
+        # On reload. keras-tuner writes a trial's own file before this state, so a chief killed between the
+        # two writes leaves the state behind: a finished trial still listed as running (it would be trained
+        # again), or a new trial not listed at all (its point counts as taken and would never run). The
+        # trial's own file is the later word.
         ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
                    if self.trials[trial].status != "COMPLETED"}
-        super().set_state({**state, "ongoing_trials": ongoing})
+        listed = set(ongoing.values()) | set(state["retry_queue"])
+        unlisted = [t for t, trial in sorted(self.trials.items()) if trial.status == "RUNNING" and t not in listed]
+        super().set_state({**state, "ongoing_trials": ongoing, "retry_queue": state["retry_queue"] + unlisted})
 
     def __init__(self, grid, **kwargs):
         space = keras_tuner.HyperParameters()
