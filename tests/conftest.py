@@ -62,16 +62,23 @@ def cli():
 @pytest.fixture(scope="session")
 def trained_run(mnist_dir, tmp_path_factory):
     """One real training of report 000's siamese net (seed 0), shared by the tests that need a trained model:
-    (run folder, its metrics, its test pairs)."""
+    (run folder, its metrics, its test pairs). Read-only. Under pytest -n, the first process to need it trains
+    it and the others wait for it, in the folder the processes of one run share (pytest-xdist's own recipe)."""
+    import fcntl
     import json
 
     from helpers import run
     from mnistcompare.data import find_source, load_pairs
     from mnistcompare.reports import preset
 
-    out = tmp_path_factory.mktemp("trained") / "run"
-    result = run("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out", out,
-                 "--quiet")
-    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    out = root / "trained" / "run"
+    with open(root / "trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "metrics.json").exists():
+            result = run("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out",
+                         out, "--overwrite", "--quiet")
+            assert result.returncode == 0, result.stderr[-3000:]
     _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     return out, json.loads((out / "metrics.json").read_text()), test
