@@ -78,7 +78,7 @@ def trained_run(mnist_dir, tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / "metrics.json").exists():
             result = run("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out",
-                         out, "--overwrite", "--quiet")
+                         out, "--quiet")
             assert result.returncode == 0, result.stderr[-3000:]
     _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     return out, json.loads((out / "metrics.json").read_text()), test
