@@ -2,6 +2,7 @@
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf  # PooledConv only: XLA compilation
 from keras import ops
 
@@ -135,37 +136,96 @@ class PoolUnits(keras.layers.Layer):
         return {**super().get_config(), "pool": self.pool}
 
 
-# Test-time augmentation: the image itself and its four one-pixel shifts (rows, columns).
+# Test-time augmentation: the image itself and its four one-pixel shifts (rows, columns), then, where asked,
+# the image rotated both ways and scaled both ways about its centre.
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 
 
+def view_transforms(rotate=0.0, zoom=0.0):
+    """The (angle in degrees, scale, dy, dx) of each test-time view, the image itself first."""
+    views = [(0.0, 1.0, dy, dx) for dy, dx in SHIFTS]
+    if rotate:
+        views += [(rotate, 1.0, 0, 0), (-rotate, 1.0, 0, 0)]
+    if zoom:
+        views += [(0.0, 1.0 + zoom, 0, 0), (0.0, 1.0 - zoom, 0, 0)]
+    return views
+
+
+def view_matrix(h, w, angle=0.0, scale=1.0, dy=0.0, dx=0.0):
+    """[h*w, h*w] M such that a flattened image times M is that image rotated by `angle` degrees and scaled by
+    `scale` about its centre, then shifted by (dy, dx) pixels: bilinear, 0 (the background) outside the image,
+    as TensorFlow's ImageProjectiveTransformV3 computes it. A fixed matrix, so that the views are one matmul
+    that every runtime (SavedModel, TFLite) has."""
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    c, s = math.cos(math.radians(angle)) / scale, math.sin(math.radians(angle)) / scale
+    ys, xs = np.mgrid[0:h, 0:w]
+    u, v = xs - cx - dx, ys - cy - dy
+    src_x, src_y = c * u + s * v + cx, -s * u + c * v + cy  # where each output pixel reads the input
+    x0, y0 = np.floor(src_x), np.floor(src_y)
+    m = np.zeros((h * w, h * w))
+    out = (ys * w + xs).ravel()
+    for ny, wy in ((y0, y0 + 1 - src_y), (y0 + 1, src_y - y0)):
+        for nx, wx in ((x0, x0 + 1 - src_x), (x0 + 1, src_x - x0)):
+            inside = ((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)).ravel()
+            src = (ny * w + nx).ravel().astype(int)
+            np.add.at(m, (src[inside], out[inside]), (wy * wx).ravel()[inside])
+    return m
+
+
 @keras.saving.register_keras_serializable(package="mnistcompare")
-class ShiftViews(keras.layers.Layer):
-    """At inference, [B, H, W, C] -> [5B, H, W, C]: each image, then its four one-pixel shifts (pixel scale:
-    the background, 0, fills in); in training, the images as they are."""
+class InferenceViews(keras.layers.Layer):
+    """At inference, [B, H, W, C] -> [V*B, H, W, C]: each image's test-time views (`view_transforms`), view
+    by view, made at pixel scale (the background, 0, fills in) by one fixed matrix; in training, the images as
+    they are."""
+
+    def __init__(self, rotate=0.0, zoom=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.rotate, self.zoom = float(rotate), float(zoom)
+        self.count = len(view_transforms(self.rotate, self.zoom))
+
+    def build(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        self.matrix = np.concatenate([view_matrix(h, w, *t) for t in view_transforms(self.rotate, self.zoom)],
+                                     axis=1).astype("float32")
 
     def call(self, x, training=False):
         if training:
             return x
-        h, w = x.shape[1], x.shape[2]
-        padded = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
-        return ops.concatenate([padded[:, 1 - dy:1 - dy + h, 1 - dx:1 - dx + w] for dy, dx in SHIFTS], axis=0)
+        h, w, c = x.shape[1:]
+        pixels = ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, c, h * w))  # [B, C, HW]
+        views = ops.reshape(ops.matmul(pixels, ops.convert_to_tensor(self.matrix)), (-1, c, self.count, h, w))
+        return ops.reshape(ops.transpose(views, (2, 0, 3, 4, 1)), (-1, h, w, c))
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rotate": self.rotate, "zoom": self.zoom}
+
+
+@keras.saving.register_keras_serializable(package="mnistcompare")
+class ShiftViews(InferenceViews):
+    """The shifts alone (models saved before InferenceViews had rotations and scalings)."""
 
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class MeanOfViews(keras.layers.Layer):
-    """The inverse of ShiftViews at inference: [5B, ...] -> [B, ...], the mean over the views."""
+    """The inverse of InferenceViews at inference: [V*B, ...] -> [B, ...], the mean over the V views."""
+
+    def __init__(self, views=len(SHIFTS), **kwargs):
+        super().__init__(**kwargs)
+        self.views = views
 
     def call(self, x, training=False):
         if training:
             return x
-        return ops.mean(ops.reshape(x, (len(SHIFTS), -1, *x.shape[1:])), axis=0)
+        return ops.mean(ops.reshape(x, (self.views, -1, *x.shape[1:])), axis=0)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "views": self.views}
 
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
@@ -229,6 +289,9 @@ class PooledConv(keras.layers.Layer):
             raise ValueError(f"PooledConv takes one-channel images, got shape {input_shape}")
         self.kernel = self.add_weight(shape=(self.kernel_size, self.kernel_size, 1, self.filters), name="kernel")
         self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
+        # one compiled function per layer: TFLite's converter gives every caller of a shared one the weights
+        # of one of them (an ensemble's members)
+        self.compiled = tf.function(_pooled_conv, jit_compile=True)
 
     def call(self, x):
         n = tf.shape(x)[0]
@@ -236,7 +299,7 @@ class PooledConv(keras.layers.Layer):
         exponent = tf.math.ceil(tf.math.log(tf.cast(n, tf.float32)) / math.log(2.0) - 1e-4)
         padded = tf.maximum(tf.cast(tf.pow(2.0, exponent), tf.int32), n)
         x = tf.pad(x, [[0, padded - n], [0, 0], [0, 0], [0, 0]])
-        return _pooled_conv(x, self.kernel.value, self.bias.value, self.padding, self.pool, self.activation,
+        return self.compiled(x, self.kernel.value, self.bias.value, self.padding, self.pool, self.activation,
                             self.negative_slope)[:n]
 
     def compute_output_shape(self, input_shape):
@@ -249,7 +312,6 @@ class PooledConv(keras.layers.Layer):
                 "negative_slope": self.negative_slope}
 
 
-@tf.function(jit_compile=True)
 def _pooled_conv(x, kernel, bias, padding, pool, activation, negative_slope):
     k = kernel.shape[0]
     if padding == "same":  # as Keras pads for stride 1: the odd pixel after

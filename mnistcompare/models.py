@@ -13,8 +13,8 @@ import keras
 from keras import layers
 
 from mnistcompare.config import ARCHS, PADDINGS, Config
-from mnistcompare.layers import (ExactCompare, FusedBatchNormalization, MeanOfViews, PooledConv, PoolUnits, ShiftViews,
-                                 SplitPair, StackPair, Standardize, TwoClassProbability)
+from mnistcompare.layers import (ExactCompare, FusedBatchNormalization, InferenceViews, MeanOfViews, PooledConv,
+                                 PoolUnits, SplitPair, StackPair, Standardize, TwoClassProbability)
 
 # Momentum 0.9 is PyTorch's BatchNorm convention (0.1), which the reports used;
 # Keras' 0.99 leaves moving averages poorly estimated after a few hundred steps.
@@ -190,9 +190,9 @@ def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     # so that each member has its own digit loss (the served model averages them as usual)
     each = cfg.members > 1 and cfg.member_loss == "each" and not serving
     rows = [layers.Reshape((1, 10), name=f"member{k}") for k in suffixes] if each else None
-    # tta: at inference, each image and its one-pixel shifts (made at pixel scale, before standardising)
-    views = ShiftViews(name="tta_views") if cfg.tta else None
-    mean_of_views = MeanOfViews(name="tta_mean") if cfg.tta else None
+    # tta: at inference, each image's views (made at pixel scale, before standardising)
+    views = InferenceViews(cfg.tta_rotate, cfg.tta_zoom, name="tta_views") if cfg.tta else None
+    mean_of_views = MeanOfViews(views.count, name="tta_mean") if cfg.tta else None
 
     def classify(images):
         probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]

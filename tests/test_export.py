@@ -126,6 +126,26 @@ def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_
         assert endpoint in cli.stdout
 
 
+def test_an_ensemble_with_test_time_views_deploys_to_tflite(tiny_pairs, tmp_path):
+    """`best`'s export: several members (each tower's first conv its own XLA function: TFLite's converter
+    mixed up one function shared by the members, their outputs off by 0.1) and rotated and scaled views."""
+    from mnistcompare.export import export_saved_model
+
+    train, _ = tiny_pairs
+    cfg = Config(arch="digits", members=2, conv_batch_norm=True, tta=True, tta_rotate=8.0, tta_zoom=0.08,
+                 **SMALL).validate()
+    model = build_model(cfg, 40.0, 50.0)
+    rng = np.random.default_rng(0)  # the members' weights apart, BatchNorm statistics included
+    model.set_weights([np.asarray(w * rng.uniform(0.5, 1.5, w.shape) + rng.uniform(-0.2, 0.2, w.shape), np.float32)
+                       for w in model.get_weights()])
+    export_saved_model(model, cfg, str(tmp_path / "saved_model"))
+    np.savez(tmp_path / "pairs.npz", a=train.image_a, b=train.image_b)
+    code = "import sys; sys.modules['mnistcompare'] = None\n" + DEPLOY
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok ['compare', 'digit_a', 'digit_b']"
+
+
 def test_wrong_inputs_to_the_saved_model_are_refused_clearly(tmp_path):
     from mnistcompare.export import export_saved_model
 

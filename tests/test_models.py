@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import pytest
 from mnistcompare.config import ARCHS, Config
 from mnistcompare.reports import preset
 from mnistcompare.data import to_dataset
-from mnistcompare.layers import ExactCompare
+from mnistcompare.layers import SHIFTS, ExactCompare, InferenceViews, ShiftViews, view_matrix, view_transforms
 from mnistcompare.models import build_model, count_params
 from mnistcompare.training import accuracy, compile_model, loss_weights, predict, training_labels
 
@@ -315,3 +316,63 @@ def test_ema_ends_on_the_average_weights_with_batch_norm_statistics_for_them(tin
         Config(lr_floor=0.1).validate()
     with pytest.raises(Exception, match="--ema"):
         Config(ema=0.99, val_split=0.2, patience=5).validate()
+
+
+def _tensorflow_view(images, angle, scale, dy, dx):
+    """`images` rotated, scaled and shifted by TensorFlow's own resampling op (the reference for view_matrix)."""
+    import tensorflow as tf
+
+    h, w = images.shape[1:3]
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    c, s = math.cos(math.radians(angle)) / scale, math.sin(math.radians(angle)) / scale
+    transform = [c, s, cx - c * (cx + dx) - s * (cy + dy), -s, c, cy + s * (cx + dx) - c * (cy + dy), 0.0, 0.0]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=[transform], output_shape=[h, w], interpolation="BILINEAR", fill_mode="CONSTANT",
+        fill_value=0.0).numpy()
+
+
+@pytest.mark.parametrize("view", [(0.0, 1.0, 1, 0), (0.0, 1.0, 0, -1), (8.0, 1.0, 0, 0), (-8.0, 1.0, 0, 0),
+                                  (0.0, 1.08, 0, 0), (0.0, 0.92, 0, 0), (-20.0, 0.9, 1, -1)])
+def test_view_matrix_resamples_as_tensorflow_does(view):
+    images = np.random.default_rng(0).uniform(0, 255, (3, 14, 14, 1)).astype("float32")
+    got = (images.reshape(3, 196) @ view_matrix(14, 14, *view)).reshape(images.shape)
+    np.testing.assert_allclose(got, _tensorflow_view(images, *view), atol=2e-3)
+    if view[:2] == (0.0, 1.0):  # a whole-pixel shift moves pixels exactly, the background filling in
+        dy, dx = view[2:]
+        padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)])
+        np.testing.assert_array_equal(got, padded[:, 1 - dy:15 - dy, 1 - dx:15 - dx])
+
+
+def test_test_views_are_the_shifts_then_rotations_then_scalings_and_only_at_inference():
+    images = np.random.default_rng(1).uniform(0, 255, (2, 14, 14, 1)).astype("float32")
+    assert view_transforms() == [(0.0, 1.0, dy, dx) for dy, dx in SHIFTS]
+    views = view_transforms(8.0, 0.08)
+    assert views[5:] == [(8.0, 1.0, 0, 0), (-8.0, 1.0, 0, 0), (0.0, 1.08, 0, 0), (0.0, 0.92, 0, 0)]
+    got = np.asarray(InferenceViews(8.0, 0.08)(images, training=False))
+    assert got.shape == (len(views) * 2, 14, 14, 1)
+    for k, view in enumerate(views):  # view by view, each a block of the batch
+        np.testing.assert_allclose(got[2 * k:2 * k + 2], _tensorflow_view(images, *view), atol=2e-3)
+    np.testing.assert_array_equal(InferenceViews(8.0, 0.08)(images, training=True), images)
+    # models saved with the shifts alone (ShiftViews, no rotate or zoom in their config) load as before
+    np.testing.assert_array_equal(ShiftViews.from_config({"name": "tta_views"})(images), InferenceViews()(images))
+
+
+def test_tta_averages_the_digit_probabilities_of_every_view_and_saves(tmp_path):
+    images = np.random.default_rng(2).uniform(0, 255, (2, 4, 14, 14, 1)).astype("float32")
+    cfg = Config(arch="digits", members=2, tta=True, tta_rotate=8.0, tta_zoom=0.08, **SMALL).validate()
+    model = build_model(cfg, 40.0, 50.0)
+    plain = build_model(cfg.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0), 40.0, 50.0)
+    plain.set_weights(model.get_weights())
+    inputs = {"image_a": images[0], "image_b": images[1]}
+    got = {k: np.asarray(v) for k, v in model(inputs, training=False).items()}
+    for side, x in (("a", images[0]), ("b", images[1])):
+        probs = [plain({"image_a": _tensorflow_view(x, *v), "image_b": x}, training=False)["digit_a"]
+                 for v in view_transforms(8.0, 0.08)]
+        np.testing.assert_allclose(got[f"digit_{side}"], np.mean(probs, axis=0), atol=1e-4)
+    np.testing.assert_allclose(got["compare"], ExactCompare()([got["digit_a"], got["digit_b"]]), atol=1e-6)
+    model.save(tmp_path / "tta.keras")
+    loaded = keras.models.load_model(tmp_path / "tta.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded(inputs, training=False)["compare"], got["compare"], rtol=1e-6, atol=1e-7)
+    assert model(inputs, training=True)["digit_a"].shape == (4, 10)  # training sees each image once
+    with pytest.raises(Exception, match="--tta-rotate: only with --tta"):
+        Config(arch="digits", tta_rotate=8.0).validate()
