@@ -32,6 +32,8 @@ def plot_curves(results, path):
     for i, entry in enumerate(entries):
         color = colors[i]
         label = f"{entry['name']} ({len(entry['per_round'])} rounds)"
+        if entry.get("config", {}).get("tta"):  # see training.TestCurve
+            label += ", each test image once per epoch (the final scores read the test-time views)"
         histories = [r["history"] for r in entry["per_round"]]
         for ax, key in ((acc_ax, "test_accuracy"), (loss_ax, "test_compare_loss")):
             if all(h.get(key) for h in histories):

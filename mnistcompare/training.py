@@ -123,14 +123,17 @@ def accuracy(model, pairs, predictor=None):
 class TestCurve(keras.callbacks.Callback):
     """Adds `test_accuracy` and `test_compare_loss` (binary cross-entropy of the comparison, the one
     loss every architecture has) to each epoch's logs, for per-epoch curves; times itself so that
-    the fit time can leave it out."""
+    the fit time can leave it out. `twin`: a model that `predictor` reads, given the trained model's
+    weights before each epoch's scores (see EpochFunction.curve_predictor)."""
 
-    def __init__(self, pairs, predictor):
+    def __init__(self, pairs, predictor, twin=None):
         super().__init__()
-        self.pairs, self.predictor, self.seconds = pairs, predictor, 0.0
+        self.pairs, self.predictor, self.twin, self.seconds = pairs, predictor, twin, 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
+        if self.twin is not None:
+            self.twin.set_weights(self.model.get_weights())
         result = scores(self.predictor(self.pairs), self.pairs)
         logs.update(test_accuracy=result["accuracy"], test_compare_loss=result["compare_loss"])
         self.seconds += time.perf_counter() - start
@@ -269,8 +272,8 @@ class EpochFunction:
     def __init__(self, model, cfg: Config, strategy=None):
         import tensorflow as tf
 
-        self.model, self.strategy, self.reset, self.size = model, strategy, None, cfg.batch_size
-        self.predictor = Predictor(model)
+        self.model, self.strategy, self.reset, self.size, self.cfg = model, strategy, None, cfg.batch_size, cfg
+        self.predictor, self.twin = Predictor(model), None
         step = tf.autograph.experimental.do_not_convert(model.train_step)
         moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic, cfg.erase)
         augment = cfg.swap or any(moves)
@@ -315,6 +318,18 @@ class EpochFunction:
                     strategy.run(lambda b: model(replica_slice(b), training=True), args=(batch,))
 
         self.refresh = refresh
+
+    def curve_predictor(self):
+        """(Predictor, twin) for per-epoch test curves: the model's own Predictor and no twin; or, with
+        test-time views, one of a twin without them (built once), which TestCurve gives the trained
+        weights: reading every test image in each view, after every epoch, would cost more than the
+        epoch. The final scores read the views."""
+        if not self.cfg.tta:
+            return self.predictor, None
+        if self.twin is None:
+            self.twin = build_model(self.cfg.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0))
+            self.twin_predictor = Predictor(self.twin)
+        return self.twin_predictor, self.twin
 
     def use_average_weights(self, x, updates=60):
         """The weights replaced by their moving average (the optimizer's EMA), and batch-norm's moving
@@ -477,7 +492,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     if checkpoint is not None:
         initial_epoch = checkpoint.restore(model)
         callbacks.append(checkpoint)
-    test_curve = TestCurve(test_pairs, run.predictor) if curves else None
+    test_curve = TestCurve(test_pairs, *run.curve_predictor()) if curves else None
     if test_curve:
         callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
     start = time.perf_counter()

@@ -34,6 +34,19 @@ def test_epoch_loop_runs_every_batch_and_logs_the_test_curve(tiny_pairs):
     assert {"compare_accuracy", "digit_a_accuracy", "compare_loss"} <= set(history)
 
 
+def test_with_test_time_views_the_curve_reads_each_image_once_and_the_scores_read_the_views(tiny_pairs):
+    from mnistcompare.models import build_model
+    from mnistcompare.training import accuracy
+
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, arch="digits", epochs=2, batch_size=10, tta=True, tta_rotate=8.0).validate()
+    model, metrics, history = train_round(cfg, train, test, verbose=0, curves=True)
+    twin = build_model(cfg.replace(tta=False, tta_rotate=0.0))
+    twin.set_weights(model.get_weights())
+    assert history["test_accuracy"][-1] == accuracy(twin, test)["accuracy"]
+    assert metrics["test_accuracy"] == accuracy(model, test)["accuracy"]
+
+
 def test_early_stopping_on_validation_pairs_keeps_the_best_epoch(tiny_pairs):
     train, test = tiny_pairs
     cfg = Config(**SMALL, epochs=60, batch_size=16, val_split=0.25, patience=2).validate()
