@@ -61,7 +61,7 @@ def main():
     from mnistcompare.training import accuracy, train_round
 
     source = find_source(args.data_dir, args.idx_dir)
-    base = preset(args.preset).replace(tta=False, tta_rotate=0.0, tta_zoom=0.0)
+    base = preset(args.preset).without_views()
     if args.epochs:
         base = base.replace(epochs=args.epochs)
     rows = []

@@ -321,3 +321,7 @@ class Config:
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+    def without_views(self):
+        """The same model without test-time views: the same weights, each image read once."""
+        return self.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0)

@@ -327,7 +327,7 @@ class EpochFunction:
         if not self.cfg.tta:
             return self.predictor, None
         if self.twin is None:
-            self.twin = build_model(self.cfg.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0))
+            self.twin = build_model(self.cfg.without_views())
             self.twin_predictor = Predictor(self.twin)
         return self.twin_predictor, self.twin
 

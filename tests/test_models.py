@@ -361,7 +361,7 @@ def test_tta_averages_the_digit_probabilities_of_every_view_and_saves(tmp_path):
     images = np.random.default_rng(2).uniform(0, 255, (2, 4, 14, 14, 1)).astype("float32")
     cfg = Config(arch="digits", members=2, tta=True, tta_rotate=8.0, tta_zoom=0.08, **SMALL).validate()
     model = build_model(cfg, 40.0, 50.0)
-    plain = build_model(cfg.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0), 40.0, 50.0)
+    plain = build_model(cfg.without_views(), 40.0, 50.0)
     plain.set_weights(model.get_weights())
     inputs = {"image_a": images[0], "image_b": images[1]}
     got = {k: np.asarray(v) for k, v in model(inputs, training=False).items()}

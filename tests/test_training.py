@@ -41,7 +41,7 @@ def test_with_test_time_views_the_curve_reads_each_image_once_and_the_scores_rea
     train, test = tiny_pairs
     cfg = Config(**SMALL, arch="digits", epochs=2, batch_size=10, tta=True, tta_rotate=8.0).validate()
     model, metrics, history = train_round(cfg, train, test, verbose=0, curves=True)
-    twin = build_model(cfg.replace(tta=False, tta_rotate=0.0))
+    twin = build_model(cfg.without_views())
     twin.set_weights(model.get_weights())
     assert history["test_accuracy"][-1] == accuracy(twin, test)["accuracy"]
     assert metrics["test_accuracy"] == accuracy(model, test)["accuracy"]
