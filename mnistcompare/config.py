@@ -172,10 +172,11 @@ class Config:
                       low=0, high=14)
     tta: bool = _opt(False, "digits only: at inference, average each image's digit probabilities with those of its "
                             "four one-pixel shifts (part of the model and of its export)")
-    tta_rotate: float = _opt(0.0, "with --tta, also the views rotated by this many degrees, both ways", low=0,
-                             high=180)
-    tta_zoom: float = _opt(0.0, "with --tta, also the views scaled by 1 +- this fraction (0.08: 1.08 and 0.92)",
-                           low=0, high=1, high_open=True)
+    # without --tta they are left unused, so that `--preset best --no-tta` reads each image once
+    tta_rotate: float = _opt(0.0, "with --tta, also the views rotated by this many degrees, both ways (unused "
+                                  "without --tta)", low=0, high=180)
+    tta_zoom: float = _opt(0.0, "with --tta, also the views scaled by 1 +- this fraction (0.08: 1.08 and 0.92; "
+                                "unused without --tta)", low=0, high=1, high_open=True)
 
     def __post_init__(self):
         for f in fields(self):
@@ -261,9 +262,6 @@ class Config:
             bad("members", "more than 1 only with --arch digits")
         if self.tta and self.arch != "digits":
             bad("tta", "only with --arch digits")
-        for name in ("tta_rotate", "tta_zoom"):
-            if getattr(self, name) and not self.tta:
-                bad(name, "only with --tta")
         if self.ema and self.patience:
             bad("ema", "not with --patience: early stopping ends on the best epoch's weights, not on an average")
         if self.lr_floor and self.schedule != "cosine":

@@ -374,5 +374,5 @@ def test_tta_averages_the_digit_probabilities_of_every_view_and_saves(tmp_path):
     loaded = keras.models.load_model(tmp_path / "tta.keras", safe_mode=True)
     np.testing.assert_allclose(loaded(inputs, training=False)["compare"], got["compare"], rtol=1e-6, atol=1e-7)
     assert model(inputs, training=True)["digit_a"].shape == (4, 10)  # training sees each image once
-    with pytest.raises(Exception, match="--tta-rotate: only with --tta"):
-        Config(arch="digits", tta_rotate=8.0).validate()
+    # `--preset best --no-tta`: the same model, each image read once
+    assert "tta_views" not in [layer.name for layer in build_model(cfg.replace(tta=False)).layers]
