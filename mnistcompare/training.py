@@ -88,7 +88,10 @@ class Predictor:
         import tensorflow as tf
 
         self.model = model
-        self.call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # one trace for every batch size: TensorFlow counts the traces of all Predictors together (they share
+        # this lambda's code) and warns of "excessive retracing" past five
+        spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+        self.call = tf.function(lambda x: model(x, training=False), input_signature=[{"image_a": spec, "image_b": spec}])
 
     def __call__(self, pairs, batch_size=2000):
         chunks = [self.call({"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]})
