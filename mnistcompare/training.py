@@ -91,7 +91,8 @@ class Predictor:
         # one trace for every batch size: TensorFlow counts the traces of all Predictors together (they share
         # this lambda's code) and warns of "excessive retracing" past five
         spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
-        self.call = tf.function(lambda x: model(x, training=False), input_signature=[{"image_a": spec, "image_b": spec}])
+        self.call = tf.function(lambda x: model(x, training=False),
+                                input_signature=[{"image_a": spec, "image_b": spec}])
 
     def __call__(self, pairs, batch_size=2000):
         chunks = [self.call({"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]})
@@ -276,7 +277,7 @@ class EpochFunction:
         import tensorflow as tf
 
         self.model, self.strategy, self.reset, self.size, self.cfg = model, strategy, None, cfg.batch_size, cfg
-        self.predictor, self.twin = Predictor(model), None
+        self.predictor, self.twin, self.twin_predictor = Predictor(model), None, None
         step = tf.autograph.experimental.do_not_convert(model.train_step)
         moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic, cfg.erase)
         augment = cfg.swap or any(moves)
