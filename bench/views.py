@@ -46,24 +46,33 @@ def main():
     parser.add_argument("--data-dir")
     parser.add_argument("--idx-dir")
     args = parser.parse_args()
+    from mnistcompare.config import UserError
+    from mnistcompare.reports import preset
+
+    base = preset(args.preset).without_views()
+    if args.epochs:
+        base = base.replace(epochs=args.epochs)
     names = args.views.split(",")
     try:
         sets = [view_set(name) for name in names]
+        for views in filter(None, sets):  # the bounds of --tta-rotate and --tta-zoom, checked before any training
+            base.replace(tta=True, tta_rotate=views[0], tta_zoom=views[1]).validate()
     except ValueError:
         parser.error(f"--views: expected none or ROTATE:ZOOM items, got {args.views!r}")
+    except UserError as e:
+        parser.error(f"--views: {e}")
 
     from mnistcompare.runtime import start_tensorflow
 
     start_tensorflow()
     from mnistcompare.data import find_source, load_pairs
     from mnistcompare.models import build_model
-    from mnistcompare.reports import preset
     from mnistcompare.training import accuracy, train_round
 
-    source = find_source(args.data_dir, args.idx_dir)
-    base = preset(args.preset).without_views()
-    if args.epochs:
-        base = base.replace(epochs=args.epochs)
+    try:
+        source = find_source(args.data_dir, args.idx_dir)
+    except UserError as e:
+        parser.error(str(e))
     rows = []
     for seed in range(args.seed, args.seed + args.rounds):
         cfg = base.replace(seed=seed).validate()
