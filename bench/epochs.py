@@ -2,6 +2,7 @@
 
     python bench/epochs.py [--preset best] [--epochs 8] [--pairs 2] [--env TF_ENABLE_ONEDNN_OPTS=0]
                            [--torch-python PYTHON]
+    python bench/epochs.py --profile [--preset best] [--epochs 8]
 
 Each pair trains one round of the preset (seed 0) twice, in fresh processes:
 first as the commands do, then with --env set (default: TensorFlow's own
@@ -10,12 +11,24 @@ round's first epoch traces the step; the median of the others is its time per
 epoch. With --torch-python, the PyTorch reference (`torch_siamese_ref.py
 --rounds 10`) is timed after each pair, as a yardstick for this machine's speed
 that hour. A benchmark, never a test: it never fails on timing.
+
+--profile instead trains one round under TensorFlow's profiler (every epoch
+after the traced first) and prints where an epoch's time goes: milliseconds of
+op time per epoch by kernel, and by layer of the towers (forward, backward).
+Op time is summed over the threads that run ops side by side, so it exceeds
+the wall time when both cores are busy. TensorFlow fuses some ops into one
+kernel, named after the last of them: a conv fused with its activation counts
+under the activation's layer.
 """
 import argparse
+import collections
+import glob
 import json
 import os
+import re
 import statistics
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -25,14 +38,16 @@ from speed import REFERENCE, timed  # noqa: E402 (bench/ is this script's folder
 from mnistcompare.reports import PRESETS  # noqa: E402
 
 
-def one_round(preset, epochs):
-    """Train one round; print its epochs' seconds and test accuracy as JSON."""
+def one_round(preset, epochs, profile_dir=None):
+    """Train one round; its epochs' seconds and test accuracy. With `profile_dir`, every
+    epoch after the first runs under TensorFlow's profiler, which writes its trace there."""
     import time
 
     from mnistcompare.runtime import start_tensorflow
 
     start_tensorflow()
     import keras
+    import tensorflow as tf
 
     from mnistcompare.data import load_pairs
     from mnistcompare.reports import preset as preset_config
@@ -44,13 +59,67 @@ def one_round(preset, epochs):
 
     class EpochTimes(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            if profile_dir and epoch == 1:
+                tf.profiler.experimental.start(profile_dir)
             self.start = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.start)
+            if profile_dir and epoch == epochs - 1:
+                tf.profiler.experimental.stop()
 
     _, metrics, _ = train_round(cfg, train, test, callbacks=[EpochTimes()], verbose=0)
-    print(json.dumps({"seconds": seconds, "test_accuracy": metrics["test_accuracy"]}))
+    return {"seconds": seconds, "test_accuracy": metrics["test_accuracy"]}
+
+
+# an op's profiler name: its graph path, a colon, its kernel; a tower's layers sit under "towerN[_k]/"
+LAYER = re.compile(r"/tower\d*(?:_\d+)?/([^/]+?)(?:_\d+)?/")
+
+
+def op_times(profile_dir):
+    """{(kernel, layer or None, backward?): seconds} summed over the profile's op events."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    with open(glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+        space.ParseFromString(f.read())
+    times = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                path, _, kernel = name.rpartition(":")
+                if not path or "/" not in path:  # not an op of the traced epoch
+                    continue
+                layer = LAYER.search(path)
+                times[kernel, layer and layer.group(1), "gradient_tape/" in path] += event.duration_ps / 1e12
+    return times
+
+
+def print_profile(preset, epochs):
+    """One round under the profiler; the op time per epoch by kernel and by layer."""
+    with tempfile.TemporaryDirectory() as folder:
+        wall = statistics.median(one_round(preset, epochs, folder)["seconds"][1:])
+        times = op_times(folder)
+    per_epoch = 1000 / (epochs - 1)
+    total = sum(times.values())
+    print(f"{preset}, epochs 2-{epochs} of one round: {wall:.2f} s of wall per epoch (median), "
+          f"{total * per_epoch / 1000:.2f} s of op time summed over threads ({total * per_epoch / 1000 / wall:.1f} "
+          "threads busy on average)")
+    kernels = collections.Counter()
+    layers = collections.defaultdict(lambda: [0.0, 0.0])
+    for (kernel, layer, backward), seconds in times.items():
+        kernels[kernel] += seconds
+        layers[layer or "(optimizer, loss, data)"][backward] += seconds
+    print(f"\n{'kernel':44s} {'ms/epoch':>9s} {'share':>6s}")
+    for kernel, seconds in kernels.most_common(15):
+        print(f"{kernel:44s} {seconds * per_epoch:9.1f} {seconds / total:6.1%}")
+    print(f"\n{'layer (all members)':28s} {'forward':>9s} {'backward':>9s} {'share':>6s}")
+    for layer, (forward, backward) in sorted(layers.items(), key=lambda item: -sum(item[1])):
+        if forward + backward < total / 1000:
+            continue
+        print(f"{layer:28s} {forward * per_epoch:9.1f} {backward * per_epoch:9.1f} "
+              f"{(forward + backward) / total:6.1%}")
 
 
 def main():
@@ -61,12 +130,21 @@ def main():
     parser.add_argument("--env", default="TF_ENABLE_ONEDNN_OPTS=0", metavar="NAME=VALUE",
                         help="the environment change of each pair's second round (default %(default)s)")
     parser.add_argument("--torch-python", help="a Python with torch: time the PyTorch reference after each pair")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: one round under TensorFlow's profiler, and where an epoch's time goes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        return one_round(args.preset, args.epochs)
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch traces the step and is not counted")
+    if args.child:
+        return print(json.dumps(one_round(args.preset, args.epochs)))
+    if args.profile:
+        from mnistcompare.config import UserError
+
+        try:
+            return print_profile(args.preset, args.epochs)
+        except UserError as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
     if "=" not in args.env:
