@@ -2,7 +2,7 @@
 
     python bench/epochs.py [--preset best] [--epochs 8] [--pairs 2] [--env TF_ENABLE_ONEDNN_OPTS=0]
                            [--torch-python PYTHON]
-    python bench/epochs.py --profile [--preset best] [--epochs 8]
+    python bench/epochs.py --profile [--preset best] [--epochs 8] [--torch-python PYTHON]
 
 Each pair trains one round of the preset (seed 0) twice, in fresh processes:
 first as the commands do, then with --env set (default: TensorFlow's own
@@ -129,7 +129,8 @@ def main():
     parser.add_argument("--pairs", type=int, default=2, help="alternating pairs of rounds (default 2)")
     parser.add_argument("--env", default="TF_ENABLE_ONEDNN_OPTS=0", metavar="NAME=VALUE",
                         help="the environment change of each pair's second round (default %(default)s)")
-    parser.add_argument("--torch-python", help="a Python with torch: time the PyTorch reference after each pair")
+    parser.add_argument("--torch-python",
+                        help="a Python with torch: time the PyTorch reference after each pair (or the profile)")
     parser.add_argument("--profile", action="store_true",
                         help="instead: one round under TensorFlow's profiler, and where an epoch's time goes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -142,9 +143,14 @@ def main():
         from mnistcompare.config import UserError
 
         try:
-            return print_profile(args.preset, args.epochs)
+            print_profile(args.preset, args.epochs)
         except UserError as e:
             parser.exit(2, f"{parser.prog}: error: {e}\n")
+        if args.torch_python:
+            seconds, stdout = timed([args.torch_python, REFERENCE, "--rounds", "10"])
+            print(f"\nPyTorch reference, just after: {seconds:.1f} s for 10 rounds "
+                  f"({stdout.strip().splitlines()[-1]})", flush=True)
+        return
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
     if "=" not in args.env:
