@@ -80,8 +80,11 @@ def op_times(profile_dir):
     """{(kernel, layer or None, backward?): seconds} summed over the profile's op events."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+    traces = glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True)
+    if not traces:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: TensorFlow's profiler wrote no trace")
     space = xplane_pb2.XSpace()
-    with open(glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as f:
+    with open(traces[0], "rb") as f:
         space.ParseFromString(f.read())
     times = collections.Counter()
     for plane in space.planes:
