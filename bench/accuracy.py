@@ -46,13 +46,12 @@ def main():
 
     out = args.out or os.path.join("runs", f"bench-accuracy-{args.preset}")
     source = find_source(args.data_dir, args.idx_dir)
-    from speed import REFERENCE, timed  # bench/speed.py, beside this script
+    from speed import reference  # bench/speed.py, beside this script
 
     for first in args.seeds:
         if args.torch_python:
-            seconds, stdout = timed([args.torch_python, REFERENCE, "--rounds", "10"])
-            print(f"yardstick: the PyTorch reference, 10 rounds, {seconds:.1f} s ({stdout.strip().splitlines()[-1]})",
-                  flush=True)
+            seconds, summary = reference(args.torch_python)
+            print(f"yardstick: the PyTorch reference, 10 rounds, {seconds:.1f} s ({summary})", flush=True)
         e = evaluate([Entry(args.preset, preset(args.preset).replace(seed=first).validate())], args.rounds,
                      os.path.join(out, f"seeds-{first}"), source, jobs=args.jobs)["entries"][0]
         digits = (f"; digit accuracy {e['test_digit_accuracy_mean']:.4f}" if "test_digit_accuracy_mean" in e else "")

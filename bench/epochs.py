@@ -33,7 +33,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from speed import REFERENCE, timed  # noqa: E402 (bench/ is this script's folder)
+from speed import reference, timed  # noqa: E402 (bench/ is this script's folder)
 
 from mnistcompare.reports import PRESETS  # noqa: E402
 
@@ -150,9 +150,8 @@ def main():
         except UserError as e:
             parser.exit(2, f"{parser.prog}: error: {e}\n")
         if args.torch_python:
-            seconds, stdout = timed([args.torch_python, REFERENCE, "--rounds", "10"])
-            print(f"\nPyTorch reference, just after: {seconds:.1f} s for 10 rounds "
-                  f"({stdout.strip().splitlines()[-1]})", flush=True)
+            seconds, summary = reference(args.torch_python)
+            print(f"\nPyTorch reference, just after: {seconds:.1f} s for 10 rounds ({summary})", flush=True)
         return
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
@@ -171,7 +170,7 @@ def main():
             print(f"pair {i + 1}, {label}: {medians[label][-1]:.3f} s per epoch "
                   f"(test accuracy {result['test_accuracy']:.4f})", flush=True)
         if args.torch_python:
-            seconds, _ = timed([args.torch_python, REFERENCE, "--rounds", "10"])
+            seconds, _ = reference(args.torch_python)
             references.append(seconds)
             print(f"pair {i + 1}: PyTorch reference {seconds:.1f} s for 10 rounds", flush=True)
     ours, other = statistics.median(medians["default"]), statistics.median(medians[args.env])

@@ -46,6 +46,13 @@ def timed(command, env=None):
     return seconds, result.stdout
 
 
+def reference(python):
+    """(wall-clock seconds, its summary line) of the PyTorch reference, 10 rounds: the yardstick of this
+    machine's speed at that moment."""
+    seconds, stdout = timed([python, REFERENCE, "--rounds", "10"])
+    return seconds, (stdout.strip().splitlines() or [""])[-1]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="alternating (ours, reference) pairs (default 3)")
