@@ -14,7 +14,7 @@ that hour. A benchmark, never a test: it never fails on timing.
 
 --profile instead trains one round under TensorFlow's profiler (every epoch
 after the traced first) and prints where an epoch's time goes: milliseconds of
-op time per epoch by kernel, and by layer of the towers (forward, backward).
+op time per epoch by kernel, and by layer (forward, backward).
 Op time is summed over the threads that run ops side by side, so it exceeds
 the wall time when both cores are busy. TensorFlow fuses some ops into one
 kernel, named after the last of them: a conv fused with its activation counts
@@ -68,16 +68,24 @@ def one_round(preset, epochs, profile_dir=None):
             if profile_dir and epoch == epochs - 1:
                 tf.profiler.experimental.stop()
 
-    _, metrics, _ = train_round(cfg, train, test, callbacks=[EpochTimes()], verbose=0)
-    return {"seconds": seconds, "test_accuracy": metrics["test_accuracy"]}
+    model, metrics, _ = train_round(cfg, train, test, callbacks=[EpochTimes()], verbose=0)
+    return {"seconds": seconds, "test_accuracy": metrics["test_accuracy"], "layers": layer_names(model)}
 
 
-# an op's profiler name: its graph path, a colon, its kernel; a tower's layers sit under "towerN[_k]/"
-LAYER = re.compile(r"/tower\d*(?:_\d+)?/([^/]+?)(?:_\d+)?/")
+def layer_names(model):
+    """The names of a model's layers, those of the models inside it (a tower) included."""
+    names = set()
+    for layer in model.layers:
+        names.add(layer.name)
+        if hasattr(layer, "layers"):
+            names |= layer_names(layer)
+    return names
 
 
-def op_times(profile_dir):
-    """{(kernel, layer or None, backward?): seconds} summed over the profile's op events."""
+def op_times(profile_dir, layers):
+    """{(kernel, layer or None, backward?): seconds} summed over the profile's op events. An op's profiler name
+    is its graph path, a colon, its kernel; its layer is the path's last part that names one of `layers`
+    (TensorFlow adds "_N" to a name scope entered again)."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     traces = glob.glob(os.path.join(profile_dir, "**", "*.xplane.pb"), recursive=True)
@@ -94,16 +102,17 @@ def op_times(profile_dir):
                 path, _, kernel = name.rpartition(":")
                 if not path or "/" not in path:  # not an op of the traced epoch
                     continue
-                layer = LAYER.search(path)
-                times[kernel, layer and layer.group(1), "gradient_tape/" in path] += event.duration_ps / 1e12
+                named = [part for part in (re.sub(r"_\d+$", "", p) for p in path.split("/")) if part in layers]
+                times[kernel, named[-1] if named else None, "gradient_tape/" in path] += event.duration_ps / 1e12
     return times
 
 
 def print_profile(preset, epochs):
     """One round under the profiler; the op time per epoch by kernel and by layer."""
     with tempfile.TemporaryDirectory() as folder:
-        wall = statistics.median(one_round(preset, epochs, folder)["seconds"][1:])
-        times = op_times(folder)
+        result = one_round(preset, epochs, folder)
+        times = op_times(folder, result["layers"])
+    wall = statistics.median(result["seconds"][1:])
     per_epoch = 1000 / (epochs - 1)
     total = sum(times.values())
     print(f"{preset}, epochs 2-{epochs} of one round: {wall:.2f} s of wall per epoch (median), "
@@ -117,7 +126,7 @@ def print_profile(preset, epochs):
     print(f"\n{'kernel':44s} {'ms/epoch':>9s} {'share':>6s}")
     for kernel, seconds in kernels.most_common(15):
         print(f"{kernel:44s} {seconds * per_epoch:9.1f} {seconds / total:6.1%}")
-    print(f"\n{'layer (all members)':28s} {'forward':>9s} {'backward':>9s} {'share':>6s}")
+    print(f"\n{'layer (members summed)':28s} {'forward':>9s} {'backward':>9s} {'share':>6s}")
     for layer, (forward, backward) in sorted(layers.items(), key=lambda item: -sum(item[1])):
         if forward + backward < total / 1000:
             continue
@@ -141,7 +150,8 @@ def main():
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch traces the step and is not counted")
     if args.child:
-        return print(json.dumps(one_round(args.preset, args.epochs)))
+        result = one_round(args.preset, args.epochs)
+        return print(json.dumps({k: result[k] for k in ("seconds", "test_accuracy")}))
     if args.profile:
         from mnistcompare.config import UserError
 
