@@ -166,14 +166,17 @@ _CACHE = None  # this process's ModelCache, made on first use
 _ONE_ROUND_AT_A_TIME = threading.Lock()  # a Dask worker with several threads still trains one round at a time
 
 
-def _start_worker(pids):
-    """A process that trains rounds for `evaluate --jobs`: Ctrl-C left to the parent, which ends the
-    workers; its pid reported so that the parent ends exactly its own workers."""
+def _start_worker(pids, workers):
+    """A process that trains rounds for `evaluate --jobs`, one of `workers`: Ctrl-C left to the parent,
+    which ends the workers; its pid reported so that the parent ends exactly its own workers."""
+    from mnistcompare.runtime import start_tensorflow
+
     pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Ends with the parent even when the parent is killed (SIGKILL): nothing else would end it.
     parent = multiprocessing.parent_process()
     threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
+    start_tensorflow(rounds_at_once=workers)  # with its share of the cores
 
 
 def train_job(job, cache=None):
@@ -184,7 +187,7 @@ def train_job(job, cache=None):
     with _ONE_ROUND_AT_A_TIME:
         from mnistcompare.runtime import start_tensorflow
 
-        start_tensorflow()  # in a worker process (local, or of a Dask cluster); done already when trained here
+        start_tensorflow()  # in a Dask worker, one round at a time; done already in the other processes
         import keras
 
         from mnistcompare.data import load_pairs
@@ -310,7 +313,8 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     elif jobs > 1 and todo:
         context = multiprocessing.get_context("spawn")
         pids = context.SimpleQueue()
-        executor = ProcessPoolExecutor(min(jobs, len(todo)), context, initializer=_start_worker, initargs=(pids,))
+        workers = min(jobs, len(todo))
+        executor = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(pids, workers))
         trained = executor.map(train_job, jobs_args)
     else:  # trained here (with --jobs N, TensorFlow is never imported in this process)
         from mnistcompare.runtime import start_tensorflow

@@ -343,3 +343,31 @@ def test_commands_run_onednn_unless_the_user_says_otherwise(user_value, enabled)
             "print(_pywrap_util_port.IsMklEnabled())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(enabled)]
+
+
+def test_op_threads_are_a_share_of_the_cores_plus_one():
+    from mnistcompare.runtime import op_threads
+
+    assert [op_threads(n, cpus=2) for n in (1, 2, 3)] == [3, 2, 2]
+    assert [op_threads(n, cpus=8) for n in (1, 2, 4, 8)] == [9, 5, 3, 2]
+
+
+@pytest.mark.parametrize("user_value, rounds_at_once", [(None, 1), (None, 2), ("5", 1)])
+def test_each_process_gets_its_share_of_the_cores_unless_the_user_says_otherwise(user_value, rounds_at_once):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")}
+    if user_value is not None:
+        env["TF_NUM_INTEROP_THREADS"] = user_value
+    code = ("from mnistcompare.runtime import available_cpus, start_tensorflow\n"
+            f"start_tensorflow(rounds_at_once={rounds_at_once})\n"
+            "start_tensorflow(rounds_at_once=7)  # a later start keeps the first one's threads\n"
+            "import tensorflow as tf\n"
+            "print(available_cpus(), tf.config.threading.get_inter_op_parallelism_threads(),\n"
+            "      tf.config.threading.get_intra_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    cpus, inter, intra = map(int, out.stdout.split())
+    # 0: TensorFlow's own choice, which reads the user's TF_NUM_INTEROP_THREADS
+    assert inter == (0 if user_value else max(1, cpus // rounds_at_once) + 1)
+    assert intra == 1

@@ -26,6 +26,7 @@ from mnistcompare.tuning.grid import parse_grid
 # working directory could shadow (-c puts the working directory first on sys.path; it is dropped).
 WORKER_CODE = "import sys; del sys.path[0]; from mnistcompare.tuning.cli import tune_main; tune_main()"
 LAUNCHED = "MNISTCOMPARE_TUNE_LAUNCHER"  # set in the children of the launcher, which holds the folder
+WORKERS = "MNISTCOMPARE_TUNE_WORKERS"  # how many of them train at once: each gets its share of the cores
 
 
 def free_port():
@@ -75,7 +76,7 @@ def launch_workers(argv, workers, out, poll=0.2):
     """
     command = [sys.executable, "-c", WORKER_CODE, *argv]
     env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),
-           LAUNCHED: str(os.getpid())}
+           LAUNCHED: str(os.getpid()), WORKERS: str(workers)}
     logs = [open(os.path.join(out, f"worker-{n}.log"), "w") for n in range(workers)]
     procs = {"chief": subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"},
                                        preexec_fn=_die_with_parent)}
@@ -209,7 +210,7 @@ def tune_main(argv=None):
 def search_grid(args, base, grid, source):
     from mnistcompare.runtime import start_tensorflow
 
-    start_tensorflow()
+    start_tensorflow(rounds_at_once=int(os.environ.get(WORKERS, 1)))
     from mnistcompare.tuning.search import make_tuner, trials_markdown, write_outputs
 
     tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, source, progress=not args.quiet)
