@@ -70,7 +70,7 @@ def quiet_tensorflow():
 _THREADS_SET = False  # the first start in a process chooses its threads; later starts keep them
 
 
-def one_thread_per_op(rounds_at_once=1):
+def choose_threads(rounds_at_once=1):
     """Run each TensorFlow op on one thread, with one more op thread than the cores a round has.
 
     The ops of nets this small are too small to split across threads: on two
@@ -79,7 +79,7 @@ def one_thread_per_op(rounds_at_once=1):
     not depend on how many rounds run at once. Independent ops (the members of
     an ensemble, a siamese net's two towers) still run side by side: with one
     spare thread, a core is not left idle while an op waits for its inputs. On
-    2 cores, an epoch of `best` alone took 0.92 of the time with 3 threads
+    2 cores, an epoch of `best` alone took 0.92-0.95 of the time with 3 threads
     instead of 2; two rounds side by side with 3 threads each were 9 % slower
     than with 2 each, their share of the cores plus one.
     TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS, when set, win.
@@ -144,7 +144,7 @@ def start_tensorflow(strategy="none", collective_timeout=60, start_timeout=120, 
     if strategy == "multiworker":
         cluster_role()  # a malformed TF_CONFIG is one line, before TensorFlow starts
     quiet_tensorflow()
-    one_thread_per_op(rounds_at_once)
+    choose_threads(rounds_at_once)
     if strategy in (None, "none"):
         return None
     import tensorflow as tf
