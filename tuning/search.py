@@ -96,7 +96,10 @@ class ComparisonTuner(keras_tuner.Tuner):
                 _, metrics, _ = train_round(run_cfg, train, val, verbose=0, cache=self.cache,
                                             callbacks=[_for_round(c, trial, run) for c in callbacks])
                 results.append({"val_compare_accuracy": metrics["test_accuracy"],
-                                "train_seconds": metrics["train_seconds"]})
+                                "train_seconds": metrics["train_seconds"],
+                                # nets that read digits: what bounds the comparison
+                                **({"val_digit_accuracy": metrics["test_digit_accuracy"]}
+                                   if "test_digit_accuracy" in metrics else {})})
             except RunError as e:
                 if "diverged" not in str(e):
                     raise
