@@ -17,9 +17,9 @@ after the traced first) and prints where an epoch's time goes: milliseconds of
 op time per epoch by kernel, and by layer (forward, backward).
 Op time is summed over the threads that run ops side by side, so it exceeds
 the wall time when both cores are busy; with more op threads than cores (a
-round alone has one spare), it also counts the time an op waited for a core. TensorFlow fuses some ops into one
-kernel, named after the last of them: a conv fused with its activation counts
-under the activation's layer.
+round alone has one spare), it also counts the time an op waited for a core.
+TensorFlow fuses some ops into one kernel, named after the last of them: a conv
+fused with its activation counts under the activation's layer.
 """
 import argparse
 import collections

@@ -251,3 +251,21 @@ def test_a_trial_started_in_its_own_file_only_is_run_after_the_chief_dies(tmp_pa
     again.metrics.update("val_compare_accuracy", 0.9)
     reloaded.end_trial(again)
     assert reloaded.create_trial("tuner1").hyperparameters.values == {"alpha": 0.6}
+
+
+def test_trials_table_gives_the_digit_accuracy_of_nets_that_read_digits():
+    from types import SimpleNamespace
+
+    from mnistcompare.tuning.search import trials_markdown
+
+    def trial(trial_id, lr):
+        return SimpleNamespace(trial_id=trial_id, hyperparameters=SimpleNamespace(values={"lr": lr}))
+
+    digits = (trial("0", 0.001), {}, [{"val_compare_accuracy": 0.99, "val_digit_accuracy": 0.985},
+                                      {"val_compare_accuracy": 0.98, "val_digit_accuracy": 0.975}])
+    older = (trial("1", 0.01), {}, [{"val_compare_accuracy": 0.97}])  # saved before the field existed
+    table = trials_markdown([digits, older], {"lr": [0.001, 0.01]}).splitlines()
+    assert "digit accuracy" in table[0] and table[1].count("---") == 6
+    assert table[2] == "| 1 | 0 | 0.001 | 0.9850 ± 0.0071 | 0.9800 | 2 |"
+    assert table[3] == "| 2 | 1 | 0.01 | 0.9700 ± 0.0000 | | 1 |"
+    assert "digit" not in trials_markdown([older], {"lr": [0.01]})  # nets without digits: no column
