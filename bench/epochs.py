@@ -2,11 +2,13 @@
 
     python bench/epochs.py [--preset best] [--epochs 8] [--pairs 2] [--env TF_ENABLE_ONEDNN_OPTS=0]
                            [--torch-python PYTHON]
+    python bench/epochs.py --flag=--no-bias-before-bn [--preset best] [--epochs 8] [--pairs 2] [--torch-python PYTHON]
     python bench/epochs.py --profile [--preset best] [--epochs 8] [--torch-python PYTHON]
 
 Each pair trains one round of the preset (seed 0) twice, in fresh processes:
 first as the commands do, then with --env set (default: TensorFlow's own
-choice of kernels, Eigen's on an AVX2-only CPU, instead of oneDNN's). A
+choice of kernels, Eigen's on an AVX2-only CPU, instead of oneDNN's), or with
+--flag, one `mnistcompare-train` option added to the preset. A
 round's first epoch traces the step; the median of the others is its time per
 epoch. With --torch-python, the PyTorch reference (`torch_siamese_ref.py
 --rounds 10`) is timed after each pair, as a yardstick for this machine's speed
@@ -39,9 +41,10 @@ from speed import reference, timed  # noqa: E402 (bench/ is this script's folder
 from mnistcompare.reports import PRESETS  # noqa: E402
 
 
-def one_round(preset, epochs, profile_dir=None):
+def one_round(preset, epochs, profile_dir=None, flags=()):
     """Train one round; its epochs' seconds and test accuracy. With `profile_dir`, every
-    epoch after the first runs under TensorFlow's profiler, which writes its trace there."""
+    epoch after the first runs under TensorFlow's profiler, which writes its trace there.
+    `flags`: `mnistcompare-train` options that change the preset."""
     import time
 
     from mnistcompare.runtime import start_tensorflow
@@ -51,10 +54,9 @@ def one_round(preset, epochs, profile_dir=None):
     import tensorflow as tf
 
     from mnistcompare.data import load_pairs
-    from mnistcompare.reports import preset as preset_config
     from mnistcompare.training import train_round
 
-    cfg = preset_config(preset).replace(epochs=epochs)
+    cfg = preset_with(preset, flags).replace(epochs=epochs)
     train, test = load_pairs(cfg)
     seconds = []
 
@@ -71,6 +73,15 @@ def one_round(preset, epochs, profile_dir=None):
 
     model, metrics, _ = train_round(cfg, train, test, callbacks=[EpochTimes()], verbose=0)
     return {"seconds": seconds, "test_accuracy": metrics["test_accuracy"], "layers": layer_names(model)}
+
+
+def preset_with(preset, flags):
+    """The preset's Config changed by `flags`, as `mnistcompare-train --preset PRESET FLAGS` would build it."""
+    from mnistcompare.cli import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser(prog=f"{os.path.basename(sys.argv[0])} --flag", usage=argparse.SUPPRESS)
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(["--preset", preset, *flags]))
 
 
 def layer_names(model):
@@ -142,6 +153,9 @@ def main():
     parser.add_argument("--pairs", type=int, default=2, help="alternating pairs of rounds (default 2)")
     parser.add_argument("--env", default="TF_ENABLE_ONEDNN_OPTS=0", metavar="NAME=VALUE",
                         help="the environment change of each pair's second round (default %(default)s)")
+    parser.add_argument("--flag", action="append", default=[], metavar="OPTION",
+                        help="instead: a mnistcompare-train option for each pair's second round, written "
+                             "--flag=--batch-size=200 (repeat it for several)")
     parser.add_argument("--torch-python",
                         help="a Python with torch: time the PyTorch reference after each pair (or the profile)")
     parser.add_argument("--profile", action="store_true",
@@ -151,7 +165,7 @@ def main():
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch traces the step and is not counted")
     if args.child:
-        result = one_round(args.preset, args.epochs)
+        result = one_round(args.preset, args.epochs, flags=args.flag)
         return print(json.dumps({k: result[k] for k in ("seconds", "test_accuracy")}))
     if args.profile:
         from mnistcompare.config import UserError
@@ -171,11 +185,21 @@ def main():
     name, value = args.env.split("=", 1)
     command = [sys.executable, os.path.abspath(__file__), "--child", "--preset", args.preset,
                "--epochs", str(args.epochs)]
-    medians = {"default": [], args.env: []}
+    if args.flag:
+        from mnistcompare.config import UserError
+
+        try:  # a mistyped option fails now, not in the first child
+            preset_with(args.preset, args.flag)
+        except UserError as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
+        change, second = " ".join(args.flag), ({}, [f"--flag={flag}" for flag in args.flag])
+    else:
+        change, second = args.env, ({name: value}, [])
+    medians = {"default": [], change: []}
     references = []
     for i in range(args.pairs):
-        for label, env in (("default", {}), (args.env, {name: value})):
-            _, stdout = timed(command, env)
+        for label, (env, extra) in (("default", ({}, [])), (change, second)):
+            _, stdout = timed(command + extra, env)
             result = json.loads(stdout.strip().splitlines()[-1])
             medians[label].append(statistics.median(result["seconds"][1:]))
             print(f"pair {i + 1}, {label}: {medians[label][-1]:.3f} s per epoch "
@@ -184,9 +208,9 @@ def main():
             seconds, _ = reference(args.torch_python)
             references.append(seconds)
             print(f"pair {i + 1}: PyTorch reference {seconds:.1f} s for 10 rounds", flush=True)
-    ours, other = statistics.median(medians["default"]), statistics.median(medians[args.env])
+    ours, other = statistics.median(medians["default"]), statistics.median(medians[change])
     yardstick = f"; PyTorch reference median {statistics.median(references):.1f} s" if references else ""
-    print(f"{args.preset}: {ours:.3f} s per epoch as the commands run, {other:.3f} s with {args.env} "
+    print(f"{args.preset}: {ours:.3f} s per epoch as the commands run, {other:.3f} s with {change} "
           f"(ratio {other / ours:.2f}){yardstick}")
 
 

@@ -102,6 +102,9 @@ class Config:
     fused_batch_norm: bool = _opt(False, "train batch-norm through TensorFlow's fused kernel: Keras' arithmetic up "
                                          "to float rounding, faster (off by default, so that earlier results repeat "
                                          "bit for bit)")
+    bias_before_bn: bool = _opt(True, "a bias in each conv and dense layer that batch-norm follows: batch-norm's "
+                                      "offset makes it redundant (its gradient is zero up to float rounding); off: "
+                                      "one gradient fewer to compute per layer")
     conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
     hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
                          low=1)

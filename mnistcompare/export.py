@@ -37,7 +37,8 @@ def _copy_weights(source, target):
         if isinstance(layer, keras.Model):
             _copy_weights(source.get_layer(layer.name), layer)
         elif isinstance(layer, PooledConv):
-            kernel, bias = source.get_layer(layer.name).get_weights()
+            kernel, *bias = source.get_layer(layer.name).get_weights()
+            bias = bias[0] if bias else np.zeros(kernel.shape[-1], kernel.dtype)  # none before batch-norm
             if any(other.name == f"{layer.name}_bn" for other in source.layers):
                 bn = source.get_layer(f"{layer.name}_bn")
                 gamma, beta, mean, variance = bn.get_weights()

@@ -127,6 +127,27 @@ def test_fused_batch_norm_trains_as_keras_batch_norm(shape, epsilon):
     assert fused.get_config() == {**keras_bn.get_config(), "name": fused.name}
 
 
+def test_no_bias_before_batch_norm_where_batch_norm_follows_and_the_same_net_at_first(tiny_pairs):
+    train, _ = tiny_pairs
+    cfg = Config(arch="digits", members=2, conv_batch_norm=True, **SMALL).validate()
+    with_bias, without = (build_model(cfg.replace(bias_before_bn=on), 40.0, 50.0) for on in (True, False))
+
+    def uses_bias(model):
+        found = {}
+        for layer in model.layers:
+            found.update(uses_bias(layer) if isinstance(layer, keras.Model) else
+                         {layer.name: layer.use_bias} if hasattr(layer, "use_bias") else {})
+        return found
+
+    assert set(uses_bias(with_bias).values()) == {True}
+    assert uses_bias(without) == {"conv0": False, "conv1": False, "hidden0_dense": False, "logits": True}
+    assert count_params(with_bias) - count_params(without) == 2 * (4 + 8 + 16)  # per member: conv0, conv1, hidden
+    # Biases start at zero and the initialisers draw the same seeds, so the two nets start as one function.
+    expected, got = predict(with_bias, train), predict(without, train)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
+
+
 def test_exact_compare_matches_brute_force():
     rng = np.random.default_rng(0)
     p_a, p_b = rng.dirichlet(np.ones(10), 50).astype(np.float32), rng.dirichlet(np.ones(10), 50).astype(np.float32)
