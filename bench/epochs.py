@@ -3,7 +3,7 @@
     python bench/epochs.py [--preset best] [--epochs 8] [--pairs 2] [--env TF_ENABLE_ONEDNN_OPTS=0]
                            [--torch-python PYTHON]
     python bench/epochs.py --flag=--no-bias-before-bn [--preset best] [--epochs 8] [--pairs 2] [--torch-python PYTHON]
-    python bench/epochs.py --profile [--preset best] [--epochs 8] [--torch-python PYTHON]
+    python bench/epochs.py --profile [--preset best] [--epochs 8] [--flag=OPTION] [--torch-python PYTHON]
 
 Each pair trains one round of the preset (seed 0) twice, in fresh processes:
 first as the commands do, then with --env set (default: TensorFlow's own
@@ -119,10 +119,10 @@ def op_times(profile_dir, layers):
     return times
 
 
-def print_profile(preset, epochs):
+def print_profile(preset, epochs, flags=()):
     """One round under the profiler; the op time per epoch by kernel and by layer."""
     with tempfile.TemporaryDirectory() as folder:
-        result = one_round(preset, epochs, folder)
+        result = one_round(preset, epochs, folder, flags)
         times = op_times(folder, result["layers"])
     wall = statistics.median(result["seconds"][1:])
     per_epoch = 1000 / (epochs - 1)
@@ -154,8 +154,9 @@ def main():
     parser.add_argument("--env", default="TF_ENABLE_ONEDNN_OPTS=0", metavar="NAME=VALUE",
                         help="the environment change of each pair's second round (default %(default)s)")
     parser.add_argument("--flag", action="append", default=[], metavar="OPTION",
-                        help="instead: a mnistcompare-train option for each pair's second round, written "
-                             "--flag=--batch-size=200 (repeat it for several)")
+                        help="instead of --env: a mnistcompare-train option for each pair's second round (with "
+                             "--profile: for the round profiled), written --flag=--batch-size=200 (repeat it for "
+                             "several)")
     parser.add_argument("--torch-python",
                         help="a Python with torch: time the PyTorch reference after each pair (or the profile)")
     parser.add_argument("--profile", action="store_true",
@@ -164,6 +165,8 @@ def main():
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch traces the step and is not counted")
+    if args.flag and args.env != parser.get_default("env"):
+        parser.error("--env and --flag: give one change, not both")
     if args.child:
         result = one_round(args.preset, args.epochs, flags=args.flag)
         return print(json.dumps({k: result[k] for k in ("seconds", "test_accuracy")}))
@@ -171,7 +174,7 @@ def main():
         from mnistcompare.config import UserError
 
         try:
-            print_profile(args.preset, args.epochs)
+            print_profile(args.preset, args.epochs, args.flag)
         except UserError as e:
             parser.exit(2, f"{parser.prog}: error: {e}\n")
         if args.torch_python:
