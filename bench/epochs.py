@@ -38,6 +38,7 @@ sys.path.insert(0, ROOT)
 
 from speed import reference, timed  # noqa: E402 (bench/ is this script's folder)
 
+from mnistcompare.config import UserError  # noqa: E402
 from mnistcompare.reports import PRESETS  # noqa: E402
 
 
@@ -170,9 +171,11 @@ def main():
     if args.child:
         result = one_round(args.preset, args.epochs, flags=args.flag)
         return print(json.dumps({k: result[k] for k in ("seconds", "test_accuracy")}))
+    try:  # a mistyped option fails now, not after TensorFlow's start-up or in the first child
+        preset_with(args.preset, args.flag)
+    except UserError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
     if args.profile:
-        from mnistcompare.config import UserError
-
         try:
             print_profile(args.preset, args.epochs, args.flag)
         except UserError as e:
@@ -189,12 +192,6 @@ def main():
     command = [sys.executable, os.path.abspath(__file__), "--child", "--preset", args.preset,
                "--epochs", str(args.epochs)]
     if args.flag:
-        from mnistcompare.config import UserError
-
-        try:  # a mistyped option fails now, not in the first child
-            preset_with(args.preset, args.flag)
-        except UserError as e:
-            parser.exit(2, f"{parser.prog}: error: {e}\n")
         change, second = " ".join(args.flag), ({}, [f"--flag={flag}" for flag in args.flag])
     else:
         change, second = args.env, ({name: value}, [])

@@ -121,13 +121,14 @@ def test_python_m_mnistcompare_lists_the_commands():
         assert name in result.stdout
 
 
+@pytest.mark.parametrize("profile", [[], ["--profile"]])
 @pytest.mark.parametrize("flag, message", [
     ("--flag=--frobnicate", "epochs.py --flag: error: unrecognized arguments: --frobnicate"),
     ("--flag=--batch-size=0", "--batch-size: must be >= 1, got 0"),
 ])
-def test_epochs_bench_refuses_a_bad_option_before_training(flag, message):
+def test_epochs_bench_refuses_a_bad_option_before_training(flag, message, profile):
     import os
 
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "epochs.py")
-    result = subprocess.run([sys.executable, script, flag], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, script, flag, *profile], capture_output=True, text=True, timeout=120)
     assert message in one_line(result)
