@@ -2,7 +2,7 @@
 
     python bench/epochs.py [--preset best] [--epochs 8] [--pairs 2] [--env TF_ENABLE_ONEDNN_OPTS=0]
                            [--torch-python PYTHON]
-    python bench/epochs.py --flag=--no-bias-before-bn [--preset best] [--epochs 8] [--pairs 2] [--torch-python PYTHON]
+    python bench/epochs.py --flag=--no-shuffle [--preset best] [--epochs 8] [--pairs 2] [--torch-python PYTHON]
     python bench/epochs.py --profile [--preset best] [--epochs 8] [--flag=OPTION] [--torch-python PYTHON]
 
 Each pair trains one round of the preset (seed 0) twice, in fresh processes:
@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 
 from speed import reference, timed  # noqa: E402 (bench/ is this script's folder)
 
-from mnistcompare.config import UserError  # noqa: E402
+from mnistcompare.errors import UserError  # noqa: E402
 from mnistcompare.reports import PRESETS  # noqa: E402
 
 

@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--data-dir")
     parser.add_argument("--idx-dir")
     args = parser.parse_args()
-    from mnistcompare.config import UserError
+    from mnistcompare.errors import UserError
     from mnistcompare.reports import preset
 
     base = preset(args.preset).without_views()

@@ -17,7 +17,8 @@ import importlib.abc
 import importlib.util
 import sys
 
-from mnistcompare.config import ARCHS, Config, RunError, UserError
+from mnistcompare.config import ARCHS, Config
+from mnistcompare.errors import RunError, UserError
 
 __version__ = "0.2.0"
 __all__ = ["ARCHS", "Config", "RunError", "UserError", "__version__"]

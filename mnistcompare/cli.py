@@ -12,7 +12,8 @@ import sys
 import time
 
 import mnistcompare
-from mnistcompare.config import Config, RunError, UserError, bounds_text
+from mnistcompare.config import Config, bounds_text, sections
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.data import find_source
 from mnistcompare.reports import PRESETS, preset
 
@@ -61,22 +62,28 @@ def add_config_arguments(parser):
     parser.add_argument("--preset", help=f"start from a named configuration: {', '.join(PRESETS)}")
     parser.add_argument("--config", metavar="FILE",
                         help="start from a saved config.json instead (flags override it)")
-    group = parser.add_argument_group("model, training and data options (defaults: report 000's siamese net)")
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        default = ",".join(map(str, f.default)) if f.type is tuple else f"{f.default:.4g}" if f.type is float \
-            else f.default
-        bounds = bounds_text(f)  # checked by Config.validate, so that a config file gets the same errors
-        help = f"{f.metadata['help']}{'; ' + bounds if bounds else ''} (default: {default})"
-        if f.type is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
-        elif f.type is tuple:
-            element = _int if f.name != "padding" else str
-            group.add_argument(flag, type=_tuple_type(element), default=None, metavar="A,B,..", help=help)
-        else:
-            kind = _int if f.type is int else f.type
-            group.add_argument(flag, type=kind, default=None, metavar={int: "N", float: "X", str: "NAME"}[f.type],
-                               help=help)
+    for name, fields in sections().items():
+        group = parser.add_argument_group(f"{name} options (defaults: report 000's siamese net)")
+        for f in fields:
+            add_config_flag(group, f)
+
+
+def add_config_flag(group, f):
+    """The flag of one Config field, with its help, bounds and default."""
+    flag = "--" + f.name.replace("_", "-")
+    default = ",".join(map(str, f.default)) if f.type is tuple else f"{f.default:.4g}" if f.type is float \
+        else f.default
+    bounds = bounds_text(f)  # checked by Config.validate, so that a config file gets the same errors
+    help = f"{f.metadata['help']}{'; ' + bounds if bounds else ''} (default: {default})"
+    if f.type is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+    elif f.type is tuple:
+        element = _int if f.name != "padding" else str
+        group.add_argument(flag, type=_tuple_type(element), default=None, metavar="A,B,..", help=help)
+    else:
+        kind = _int if f.type is int else f.type
+        group.add_argument(flag, type=kind, default=None, metavar={int: "N", float: "X", str: "NAME"}[f.type],
+                           help=help)
 
 
 def add_data_arguments(parser):
@@ -308,7 +315,7 @@ def draw_run(model, cfg, metrics, test, out, name):
     from mnistcompare.plots import plot_confusion, plot_pairs
     from mnistcompare.training import Predictor, examples
 
-    plot_pairs(examples(Predictor(model)(test), test), os.path.join(out, "pairs.png"),
+    plot_pairs(examples(Predictor.of(model)(test), test), os.path.join(out, "pairs.png"),
                f"{name}, seed {cfg.seed}: test pairs, mistakes first")
     if "confusion" not in metrics:
         return ["pairs.png"]

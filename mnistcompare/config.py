@@ -12,14 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields
 
-
-class UserError(Exception):
-    """A mistake of the user's (bad option, missing data, wrong shape): one line, exit 2."""
-
-
-class RunError(Exception):
-    """A run that cannot go on (diverged, a worker or peer died, a full disk): one line, exit 1.
-    What finished is kept; rerunning the same command resumes."""
+from mnistcompare.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -88,9 +81,21 @@ def bounds_text(f):
     return ""
 
 
+# Config's fields in three groups, each named by its first field (--help shows them so).
+SECTIONS = {"arch": "model", "optimizer": "training", "pairs": "data and augmentation"}
+
+
 @dataclass
 class Config:
-    # What to build. Defaults are report 000's siamese net (its Appendix A).
+    """Everything that defines a run: the model, its training, its data. One per run, saved as config.json.
+
+    Defaults are report 000's siamese net (its Appendix A) with Keras'
+    numerics; `reports.preset(name)` gives each report's. Build one with
+    keyword arguments, `Config.load(path)` or `replace(**changes)`, and check
+    it with `validate()`, which names the first bad option. Each field's help
+    and bounds are in `dataclasses.fields(Config)[i].metadata` (what --help shows).
+    """
+    # The model. Defaults are report 000's siamese net (its Appendix A).
     arch: str = _opt("siamese", "architecture", choices=tuple(ARCHS))
     channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (none: a dense tower; ignored by mlp, "
                                          "siamese_mlp)", low=1)
@@ -99,12 +104,6 @@ class Config:
     pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all", low=1)
     groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)", choices=(1, 2))
     conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
-    fused_batch_norm: bool = _opt(False, "train batch-norm through TensorFlow's fused kernel: Keras' arithmetic up "
-                                         "to float rounding, faster (off by default, so that earlier results repeat "
-                                         "bit for bit)")
-    bias_before_bn: bool = _opt(True, "a bias in each conv and dense layer that batch-norm follows: batch-norm's "
-                                      "offset makes it redundant (its gradient is zero up to float rounding); off: "
-                                      "one gradient fewer to compute per layer")
     conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
     hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
                          low=1)
@@ -132,10 +131,18 @@ class Config:
                                        "label, 0.01 on each other digit)", low=0, high=1, high_open=True)
     alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss",
                         low=0, high=1)
-    numerics: str = _opt("keras", "keras (Keras' defaults), torch (PyTorch's defaults, as the reports used), or a "
-                                  "comma list of torch parts: " + ", ".join(TORCH_PARTS))
+    numerics: str = _opt("keras", "keras (Keras' defaults), torch (all of PyTorch's, as the reports used), or one "
+                                  "of PyTorch's alone: " + "; ".join(f"{k}: {v}" for k, v in TORCH_PARTS.items()),
+                         choices=("keras", "torch", *TORCH_PARTS))
     normalize: bool = _opt(True, "standardise the pixels with the training pixels' mean and std, kept in the model "
                                  "(--no-normalize: raw 0..255 pixels, as reports 001 and 004, which do not normalise)")
+    tta: bool = _opt(False, "digits only: at inference, average each image's digit probabilities with those of its "
+                            "four one-pixel shifts (part of the model and of its export)")
+    # without --tta they are left unused, so that `--preset best --no-tta` reads each image once
+    tta_rotate: float = _opt(0.0, "with --tta, also the views rotated by this many degrees, both ways (unused "
+                                  "without --tta)", low=0, high=180)
+    tta_zoom: float = _opt(0.0, "with --tta, also the views scaled by 1 +- this fraction (0.08: 1.08 and 0.92; "
+                                "unused without --tta)", low=0, high=1, high_open=True)
     # How to train.
     optimizer: str = _opt("adam", "optimizer", choices=("adam", "sgd"))
     lr: float = _opt(0.005, "learning rate", low=0, low_open=True)
@@ -157,7 +164,7 @@ class Config:
                             low=0, high=1, high_open=True)
     patience: int = _opt(0, "early-stopping patience on validation accuracy in epochs (0: off; needs --val-split)",
                          low=0)
-    # Which data.
+    # The data, and its augmentation in training.
     pairs: int = _opt(1000, "training pairs", low=1, high=MAX_PAIRS["train"])
     test_pairs: int = _opt(0, "test pairs (0: as many as --pairs, up to 5000)", low=0, high=MAX_PAIRS["test"])
     seed: int = _opt(0, "seed of the pair sample, the weights and the shuffling", low=0, high=MAX_SEED)
@@ -173,14 +180,6 @@ class Config:
     erase: int = _opt(0, "augment: blank a square of this many pixels a side, centred at a random pixel of each "
                          "training image and cut off at its edges (Cutout, DeVries & Taylor 2017; 0: off)",
                       low=0, high=14)
-    tta: bool = _opt(False, "digits only: at inference, average each image's digit probabilities with those of its "
-                            "four one-pixel shifts (part of the model and of its export)")
-    # without --tta they are left unused, so that `--preset best --no-tta` reads each image once
-    tta_rotate: float = _opt(0.0, "with --tta, also the views rotated by this many degrees, both ways (unused "
-                                  "without --tta)", low=0, high=180)
-    tta_zoom: float = _opt(0.0, "with --tta, also the views scaled by 1 +- this fraction (0.08: 1.08 and 0.92; "
-                                "unused without --tta)", low=0, high=1, high_open=True)
-
     def __post_init__(self):
         for f in fields(self):
             if f.type is tuple and isinstance(getattr(self, f.name), list):
@@ -209,7 +208,7 @@ class Config:
         """The PyTorch defaults this config uses instead of Keras' (a subset of TORCH_PARTS)."""
         if self.numerics == "torch":
             return frozenset(TORCH_PARTS)
-        return frozenset() if self.numerics == "keras" else frozenset(self.numerics.split(","))
+        return frozenset() if self.numerics == "keras" else frozenset([self.numerics])
 
     def per_conv(self, name):
         """`kernel`, `padding` or `pool` expanded to one value per conv layer."""
@@ -241,10 +240,6 @@ class Config:
                         m["high"] is not None and (v > m["high"] or (m["high_open"] and v == m["high"]))):
                     shown = ",".join(map(str, value)) if f.type is tuple else repr(v)
                     bad(f.name, f"must be {bounds_text(f)}, got {shown}")
-        parts = self.numerics.split(",")
-        if self.numerics not in ("keras", "torch") and not (parts and set(parts) <= set(TORCH_PARTS)):
-            bad("numerics", f"expected keras, torch, or a comma list of {', '.join(TORCH_PARTS)}; "
-                            f"got {self.numerics!r}")
         if not all(p in PADDINGS or re.fullmatch(r"[0-9]{1,2}", p) for p in self.padding):
             bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got {','.join(self.padding)}")
         if self.spec.conv == "always" and not self.channels:
@@ -326,3 +321,16 @@ class Config:
     def without_views(self):
         """The same model without test-time views: the same weights, each image read once."""
         return self.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0)
+
+
+def sections():
+    """{group name: [its fields]}, in Config's order."""
+    groups, current = {}, None
+    for f in fields(Config):
+        current = SECTIONS.get(f.name, current)
+        groups.setdefault(current, []).append(f)
+    return groups
+
+
+Config.__doc__ += "".join(f"\n    {name.capitalize()}: {', '.join(f.name for f in group)}.\n"
+                          for name, group in sections().items())

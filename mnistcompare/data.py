@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from mnistcompare.config import UserError
+from mnistcompare.errors import UserError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -278,29 +278,59 @@ def normalisation(pairs):
 
 
 # -- 3. tf.data ----------------------------------------------------------------
-def to_dataset(pairs, batch_size, shuffle_seed=None, swap=False, shift=0, rotate=0.0, zoom=0.0, elastic=0.0,
-               erase=0, digits=True):
-    """The pairs as a batched tf.data pipeline of (features, labels) dicts, for Keras' own `fit`.
+def steps_per_epoch(n_pairs, batch_size):
+    return -(-n_pairs // batch_size)
 
-    Shuffling and augmentation (training only) are seeded by `shuffle_seed`
-    and differ from epoch to epoch. `digits=False` leaves out the digit labels
-    (for models without digit heads). The package itself trains through
-    `training.EpochFunction`, which applies the same `augment_batch`.
+
+def labels_for(labels, outputs):
+    """The labels of the `outputs` a model is trained on (its `output_names`): the comparison, the digits
+    where it has digit heads, and the digits again for its members' own outputs."""
+    labels = dict(labels, members_a=labels["digit_a"], members_b=labels["digit_b"])
+    return {name: labels[name] for name in outputs}
+
+
+DEFAULT_OUTPUTS = ("compare", "digit_a", "digit_b")
+
+
+def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS):
+    """The pairs as a tf.data pipeline of (features, labels) batches of `cfg.batch_size`, for `model.fit`.
+
+    training=True: the batches of epochs `first_epoch` .. `cfg.epochs` - 1,
+    back to back (pass `steps_per_epoch` to fit). Each epoch's order
+    (`cfg.shuffle`) and augmentation (`cfg.swap`, shift, rotate, zoom,
+    elastic, erase) are drawn from (seed, epoch) alone, so a run resumed at
+    any epoch sees the batches an uninterrupted run would have seen.
+    training=False: the pairs once, in order, as they are (validation, test).
+    Labels: those of `outputs`, a model's `output_names` (default: `compare`
+    and both digits).
     """
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((pairs.features(), pairs.labels(digits=True)))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    moves = (shift, rotate, zoom, elastic, erase)
-    if swap or any(moves):
-        seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(functools.partial(augment_batch, swap=swap, moves=moves),
-                                                num_parallel_calls=tf.data.AUTOTUNE)
-    if not digits:
-        ds = ds.map(lambda x, y: (x, {"compare": y["compare"]}))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    x, y = pairs.features(), pairs.labels(digits=True)
+    size = cfg.batch_size
+    if not training:
+        return tf.data.Dataset.from_tensor_slices((x, labels_for(y, outputs))).batch(size).prefetch(
+            tf.data.AUTOTUNE)
+    n = len(pairs)
+    x, y = tf.nest.map_structure(tf.constant, (x, y))
+    moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic, cfg.erase)
+    augment = cfg.swap or any(moves)
+
+    def epoch_batches(epoch):
+        seed = tf.stack([tf.constant(cfg.seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n), seed) if cfg.shuffle else tf.range(n)
+
+        def batch(i):  # a whole batch per element: one gather, not `size` elements batched
+            take = order[tf.cast(i, tf.int32) * size:tf.cast(i + 1, tf.int32) * size]
+            out = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))
+            if augment:
+                out = augment_batch(out, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, moves)
+            return out[0], labels_for(out[1], outputs)
+
+        return tf.data.Dataset.range(steps_per_epoch(n, size)).map(batch)
+
+    epochs = tf.data.Dataset.range(first_epoch, cfg.epochs).flat_map(epoch_batches)
+    return epochs.prefetch(2)
 
 
 def augment_batch(batch, seed, swap, moves):

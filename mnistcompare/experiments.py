@@ -19,7 +19,8 @@ import numpy as np
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from mnistcompare.config import MAX_SEED, Config, RunError, UserError
+from mnistcompare.config import MAX_SEED, Config
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import write_json, write_text
 
 
@@ -199,7 +200,7 @@ def train_job(job, cache=None):
         callbacks = [keras.callbacks.TensorBoard(tensorboard, write_graph=False)] if tensorboard else []
         model, metrics, history = train_round(cfg, train, test, callbacks=callbacks, verbose=0, curves=True,
                                               cache=cache)
-        return metrics, history, examples(Predictor(model)(test), test) if pictures else None
+        return metrics, history, examples(Predictor.of(model)(test), test) if pictures else None
 
 
 def slug(name):

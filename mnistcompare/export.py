@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnistcompare.config import RunError
+from mnistcompare.errors import RunError
 from mnistcompare.layers import PooledConv
 from mnistcompare.models import build_model
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 
-from mnistcompare.config import RunError, UserError
+from mnistcompare.errors import RunError, UserError
 
 
 @contextlib.contextmanager

@@ -50,19 +50,18 @@ class Layers:
     def dropout(self, x, rate, name):
         return layers.Dropout(rate, seed=self.seed(), name=name)(x)
 
-    def dense(self, x, units, name, activation=None, use_bias=True):
-        return layers.Dense(units, activation=activation, use_bias=use_bias, name=name,
+    def dense(self, x, units, name, activation=None):
+        return layers.Dense(units, activation=activation, name=name,
                             **self._init(x.shape[-1]))(x)
 
-    def conv(self, x, channels, kernel, padding, groups, name, use_bias=True):
+    def conv(self, x, channels, kernel, padding, groups, name):
         fan_in = kernel * kernel * x.shape[-1] // groups
-        return layers.Conv2D(channels, kernel, padding=padding, groups=groups, use_bias=use_bias, name=name,
+        return layers.Conv2D(channels, kernel, padding=padding, groups=groups, name=name,
                              **self._init(fan_in))(x)
 
     def batch_norm(self, x, name):
         epsilon = 1e-5 if "bn-eps" in self.parts else 1e-3
-        kind = FusedBatchNormalization if self.cfg.fused_batch_norm else layers.BatchNormalization
-        return kind(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized, name=name)(x)
+        return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized, name=name)(x)
 
     def activation(self, x, name, kind=None):
         kind = kind or self.cfg.activation
@@ -73,7 +72,7 @@ class Layers:
     def dense_block(self, x, units, name, activation=None):
         """Dense -> [BatchNorm] -> activation -> [max over adjacent units] -> [Dropout]."""
         cfg = self.cfg
-        x = self.dense(x, units, f"{name}_dense", use_bias=cfg.bias_before_bn or not cfg.batch_norm)
+        x = self.dense(x, units, f"{name}_dense")
         if cfg.batch_norm:
             x = self.batch_norm(x, f"{name}_bn")
         x = self.activation(x, f"{name}_act", activation)
@@ -94,8 +93,7 @@ class Layers:
                 # conv, BatchNorm (folded in by export.serving_model), activation and pooling in one kernel
                 x = PooledConv(channels, kernel, padding, pool, cfg.activation, self.negative_slope, name="conv0")(x)
             else:
-                x = self.conv(x, channels, kernel, padding, groups if i == 0 else 1, f"conv{i}",
-                              use_bias=cfg.bias_before_bn or not cfg.conv_batch_norm)
+                x = self.conv(x, channels, kernel, padding, groups if i == 0 else 1, f"conv{i}")
                 if cfg.conv_batch_norm:
                     x = self.batch_norm(x, f"conv{i}_bn")
                 x = self.activation(x, f"conv{i}_act")

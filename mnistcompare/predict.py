@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from mnistcompare.config import UserError
+from mnistcompare.errors import UserError
 
 
 def load_image(path):

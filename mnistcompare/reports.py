@@ -10,7 +10,8 @@ numerics (`numerics="torch"`); each choice is commented where it is made.
 """
 import dataclasses
 
-from mnistcompare.config import Config, UserError
+from mnistcompare.config import Config
+from mnistcompare.errors import UserError
 
 
 @dataclasses.dataclass
@@ -70,10 +71,10 @@ PRESETS = {
     # P(a <= b), trained jointly on the comparison and both digits; swap and small affine
     # augmentation; 60 epochs on a cosine schedule. Two 3x3 convs at 14x14 and at 7x7, and at inference
     # each digit read in 9 views (itself, its one-pixel shifts, rotated 8 degrees and scaled 8 % both ways),
-    # both chosen on validation pairs (docs/results/best/README.md); batch-norm through the fused kernel for time.
+    # both chosen on validation pairs (docs/results/best/README.md).
     "best": dict(
         arch="digits", members=3, channels=(32, 32, 64, 64, 128), kernel=(3,), padding=("same",),
-        pool=(1, 2, 1, 2, 1), conv_batch_norm=True, fused_batch_norm=True, hidden=(256,), batch_norm=True,
+        pool=(1, 2, 1, 2, 1), conv_batch_norm=True, hidden=(256,), batch_norm=True,
         dropout=0.3, alpha=1 / 3, lr=0.003, schedule="cosine", epochs=60, swap=True, shift=1, rotate=10.0,
         zoom=0.1, tta=True, tta_rotate=8.0, tta_zoom=0.08),
 }

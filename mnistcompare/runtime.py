@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 
-from mnistcompare.config import UserError
+from mnistcompare.errors import UserError
 
 
 def available_cpus():
@@ -172,7 +172,7 @@ def _give_up(message):
 
 def peer_failure(error):
     """A RunError for a tf.distribute collective that failed because a peer died or hung (one line, exit 1)."""
-    from mnistcompare.config import RunError
+    from mnistcompare.errors import RunError
 
     return RunError(f"another process of the multi-worker run died or stopped answering ({type(error).__name__}); "
                     "nothing of the unfinished epoch is saved: restart every worker to resume")

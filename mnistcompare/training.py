@@ -1,24 +1,27 @@
-"""One round: Config + pairs -> compiled model -> fit -> metrics.
+"""One round: Config + pairs -> compiled model -> `model.fit` on a tf.data pipeline -> metrics.
 
-Every round trains through one loop, with or without a tf.distribute
-strategy: `EpochFunction` runs a whole epoch (shuffle, augment, Keras'
-`train_step` on every batch) as one traced call, and `fit_tensors` wraps it
-in Keras' callback machinery (history, progress bar, early stopping,
-`Checkpoint` for resuming).
+Every round, with or without a tf.distribute strategy, trains through Keras'
+own `fit` on `data.to_dataset`, with `steps_per_execution` set to a whole
+epoch (one graph call per epoch). A `ModelCache` keeps compiled models across
+rounds, so that each configuration is traced once per process.
 """
+import contextlib
 import csv
 import glob
 import json
 import math
+import zipfile
 import os
 import re
 import time
+import weakref
 
 import keras
 import numpy as np
 
-from mnistcompare.config import Config, RunError
-from mnistcompare.data import augment_batch, normalisation
+from mnistcompare.config import Config
+from mnistcompare.errors import RunError, UserError
+from mnistcompare.data import labels_for, normalisation, steps_per_epoch, to_dataset
 from mnistcompare.files import atomic_path
 from mnistcompare.layers import DigitCrossentropy
 from mnistcompare.models import build_model, count_params
@@ -31,16 +34,6 @@ def loss_weights(alpha, each=False):
     if each:
         return {"compare": alpha, "digit_a": 0.0, "digit_b": 0.0, "members_a": digits, "members_b": digits}
     return {"compare": alpha, "digit_a": digits, "digit_b": digits}
-
-
-def training_labels(model, labels):
-    """The labels dict `model`'s compiled losses take: the comparison only, or with the digits (the
-    members' outputs have the digits' labels)."""
-    if "digit_a" not in model.output_names:
-        return {"compare": labels["compare"]}
-    if "members_a" in model.output_names:
-        return {**labels, "members_a": labels["digit_a"], "members_b": labels["digit_b"]}
-    return labels
 
 
 def make_optimizer(cfg: Config, steps_per_epoch):
@@ -56,11 +49,14 @@ def make_optimizer(cfg: Config, steps_per_epoch):
     return keras.optimizers.Adam(lr, epsilon=1e-8 if "adam-eps" in cfg.torch_parts else 1e-7, **ema)
 
 
-def compile_model(model, cfg: Config, steps_per_epoch):
+def compile_model(model, cfg: Config, steps_per_epoch, distributed=False):
     """Losses, metrics and loss weights keyed by output name (dicts that match exactly:
-    a mismatched `loss_weights` dict is applied by position without an error)."""
+    a mismatched `loss_weights` dict is applied by position without an error). `distributed`:
+    for a model built under a tf.distribute strategy's scope."""
     losses = {"compare": keras.losses.BinaryCrossentropy()}
-    metrics = {"compare": [keras.metrics.BinaryAccuracy(name="accuracy")]}
+    # Keras prefixes a metric with its output's name only where a model has several outputs.
+    several = len(model.output_names) > 1
+    metrics = {"compare": [keras.metrics.BinaryAccuracy(name="accuracy" if several else "compare_accuracy")]}
     weights = {"compare": 1.0}
     if "digit_a" in model.output_names:
         for name in ("digit_a", "digit_b"):
@@ -73,10 +69,16 @@ def compile_model(model, cfg: Config, steps_per_epoch):
             losses.update(members_a=DigitCrossentropy(cfg.label_smoothing),
                           members_b=DigitCrossentropy(cfg.label_smoothing))
         weights = loss_weights(cfg.alpha, each)
+    # A whole epoch per graph call: Keras then runs the steps in a tf.while_loop over the iterator, which
+    # saves the per-step overhead of a call from Python (on nets this small, about as long as the step).
+    # Not under a strategy: TensorFlow 2.21 fails there ("You must feed a value for placeholder tensor").
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses, loss_weights=weights,
-                  metrics=metrics)
+                  metrics=metrics, steps_per_execution=1 if distributed else steps_per_epoch)
     model.optimizer.build(model.trainable_variables)  # its variables made now, not inside a traced loop
     return model
+
+
+_PREDICTORS = weakref.WeakKeyDictionary()
 
 
 class Predictor:
@@ -94,6 +96,13 @@ class Predictor:
         self.call = tf.function(lambda x: model(x, training=False),
                                 input_signature=[{"image_a": spec, "image_b": spec}])
 
+    @classmethod
+    def of(cls, model):
+        """The Predictor of `model`, made once: a model reused over rounds is traced once."""
+        if model not in _PREDICTORS:
+            _PREDICTORS[model] = cls(model)
+        return _PREDICTORS[model]
+
     def __call__(self, pairs, batch_size=2000):
         chunks = [self.call({"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]})
                   for i in range(0, len(pairs), batch_size)]
@@ -101,9 +110,8 @@ class Predictor:
 
 
 def predict(model, pairs, batch_size=2000):
-    """Outputs of `model` on `pairs` as numpy (see Predictor; traces once per call, so keep a
-    Predictor for repeated use)."""
-    return Predictor(model)(pairs, batch_size)
+    """Outputs of `model` on `pairs` as numpy (see Predictor)."""
+    return Predictor.of(model)(pairs, batch_size)
 
 
 def scores(out, pairs, prefix=""):
@@ -120,7 +128,7 @@ def scores(out, pairs, prefix=""):
 
 def accuracy(model, pairs, predictor=None):
     """Compare accuracy and, where the model has digit heads, digit accuracy (both images)."""
-    out = (predictor or Predictor(model))(pairs)
+    out = (predictor or Predictor.of(model))(pairs)
     return {k: v for k, v in scores(out, pairs).items() if not k.endswith("loss")}
 
 
@@ -128,7 +136,8 @@ class TestCurve(keras.callbacks.Callback):
     """Adds `test_accuracy` and `test_compare_loss` (binary cross-entropy of the comparison, the one
     loss every architecture has) to each epoch's logs, for per-epoch curves; times itself so that
     the fit time can leave it out. `twin`: a model that `predictor` reads, given the trained model's
-    weights before each epoch's scores (see EpochFunction.curve_predictor)."""
+    weights before each epoch's scores (a model without test-time views: reading every test image
+    in each view, after every epoch, would cost more than the epoch; the final scores read them)."""
 
     def __init__(self, pairs, predictor, twin=None):
         super().__init__()
@@ -196,6 +205,11 @@ class HistoryFile(keras.callbacks.Callback):
 class Checkpoint(keras.callbacks.Callback):
     """The whole training state after every epoch, to resume an interrupted run exactly.
 
+    Not keras.callbacks.BackupAndRestore: its file (`save_weights`) leaves out
+    the dropout layers' seed states, so a resumed run draws other dropout masks
+    and ends with other numbers; and it writes the weights and the epoch as two
+    files, in place, so a kill between or during them resumes at the wrong epoch.
+
     Every variable of the model and its optimizer (weights, BatchNorm
     statistics, dropout seed states, optimizer slots and step counter) goes to
     FOLDER/epoch-NNNN.npz, written to a temporary file and renamed: a crash or
@@ -228,10 +242,11 @@ class Checkpoint(keras.callbacks.Callback):
         try:
             with np.load(path) as data:
                 values = [data[f"v{i}"] for i in range(len(data.files))]
-        except (OSError, ValueError, KeyError) as e:
-            raise RunError(f"cannot read the backup {path} ({e}); pass --overwrite to start again") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise UserError(f"the backup {path} is damaged ({type(e).__name__}); delete it to redo that epoch, "
+                            "or pass --overwrite to start again") from None
         if len(values) != len(variables) or any(v.shape != tuple(x.shape) for v, x in zip(values, variables)):
-            raise RunError(f"the backup {path} does not match this model; pass --overwrite to start again")
+            raise UserError(f"the backup {path} does not match this model; pass --overwrite to start again")
         for variable, value in zip(variables, values):
             variable.assign(value)
         return epochs
@@ -257,208 +272,122 @@ class Checkpoint(keras.callbacks.Callback):
             os.unlink(old)
 
 
-class EpochFunction:
-    """One whole training epoch as one traced call, over pairs held as tensors.
+class Diverged(keras.callbacks.Callback):
+    """Ends training with RunError as soon as the loss is no longer finite, before the other callbacks see
+    the epoch (so nothing of it is saved); keras.callbacks.TerminateOnNaN stops, but lets the epoch be saved."""
 
-    Called with (x, y, seed): resets the metrics, shuffles the pairs
-    (stateless, from `seed`), then for each batch applies the augmentation of
-    data.augment_batch and Keras' own `train_step` (losses, loss weights,
-    optimizer, metrics as compiled); returns the epoch's metrics. Keras' fit
-    feeds every step from a tf.data iterator; on nets this small that costs
-    about as much as the step itself. The pairs are arguments, not captured
-    constants, so one trace serves every round of the same shapes.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
 
-    With a tf.distribute `strategy`, every process shuffles and augments the
-    same whole batch (the same data order as one process for a seed), and each
-    replica trains on its slice of it through `strategy.run`, as Keras' fit does.
-    """
-
-    def __init__(self, model, cfg: Config, strategy=None):
-        import tensorflow as tf
-
-        self.model, self.strategy, self.reset, self.size, self.cfg = model, strategy, None, cfg.batch_size, cfg
-        self.predictor, self.twin, self.twin_predictor = Predictor(model), None, None
-        step = tf.autograph.experimental.do_not_convert(model.train_step)
-        moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic, cfg.erase)
-        augment = cfg.swap or any(moves)
-        size = cfg.batch_size
-
-        def replica_slice(batch):
-            """This replica's part of a whole batch."""
-            context = tf.distribute.get_replica_context()
-            n, k = tf.shape(tf.nest.flatten(batch)[0])[0], context.num_replicas_in_sync
-            r = context.replica_id_in_sync_group
-            return tf.nest.map_structure(lambda t: t[r * n // k:(r + 1) * n // k], batch)
-
-        @tf.function(reduce_retracing=True)
-        def run(x, y, seed):
-            n = tf.shape(y["compare"])[0]
-            order = tf.random.experimental.stateless_shuffle(tf.range(n), seed) if cfg.shuffle else tf.range(n)
-            for i in tf.range((n + size - 1) // size):
-                take = order[i * size:(i + 1) * size]
-                batch = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))
-                if augment:
-                    batch = augment_batch(batch, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, moves)
-                features, labels = batch
-                labels = training_labels(model, labels)
-                if strategy is None:
-                    step((features, labels))
-                else:
-                    strategy.run(lambda batch: step(replica_slice(batch)), args=((features, labels),))
-            return model.get_metrics_result()
-
-        self.run = run
-
-        @tf.function(reduce_retracing=True)
-        def refresh(x, passes):
-            """`passes` epochs of forward calls in training mode, in order: batch-norm statistics only."""
-            n = tf.shape(x["image_a"])[0]
-            steps = (n + size - 1) // size
-            for i in tf.range(passes * steps):
-                batch = tf.nest.map_structure(lambda t: t[(i % steps) * size:(i % steps + 1) * size], x)
-                if strategy is None:
-                    model(batch, training=True)
-                else:
-                    strategy.run(lambda b: model(replica_slice(b), training=True), args=(batch,))
-
-        self.refresh = refresh
-
-    def curve_predictor(self):
-        """(Predictor, twin) for per-epoch test curves: the model's own Predictor and no twin; or, with
-        test-time views, one of a twin without them (built once), which TestCurve gives the trained
-        weights: reading every test image in each view, after every epoch, would cost more than the
-        epoch. The final scores read the views."""
-        if not self.cfg.tta:
-            return self.predictor, None
-        if self.twin is None:
-            self.twin = build_model(self.cfg.without_views())
-            self.twin_predictor = Predictor(self.twin)
-        return self.twin_predictor, self.twin
-
-    def use_average_weights(self, x, updates=60):
-        """The weights replaced by their moving average (the optimizer's EMA), and batch-norm's moving
-        statistics re-estimated for them over the training images `x` (no augmentation), in at least
-        `updates` forward passes in training mode: those collected in training belong to the raw weights."""
-        import tensorflow as tf
-
-        self.model.optimizer.finalize_variable_values(self.model.trainable_variables)
-        steps = -(-len(x["image_a"]) // self.size)
-        self.refresh(tf.nest.map_structure(tf.constant, x), tf.constant(-(-updates // steps)))
-
-    def __call__(self, x, y, seed):
-        import tensorflow as tf
-
-        if self.reset is None:
-            self._build_metrics(x, y)
-            result = self.run(x, y, seed)
-            self.reset = tf.function(self.model.reset_metrics)  # traced now that every metric exists
-            return result
-        self.reset()
-        return self.run(x, y, seed)
-
-    def _build_metrics(self, x, y):
-        """Create the compiled loss and metric variables eagerly, on two pairs: Keras makes them on
-        first use, which a traced loop under a tf.distribute strategy cannot do."""
-        import contextlib
-
-        import tensorflow as tf
-
-        x, y = tf.nest.map_structure(lambda t: t[:2], (x, y))
-        y = training_labels(self.model, y)
-        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
-            y_pred = self.model(x, training=False)
-            self.model.compute_loss(x, y, y_pred)
-            self.model.compute_metrics(x, y, y_pred, None)
-        self.model.reset_metrics()
-
-
-def fit_tensors(run, cfg: Config, pairs, val_pairs=None, callbacks=(), verbose="auto", initial_epoch=0):
-    """Keras' fit loop (callbacks, history, progress bar, validation, early stopping) with one call of
-    `run`, an EpochFunction, per epoch from `initial_epoch`; returns the History.
-
-    A loss that is no longer finite ends training with RunError (the epoch is
-    not recorded, so nothing of it is saved)."""
-    import tensorflow as tf
-
-    model = run.model
-    x, y = (tf.nest.map_structure(tf.constant, d) for d in (pairs.features(), pairs.labels(digits=True)))
-    steps = -(-len(pairs) // cfg.batch_size)
-    history = keras.callbacks.History()
-    callbacks = keras.callbacks.CallbackList([*callbacks, history], add_progbar=verbose != 0,
-                                             verbose=1 if verbose == "auto" else verbose, epochs=cfg.epochs,
-                                             steps=steps, model=model)
-    model.stop_training = False
-    callbacks.on_train_begin()
-    logs = {}
-    for epoch in range(initial_epoch, cfg.epochs):
-        callbacks.on_epoch_begin(epoch)
-        logs = {k: float(v) for k, v in run(x, y, tf.constant([cfg.seed, epoch], tf.int64)).items()}
-        if "accuracy" in logs:  # a model with one output: Keras leaves the output's name out
-            logs["compare_accuracy"] = logs.pop("accuracy")
-        if not math.isfinite(logs["loss"]):
-            raise RunError(f"training diverged at epoch {epoch + 1} (loss {logs['loss']}); nothing of that epoch "
-                           "is saved: lower --lr, or check the data")
-        callbacks.on_train_batch_end(steps - 1, logs)  # the progress bar shows the epoch done
-        if val_pairs is not None:
-            val = scores(run.predictor(val_pairs), val_pairs, prefix="val_")
-            logs.update({"val_compare_accuracy": val.pop("val_accuracy"), **val})
-        callbacks.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    callbacks.on_train_end(logs)
-    return history
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise RunError(f"training diverged at epoch {self.epoch + 1} (loss {float(loss)}); nothing of that "
+                           "epoch is saved: lower --lr, or check the data")
 
 
 class ModelCache:
-    """Compiled models, and their epoch functions, kept across rounds, so that each is built and
-    traced once per process.
+    """Compiled models kept across rounds, so that each configuration is built, compiled and traced once
+    per process: Keras keeps a model's traced train function until it is compiled again.
 
     Tracing the training step of a new model costs seconds, more than the whole
     fit of a 1000-pair round. A round on a cached model starts from exactly the
     state a fresh model would have: every variable (weights, BatchNorm
     statistics, dropout seed states, normalisation constants) is copied from a
     model freshly built with the round's seed, and the optimizer's slots and
-    step counter are re-initialised. So a round gives the same result either way.
+    step counter from a fresh optimizer. So a round gives the same result either way.
     """
 
     def __init__(self, size=4):
         self.size, self.entries = size, {}
 
-    def get(self, cfg: Config, mean, std, steps_per_epoch):
-        """An EpochFunction (with its model) for `cfg`, initialised as if new."""
-        import tensorflow as tf
-
+    def get(self, cfg: Config, mean, std, steps):
+        """A compiled model for `cfg`, initialised as if new."""
         fresh = build_model(cfg, mean, std)  # cheap: no tracing
         key = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
-        entry = self.entries.pop(key, None)
-        if entry is None:
-            model = compile_model(fresh, cfg, steps_per_epoch)
-            targets = model.variables + model.optimizer.variables
-            entry = EpochFunction(model, cfg), tf.function(
-                lambda values: [v.assign(x) for v, x in zip(targets, values)]), targets
+        model = self.entries.pop(key, None)
+        if model is None:
+            model = compile_model(fresh, cfg, steps)
         else:
-            optimizer = make_optimizer(cfg, steps_per_epoch)
+            optimizer = make_optimizer(cfg, steps)
             optimizer.build(fresh.trainable_variables)
-            values = fresh.variables + optimizer.variables
-            if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in entry[2]]:
+            values, targets = fresh.variables + optimizer.variables, model.variables + model.optimizer.variables
+            if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in targets]:
                 raise RuntimeError("a fresh model's variables do not match the cached model's")
-            entry[1]([v.value for v in values])  # one call, not one per variable
-        self.entries[key] = entry  # most recently used last
+            for target, value in zip(targets, values):
+                target.assign(value)
+        self.entries[key] = model  # most recently used last
         while len(self.entries) > self.size:
             self.entries.pop(next(iter(self.entries)))
-        return entry[0]
+        return model
+
+
+def refresh_batch_norm(model, x, batch_size, updates=60):
+    """BatchNorm's moving statistics re-estimated over the training images `x` (no augmentation), in at least
+    `updates` forward passes in training mode: after `--ema`, those collected in training belong to the raw
+    weights, not to their average."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    passes = -(-updates // steps_per_epoch(len(x["image_a"]), batch_size))
+    step = tf.function(lambda batch: model(batch, training=True))
+    for batch in data.repeat(passes):
+        step(batch)
+
+
+class _VectorLogs(keras.Model):
+    """A model whose train and test steps return each value as a vector of one: Keras 3.15's fit averages
+    the replicas' values along axis 0 under MultiWorkerMirroredStrategy, which fails for scalars
+    (tensorflow#72388). For training only: train_round returns the same layers as a plain Model."""
+
+    def train_step(self, data):
+        return {name: keras.ops.reshape(value, [1]) for name, value in super().train_step(data).items()}
+
+    def test_step(self, data):
+        return {name: keras.ops.reshape(value, [1]) for name, value in super().test_step(data).items()}
+
+
+def distributed_model(cfg, mean, std, steps, strategy, pairs):
+    """A compiled model whose variables, optimizer and metrics are made under `strategy`'s scope, for `fit`
+    under that scope.
+
+    The Model object itself is made outside the scope, over the same layers:
+    Keras 3.15's fit reduces a first batch across the replicas to build a model
+    made under a strategy, which fails for dict inputs under
+    MultiWorkerMirroredStrategy. So the loss and metric variables are made here,
+    on two pairs, as fit would make them.
+    """
+    import tensorflow as tf
+
+    # BatchNorm statistics over the whole batch, across the replicas, as one process computes them; but
+    # PyTorch's way (numerics part "apart") normalises each replica's batch, as its DistributedDataParallel
+    # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
+    synchronized = "apart" not in cfg.torch_parts
+    with strategy.scope():
+        built = build_model(cfg, mean, std, synchronized=synchronized)
+    multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    model = (_VectorLogs if multiworker else keras.Model)(built.input, built.output, name=built.name)
+    with strategy.scope():
+        compile_model(model, cfg, steps, distributed=True)
+        x, y = tf.nest.map_structure(lambda t: t[:2], (pairs.features(), labels_for(pairs.labels(),
+                                                                                    model.output_names)))
+        y_pred = model(x, training=False)
+        model.compute_loss(x, y, y_pred)
+        model.compute_metrics(x, y, y_pred)
+    model.reset_metrics()
+    return model
 
 
 def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
                 strategy=None, checkpoint=None):
-    """Train one round from freshly initialised weights; returns (model, metrics, history dict).
+    """Train one round from freshly initialised weights with `model.fit`; returns (model, metrics, history dict).
 
     `curves=True` also logs the test accuracy after every epoch (left out of the
     fit time, as is the final evaluation). With a `ModelCache`, a model of the
     same configuration trained earlier in this process is re-initialised instead
     of rebuilt and retraced (the model returned is then reused by later rounds).
-    With a tf.distribute `strategy`, the model is built under its scope and each
-    batch is split across its replicas. With a `Checkpoint`, a run interrupted
+    With a tf.distribute `strategy`, the model is built under its scope and fit
+    splits each batch across its replicas. With a `Checkpoint`, a run interrupted
     earlier resumes from its last finished epoch and trains only the rest.
     """
     if len(train_pairs) == 0 or len(test_pairs) == 0:
@@ -471,40 +400,47 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
         raise RunError(f"a batch of {smallest_batch} pairs cannot be split across "
                        f"{strategy.num_replicas_in_sync} replicas; change --batch-size or --pairs")
     mean, std = normalisation(fit_pairs) if cfg.normalize else (0.0, 1.0)
-    steps = -(-len(fit_pairs) // cfg.batch_size)
-    callbacks = list(callbacks)
+    steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
+    callbacks = [Diverged(), *callbacks]
     if cfg.patience and val_pairs is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
 
-    keras.utils.set_random_seed(cfg.seed)
+    if cache is None or strategy is not None or checkpoint is not None:
+        # Every draw of a round is seeded from cfg.seed already (initialisers, dropout, data); this also seeds
+        # Python's, NumPy's and TensorFlow's global generators for a user's own code. Not for a cached model:
+        # TensorFlow's set_seed clears the kernel caches, and the next epoch would take 0.6 s more.
+        keras.utils.set_random_seed(cfg.seed)
     if strategy is not None:
-        # BatchNorm statistics over the whole batch, across the replicas, as one process computes them; but
-        # PyTorch's way (numerics part "apart") normalises each replica's batch, as its DistributedDataParallel
-        # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
-        synchronized = "apart" not in cfg.torch_parts
-        with strategy.scope():
-            model = compile_model(build_model(cfg, mean, std, synchronized=synchronized), cfg, steps)
-        run = EpochFunction(model, cfg, strategy)
-    elif cache is not None:
-        run = cache.get(cfg, mean, std, steps)
-        model = run.model
+        model = distributed_model(cfg, mean, std, steps, strategy, fit_pairs)
+    elif cache is not None and checkpoint is None:  # (a restored model is never shared)
+        model = cache.get(cfg, mean, std, steps)
     else:
         model = compile_model(build_model(cfg, mean, std), cfg, steps)
-        run = EpochFunction(model, cfg)
     initial_epoch = 0
     if checkpoint is not None:
         initial_epoch = checkpoint.restore(model)
         callbacks.append(checkpoint)
-    test_curve = TestCurve(test_pairs, *run.curve_predictor()) if curves else None
-    if test_curve:
-        callbacks.insert(0, test_curve)  # first, so that the other callbacks see its value
+    predictor = Predictor.of(model)
+    if curves:
+        twin = build_model(cfg.without_views()) if cfg.tta else None
+        test_curve = TestCurve(test_pairs, Predictor.of(twin) if twin else predictor, twin)
+        callbacks.insert(1, test_curve)  # early, so that the other callbacks see its values
+    outputs = model.output_names
     start = time.perf_counter()
-    history = fit_tensors(run, cfg, fit_pairs, val_pairs, callbacks, verbose, initial_epoch)
-    if cfg.ema:
-        run.use_average_weights(fit_pairs.features())
-    seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
-    metrics = round_metrics(model, run.predictor, cfg, fit_pairs, val_pairs, test_pairs)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        history = model.fit(to_dataset(fit_pairs, cfg, initial_epoch, outputs=outputs), epochs=cfg.epochs,
+                            steps_per_epoch=steps, initial_epoch=initial_epoch, callbacks=callbacks,
+                            verbose=1 if verbose == "auto" else verbose, shuffle=False,  # to_dataset shuffles
+                            validation_data=to_dataset(val_pairs, cfg, training=False, outputs=outputs)
+                            if val_pairs is not None else None)
+    if isinstance(model, _VectorLogs):  # the same layers, as the Model every other round returns
+        model = compile_model(keras.Model(model.input, model.output, name=model.name), cfg, steps)
+        predictor = Predictor.of(model)
+    if cfg.ema:  # fit ended on the weights' moving average
+        refresh_batch_norm(model, fit_pairs.features(), cfg.batch_size)
+    seconds = time.perf_counter() - start - (test_curve.seconds if curves else 0.0)
+    metrics = round_metrics(model, predictor, cfg, fit_pairs, val_pairs, test_pairs)
     metrics.update(train_seconds=round(seconds, 3), epochs=initial_epoch + len(history.history.get("loss", [])),
                    resumed_at_epoch=initial_epoch)
     return model, metrics, history.history

@@ -27,7 +27,7 @@ from mnistcompare.cli import train_parser
     (["--seed", "99999999999"], "--seed: must be in [0, 4294967295]"),
     (["--padding", "²"], "--padding: expected valid, same or a number of pixels"),
     (["--epochs", "²"], "--epochs: invalid int value"),
-    (["--numerics", "pytorch"], "--numerics: expected keras, torch"),
+    (["--numerics", "pytorch"], "--numerics: must be one of keras, torch"),
     (["--pairs", "1", "--val-split", "0.6"], "--val-split: leaves no training pair"),
     (["--strategy", "multiworker"], "TF_CONFIG is not a valid cluster description"),
 ])

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from mnistcompare.config import ARCHS, Config, UserError
+from mnistcompare.config import ARCHS, Config
+from mnistcompare.errors import UserError
 from mnistcompare.reports import PRESETS, preset
 
 

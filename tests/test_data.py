@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from helpers import fake_mnist, write_idx
-from mnistcompare.config import Config, UserError
+from mnistcompare.config import Config
+from mnistcompare.errors import UserError
 from mnistcompare.data import (Pairs, find_source, load_mnist, load_pairs, make_pairs, normalisation, pool,
                                read_idx, to_dataset)
 
@@ -121,17 +122,22 @@ def test_pairs_reject_bad_arrays(field, value, message):
         Pairs(**arrays)
 
 
+def _dataset(pairs, batch_size, shuffle_seed, **augment):
+    """One training epoch of `pairs` through to_dataset."""
+    return to_dataset(pairs, Config(batch_size=batch_size, seed=shuffle_seed, epochs=1, **augment))
+
+
 def _batches(ds):
     return [(f["image_a"].numpy(), f["image_b"].numpy(), {k: v.numpy() for k, v in y.items()}) for f, y in ds]
 
 
 def test_dataset_names_shapes_and_seeded_shuffle(tiny_pairs):
     train, _ = tiny_pairs
-    ds = to_dataset(train, 16, shuffle_seed=1)
+    ds = _dataset(train, 16, 1)
     (a, b, y), *_ = _batches(ds)
     assert a.shape == (16, 14, 14, 1) and y["compare"].shape == (16, 1) and y["digit_a"].shape == (16,)
-    first = np.concatenate([z[2]["digit_a"] for z in _batches(to_dataset(train, 16, shuffle_seed=1))])
-    again = np.concatenate([z[2]["digit_a"] for z in _batches(to_dataset(train, 16, shuffle_seed=1))])
+    first = np.concatenate([z[2]["digit_a"] for z in _batches(_dataset(train, 16, 1))])
+    again = np.concatenate([z[2]["digit_a"] for z in _batches(_dataset(train, 16, 1))])
     np.testing.assert_array_equal(first, again)
     assert sorted(first) == sorted(train.digit_a)
 
@@ -140,7 +146,7 @@ def test_swap_augmentation_recomputes_the_target(tiny_pairs):
     train, _ = tiny_pairs
     originals = {(round(float(a.sum()), 3), round(float(b.sum()), 3)) for a, b in zip(train.image_a, train.image_b)}
     swapped = 0
-    for a, b, y in _batches(to_dataset(train, 64, shuffle_seed=5, swap=True)):
+    for a, b, y in _batches(_dataset(train, 64, 5, swap=True)):
         np.testing.assert_array_equal(y["compare"][:, 0], (y["digit_a"] <= y["digit_b"]).astype(np.float32))
         for ia, ib in zip(a, b):
             key = (round(float(ia.sum()), 3), round(float(ib.sum()), 3))
@@ -154,7 +160,7 @@ def test_shift_augmentation_moves_pixels_and_keeps_content(tiny_pairs):
     image = np.zeros((1, 14, 14, 1), np.float32)
     image[0, 5:9, 5:9] = 200.0
     one = Pairs(image, image, np.array([1]), np.array([2]))
-    outs = [_batches(to_dataset(one, 1, shuffle_seed=s, shift=2))[0][0] for s in range(8)]
+    outs = [_batches(_dataset(one, 1, s, shift=2))[0][0] for s in range(8)]
     assert all(o.sum() == pytest.approx(image.sum()) for o in outs)  # content inside the frame survives
     assert any(not np.array_equal(o, image) for o in outs)
     assert all(set(np.unique(o)) <= {0.0, 200.0} for o in outs)  # whole-pixel shifts, background 0
@@ -162,8 +168,8 @@ def test_shift_augmentation_moves_pixels_and_keeps_content(tiny_pairs):
 
 def test_rotation_and_zoom_change_images_not_labels(tiny_pairs):
     train, _ = tiny_pairs
-    plain = _batches(to_dataset(train, 64, shuffle_seed=3))
-    moved = _batches(to_dataset(train, 64, shuffle_seed=3, rotate=15, zoom=0.1))
+    plain = _batches(_dataset(train, 64, 3))
+    moved = _batches(_dataset(train, 64, 3, rotate=15, zoom=0.1))
     for (a0, _, y0), (a1, _, y1) in zip(plain, moved):
         np.testing.assert_array_equal(y0["compare"], y1["compare"])
         assert not np.allclose(a0, a1)
@@ -175,7 +181,7 @@ def test_rotation_and_zoom_change_images_not_labels(tiny_pairs):
 def test_erase_blanks_one_square_cut_off_at_the_edges(tiny_pairs):
     image = np.full((1, 14, 14, 1), 100.0, np.float32)
     one = Pairs(image, image, np.array([1]), np.array([2]))
-    outs = [_batches(to_dataset(one, 1, shuffle_seed=s, erase=4))[0][0][0, ..., 0] for s in range(40)]
+    outs = [_batches(_dataset(one, 1, s, erase=4))[0][0][0, ..., 0] for s in range(40)]
     blanked = [np.argwhere(o == 0) for o in outs]
     for o, where in zip(outs, blanked):
         assert set(np.unique(o)) <= {0.0, 100.0}
@@ -188,9 +194,25 @@ def test_erase_blanks_one_square_cut_off_at_the_edges(tiny_pairs):
     assert len({(w[:, 0].min(), w[:, 1].min()) for w in blanked}) > 10  # at places that vary
     assert any(len(w) < 16 for w in blanked) and any(len(w) == 16 for w in blanked)
     # The other moves draw as they did without erase: only the blanked square differs.
-    plain = _batches(to_dataset(tiny_pairs[0], 64, shuffle_seed=3, shift=2))
-    erased = _batches(to_dataset(tiny_pairs[0], 64, shuffle_seed=3, shift=2, erase=4))
+    plain = _batches(_dataset(tiny_pairs[0], 64, 3, shift=2))
+    erased = _batches(_dataset(tiny_pairs[0], 64, 3, shift=2, erase=4))
     for (a0, b0, y0), (a1, b1, y1) in zip(plain, erased):
         np.testing.assert_array_equal(y0["compare"], y1["compare"])
         assert np.all((a1 == a0) | (a1 == 0)) and np.all((b1 == b0) | (b1 == 0))
         assert not np.array_equal(a0, a1)
+
+
+def test_an_epoch_has_the_same_batches_whichever_epoch_the_stream_starts_at(tiny_pairs):
+    """What lets a resumed run repeat an uninterrupted one: epoch e's order and augmentation come from
+    (seed, e) alone."""
+    train, _ = tiny_pairs
+    cfg = Config(batch_size=16, seed=4, epochs=3, swap=True, shift=1, rotate=5.0)
+    whole = _batches(to_dataset(train, cfg))
+    assert len(whole) == 3 * 4
+    for first in (1, 2):
+        resumed = _batches(to_dataset(train, cfg, first_epoch=first))
+        assert len(resumed) == (3 - first) * 4
+        for (a0, b0, y0), (a1, b1, y1) in zip(whole[4 * first:], resumed):
+            np.testing.assert_array_equal(a0, a1)
+            np.testing.assert_array_equal(y0["digit_b"], y1["digit_b"])
+    assert not np.array_equal(whole[0][0], whole[4][0])  # epochs differ

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from helpers import SMALL, children, event_tags, one_line, running, start, wait_for
-from mnistcompare.config import Config, UserError
+from mnistcompare.config import Config
+from mnistcompare.errors import UserError
 from mnistcompare.data import find_source
 from mnistcompare.experiments import evaluate, markdown_table, summarise
 from mnistcompare.plots import plot_curves, plot_rounds
@@ -135,7 +136,7 @@ def test_rounds_resume_without_duplicates_and_nothing_finished_is_lost(idx_dir, 
 
 
 def test_a_diverging_round_ends_the_evaluation_and_results_stay_strict_json(idx_dir, tmp_path):
-    from mnistcompare.config import RunError
+    from mnistcompare.errors import RunError
 
     source = find_source(idx_dir=str(idx_dir))
     fine = Entry("fine", Config(**TINY).validate())

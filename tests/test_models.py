@@ -8,10 +8,10 @@ import pytest
 
 from mnistcompare.config import ARCHS, Config
 from mnistcompare.reports import preset
-from mnistcompare.data import to_dataset
+from mnistcompare.data import labels_for, to_dataset
 from mnistcompare.layers import SHIFTS, ExactCompare, InferenceViews, ShiftViews, view_matrix, view_transforms
 from mnistcompare.models import build_model, count_params
-from mnistcompare.training import accuracy, compile_model, loss_weights, predict, training_labels
+from mnistcompare.training import accuracy, compile_model, loss_weights, predict
 
 from helpers import SMALL
 
@@ -22,8 +22,8 @@ def test_every_arch_builds_and_trains_a_step(arch, tiny_pairs):
     cfg = Config(arch=arch, **SMALL).validate()
     model = compile_model(build_model(cfg, 40.0, 50.0), cfg, steps_per_epoch=2)
     before = [w.numpy().copy() for w in model.trainable_weights]
-    history = model.fit(to_dataset(train, 32, shuffle_seed=0, digits=cfg.has_digits), epochs=1, verbose=0,
-                        shuffle=False)
+    history = model.fit(to_dataset(train, cfg.replace(batch_size=32, epochs=1), outputs=model.output_names),
+                        epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
     out = predict(model, train)
@@ -127,27 +127,6 @@ def test_fused_batch_norm_trains_as_keras_batch_norm(shape, epsilon):
     assert fused.get_config() == {**keras_bn.get_config(), "name": fused.name}
 
 
-def test_no_bias_before_batch_norm_where_batch_norm_follows_and_the_same_net_at_first(tiny_pairs):
-    train, _ = tiny_pairs
-    cfg = Config(arch="digits", members=2, conv_batch_norm=True, **SMALL).validate()
-    with_bias, without = (build_model(cfg.replace(bias_before_bn=on), 40.0, 50.0) for on in (True, False))
-
-    def uses_bias(model):
-        found = {}
-        for layer in model.layers:
-            found.update(uses_bias(layer) if isinstance(layer, keras.Model) else
-                         {layer.name: layer.use_bias} if hasattr(layer, "use_bias") else {})
-        return found
-
-    assert set(uses_bias(with_bias).values()) == {True}
-    assert uses_bias(without) == {"conv0": False, "conv1": False, "hidden0_dense": False, "logits": True}
-    assert count_params(with_bias) - count_params(without) == 2 * (4 + 8 + 16)  # per member: conv0, conv1, hidden
-    # Biases start at zero and the initialisers draw the same seeds, so the two nets start as one function.
-    expected, got = predict(with_bias, train), predict(without, train)
-    for name in expected:
-        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
-
-
 def test_exact_compare_matches_brute_force():
     rng = np.random.default_rng(0)
     p_a, p_b = rng.dirichlet(np.ones(10), 50).astype(np.float32), rng.dirichlet(np.ones(10), 50).astype(np.float32)
@@ -224,11 +203,11 @@ def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     train, _ = tiny_pairs
     for arch in ("siamese", "digits"):
         # Every custom layer and option that changes what is saved: torch numerics, two-logit output,
-        # pooled dense units, probabilities into the head, LeakyReLU; fused batch-norm and each member's own
+        # pooled dense units, probabilities into the head, LeakyReLU; batch-norm and each member's own
         # loss (compiled below, so the file holds that loss function) in the digits net.
         extra = dict(numerics="torch", output="relu-softmax2", dense_pool=2, hidden=(16,), head=(8,),
                      head_input="probs", activation="leaky_relu") if arch == "siamese" else \
-            dict(conv_batch_norm=True, fused_batch_norm=True, members=2, member_loss="each")
+            dict(conv_batch_norm=True, members=2, member_loss="each")
         cfg = Config(arch=arch, **{**SMALL, **extra}).validate()
         model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
         path = tmp_path / f"{arch}.keras"
@@ -271,7 +250,7 @@ def test_member_loss_each_is_every_members_own_loss(alpha, smoothing, tiny_pairs
     cfg = Config(arch="digits", members=3, member_loss="each", alpha=alpha, label_smoothing=smoothing,
                  **SMALL).validate()
     model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
-    got = model.evaluate(train.features(), training_labels(model, train.labels()), batch_size=len(train), verbose=0,
+    got = model.evaluate(train.features(), labels_for(train.labels(), model.output_names), batch_size=len(train), verbose=0,
                          return_dict=True)
     out = predict(model, train)
     assert out["members_a"].shape == (len(train), 3, 10)
@@ -308,25 +287,27 @@ def test_label_smoothing_smooths_the_digit_targets(tiny_pairs):
 
 
 def test_ema_ends_on_the_average_weights_with_batch_norm_statistics_for_them(tiny_pairs):
-    from mnistcompare.training import EpochFunction
+    from mnistcompare.training import refresh_batch_norm
 
     train, _ = tiny_pairs
     cfg = Config(arch="digits", conv_batch_norm=True, ema=0.9, schedule="cosine", lr_floor=0.1, batch_size=10,
-                 **SMALL).validate()
-    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 5)
+                 epochs=2, **SMALL).validate()
+    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 7)
     assert float(model.optimizer.learning_rate) == pytest.approx(cfg.lr)
-    model.optimizer.iterations.assign(cfg.epochs * 5)  # the schedule's end: the floor, not zero
+    model.optimizer.iterations.assign(cfg.epochs * 7)  # the schedule's end: the floor, not zero
     assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * cfg.lr)
     model.optimizer.iterations.assign(0)
-    run = EpochFunction(model, cfg)
-    x, y = train.features(), train.labels()
-    for epoch in range(2):
-        run(*(keras.tree.map_structure(keras.ops.convert_to_tensor, d) for d in (x, y)), np.array([0, epoch]))
-    average = [np.array(v) for v in model.optimizer._model_variables_moving_average]
-    assert not all(np.allclose(a, w) for a, w in zip(average, model.trainable_variables))
-    run.use_average_weights(x)
-    for a, w in zip(average, model.trainable_variables):
+    seen = []
+
+    class Average(keras.callbacks.Callback):  # the moving average just before fit swaps it in
+        def on_train_batch_end(self, batch, logs=None):
+            seen[:] = [np.array(v) for v in self.model.optimizer._model_variables_moving_average]
+
+    model.fit(to_dataset(train, cfg, outputs=model.output_names), epochs=2, steps_per_epoch=7, verbose=0, shuffle=False,
+              callbacks=[Average()])
+    for a, w in zip(seen, model.trainable_variables):  # keras' fit ends on the average
         np.testing.assert_array_equal(np.asarray(w), a)
+    refresh_batch_norm(model, train.features(), cfg.batch_size)
     # The first conv's batch-norm now holds the mean of its inputs over the training images.
     tower = model.get_layer("tower")
     conv = keras.Model(tower.input, tower.get_layer("conv0").output)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from helpers import SMALL, TINY, command, history_rows, one_line, start, wait_for, write_idx
 from mnistcompare.cli import config_from_args, entries_from_args, evaluate_parser, train_parser
-from mnistcompare.config import UserError
+from mnistcompare.errors import UserError
 from mnistcompare.tuning.cli import tune_parser
 from mnistcompare.tuning.grid import parse_grid
 
@@ -128,7 +128,8 @@ def test_a_failed_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, mon
 
     import pytest
 
-    from mnistcompare.config import Config, RunError
+    from mnistcompare.config import Config
+    from mnistcompare.errors import RunError
     from mnistcompare.files import write_json
 
     write_json(tmp_path / "config.json", {"old": True})

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers import SMALL
-from mnistcompare.config import Config, RunError
+from mnistcompare.config import Config
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.training import Checkpoint, ModelCache, train_round
 
 
@@ -132,7 +133,7 @@ def test_a_backup_of_another_model_is_refused(tiny_pairs, tmp_path):
     train, test = tiny_pairs
     cfg = Config(**SMALL, epochs=1, batch_size=32).validate()
     train_round(cfg, train, test, verbose=0, checkpoint=Checkpoint(tmp_path))
-    with pytest.raises(RunError, match="does not match this model"):
+    with pytest.raises(UserError, match="does not match this model"):
         train_round(cfg.replace(hidden=(32,)), train, test, verbose=0, checkpoint=Checkpoint(tmp_path))
 
 

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from helpers import children, event_tags, one_line, running, start, wait_for
-from mnistcompare.config import Config, UserError
+from mnistcompare.config import Config
+from mnistcompare.errors import UserError
 from mnistcompare.tuning.grid import apply, parse_grid, parse_values
 
 TINY = ["--pairs", "100", "--val-pairs", "50", "--test-pairs", "50", "--epochs", "1", "--batch-size", "50",

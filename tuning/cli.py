@@ -17,7 +17,8 @@ import time
 
 from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, add_tensorboard_argument,
                               config_from_args, data_source, make_out, run)
-from mnistcompare.config import MAX_PAIRS, Config, RunError, UserError
+from mnistcompare.config import MAX_PAIRS, Config
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import FolderLock, write_json
 from mnistcompare.tuning import PROJECT
 from mnistcompare.tuning.grid import parse_grid

@@ -13,7 +13,8 @@ a tuple-valued field from one number:
 """
 import dataclasses
 
-from mnistcompare.config import Config, UserError
+from mnistcompare.config import Config
+from mnistcompare.errors import UserError
 
 SHORTHANDS = ("channels", "hidden", "head", "layers", "head_layers", "kernel")
 SCALARS = {f.name: f.type for f in dataclasses.fields(Config) if f.type in (int, float, str, bool)}

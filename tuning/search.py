@@ -13,7 +13,7 @@ import statistics
 import keras
 import keras_tuner
 
-from mnistcompare.config import RunError
+from mnistcompare.errors import RunError
 from mnistcompare.data import load_pairs
 from mnistcompare.experiments import Progress
 from mnistcompare.files import write_json, write_text

@@ -1,0 +1,78 @@
+"""A warm round of a preset, this checkout against another (the previous release), alternately in one run.
+
+    python bench/warm.py --previous DIR [--preset report000-siamese] [--rounds 4] [--pairs 3]
+
+DIR is a checkout of the other version (for example `git worktree add
+../prev v0.x`). Each side runs in a fresh process of this Python, with its
+own `mnistcompare` first on the path: it loads report 000's pairs once, trains
+one round to trace the model, then `--rounds` more rounds on the same traced
+model (seeds 1, 2, ...), and reports the median fit seconds of those warm
+rounds, the first round's (tracing included) and the mean test accuracy. The
+two sides alternate `--pairs` times; the table gives each side's median and
+their ratio. A benchmark, never a test: it never fails on timing.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = r"""
+import json, statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+from mnistcompare.runtime import start_tensorflow
+start_tensorflow()
+from mnistcompare.data import find_source, load_pairs
+from mnistcompare.reports import preset
+from mnistcompare.training import ModelCache, train_round
+cfg, rounds = preset(sys.argv[2]), int(sys.argv[3])
+cache, seconds, accuracies = ModelCache(), [], []
+for seed in range(rounds + 1):
+    train, test = load_pairs(cfg.replace(seed=seed), find_source(idx_dir=sys.argv[4]))
+    start = time.perf_counter()
+    _, metrics, _ = train_round(cfg.replace(seed=seed), train, test, verbose=0, cache=cache)
+    seconds.append(metrics["train_seconds"] if seed else time.perf_counter() - start)
+    accuracies.append(metrics["test_accuracy"])
+print(json.dumps({"warm": statistics.median(seconds[1:]), "first": seconds[0],
+                  "accuracy": statistics.mean(accuracies)}))
+"""
+
+
+def side(root, args):
+    result = subprocess.run([sys.executable, "-c", CHILD, root, args.preset, str(args.rounds), args.idx_dir],
+                            capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"warm.py: error: the round in {root} failed: "
+                 f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--previous", required=True, metavar="DIR", help="a checkout of the version to compare with")
+    parser.add_argument("--preset", default="report000-siamese")
+    parser.add_argument("--rounds", type=int, default=4, help="warm rounds per process (default 4)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating (this, previous) pairs (default 3)")
+    parser.add_argument("--idx-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
+    args = parser.parse_args()
+    if not os.path.isdir(os.path.join(args.previous, "mnistcompare")):
+        sys.exit(f"warm.py: error: --previous {args.previous}: no mnistcompare/ there")
+    runs = {"this": [], "previous": []}
+    for i in range(args.pairs):
+        for name, root in (("this", ROOT), ("previous", args.previous)):
+            runs[name].append(side(root, args))
+            print(f"pair {i + 1} {name}: {json.dumps(runs[name][-1])}", flush=True)
+    print(f"\n| {args.preset} | warm round, s (median) | first round, s | test accuracy |\n|---|---|---|---|")
+    for name, results in runs.items():
+        print(f"| {name} | {statistics.median(r['warm'] for r in results):.2f} | "
+              f"{statistics.median(r['first'] for r in results):.1f} | "
+              f"{statistics.mean(r['accuracy'] for r in results):.4f} |")
+    ratio = statistics.median(r["warm"] for r in runs["this"]) / statistics.median(r["warm"] for r in runs["previous"])
+    print(f"\nthis / previous, warm round: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
