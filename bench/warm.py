@@ -36,6 +36,8 @@ for seed in range(rounds + 1):
     _, metrics, _ = train_round(cfg.replace(seed=seed), train, test, verbose=0, cache=cache)
     seconds.append(metrics["train_seconds"] if seed else time.perf_counter() - start)
     accuracies.append(metrics["test_accuracy"])
+import mnistcompare
+assert mnistcompare.__file__.startswith(sys.argv[1]), mnistcompare.__file__  # this side's own code
 print(json.dumps({"warm": statistics.median(seconds[1:]), "first": seconds[0],
                   "accuracy": statistics.mean(accuracies)}))
 """

@@ -123,6 +123,8 @@ def config_from_args(args, preset_name=None):
 # What mnistcompare-train writes in its folder; --overwrite deletes these and nothing else.
 RUN_FILES = ("metrics.json", "history.csv", "model.keras", "pairs.png", "confusion.png", "config.json")
 SAVED_MODEL_FILES = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
+# The SavedModel in TF Serving's layout, BASE/<version>/: a model server pointed at DIR/saved_model serves it.
+SAVED_MODEL = os.path.join("saved_model", "1")
 
 
 def check_out(out, cfg, overwrite):
@@ -177,12 +179,12 @@ def clear_run(out):
     for path in glob.glob(os.path.join(out, "backup", "epoch-*.npz")):
         os.unlink(path)
     for name in SAVED_MODEL_FILES:
-        path = os.path.join(out, "saved_model", name)
+        path = os.path.join(out, SAVED_MODEL, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.unlink(path)
-    for folder in ("backup", "saved_model"):
+    for folder in ("backup", SAVED_MODEL, "saved_model"):
         if os.path.isdir(os.path.join(out, folder)) and not os.listdir(os.path.join(out, folder)):
             os.rmdir(os.path.join(out, folder))
 
@@ -211,7 +213,7 @@ def train_parser():
     parser = Parser(
         prog="mnistcompare-train",
         description="Train one round on the 1000-pair protocol, print the accuracy, "
-                    "and write config.json, metrics.json, history.csv, model.keras and saved_model/.",
+                    "and write config.json, metrics.json, history.csv, model.keras and saved_model/1/.",
         epilog="example: mnistcompare-train --preset report000-siamese --out runs/demo")
     add_config_arguments(parser)
     add_data_arguments(parser)
@@ -297,7 +299,7 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         return
     with atomic_path(os.path.join(out, "model.keras")) as tmp:
         model.save(tmp)
-    export_saved_model(model, cfg, os.path.join(out, "saved_model"), xla=args.xla)
+    export_saved_model(model, cfg, os.path.join(out, SAVED_MODEL), xla=args.xla)
     pictures = draw_run(model, cfg, metrics, test, out, name)
     # Written last: its presence marks a finished run, which needs no backup.
     write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
@@ -305,9 +307,10 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
 
     digits = f", digit accuracy {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
     print(f"{name}: test accuracy {metrics['test_accuracy']:.4f}, train accuracy "
-          f"{metrics['train_accuracy']:.4f}{digits}; {metrics['params']:,} parameters; "
+          f"{metrics['train_accuracy']:.4f}{digits}; {metrics['params']:,} trainable parameters "
+          f"({model.count_params():,} in all); "
           f"{metrics['train_seconds']:.1f} s fit ({metrics['epochs']} epochs)")
-    print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/ {' '.join(pictures)}")
+    print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/1/ {' '.join(pictures)}")
 
 
 def draw_run(model, cfg, metrics, test, out, name):

@@ -76,10 +76,14 @@ def _resize(image, scale):
 
 
 def find_saved_model(path):
-    """The SavedModel folder of a run folder (DIR/saved_model) or of a SavedModel folder itself."""
-    for folder in (os.path.join(path, "saved_model"), path):
-        if os.path.isfile(os.path.join(folder, "saved_model.pb")):
-            return folder
+    """The SavedModel folder of a run folder (DIR/saved_model/1), of a versioned export (BASE/<version>: the
+    newest) or of a SavedModel folder itself."""
+    for base in (os.path.join(path, "saved_model"), path):
+        numbered = sorted((int(v), v) for v in os.listdir(base) if v.isascii() and v.isdigit()) \
+            if os.path.isdir(base) else []
+        for folder in [os.path.join(base, v) for _, v in numbered[::-1]] + [base]:
+            if os.path.isfile(os.path.join(folder, "saved_model.pb")):
+                return folder
     raise UserError(f"{path}: neither a run folder of mnistcompare-train (with saved_model/) nor a SavedModel folder")
 
 

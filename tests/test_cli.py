@@ -98,7 +98,7 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
     assert metrics2["config"] == metrics["config"]
     assert metrics2["test_accuracy"] == metrics["test_accuracy"]
     assert metrics2["train_accuracy"] == metrics["train_accuracy"]
-    compiled = [b"_XlaMustCompile" in (run_dir / "saved_model" / "saved_model.pb").read_bytes()
+    compiled = [b"_XlaMustCompile" in (run_dir / "saved_model" / "1" / "saved_model.pb").read_bytes()
                 for run_dir in (out, tmp_path / "rerun")]
     assert compiled == [True, False]
 

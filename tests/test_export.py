@@ -111,7 +111,7 @@ print("ok", sorted(served))
 @pytest.mark.slow
 def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_run, tmp_path):
     out, _, test = trained_run
-    (tmp_path / "saved_model").symlink_to(out / "saved_model")
+    (tmp_path / "saved_model").symlink_to(out / "saved_model" / "1")
     np.savez(tmp_path / "pairs.npz", a=test.image_a, b=test.image_b)  # 1000 test pairs
     code = "import sys; sys.modules['mnistcompare'] = None\n" + DEPLOY  # plain TensorFlow and Keras
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -120,7 +120,7 @@ def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_
     import os
 
     cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "show", "--all", "--dir",
-                          str(out / "saved_model")], capture_output=True, text=True, timeout=120)
+                          str(out / "saved_model" / "1")], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0
     for endpoint in ("signature_def['serve']", "signature_def['serve_mnist']", "signature_def['serving_default']"):
         assert endpoint in cli.stdout

@@ -26,6 +26,6 @@ def test_report000_siamese_reaches_0_90_and_its_saved_model_scores_the_same(trai
 
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(out / "saved_model"))  # keep a reference: it owns the variables
+    loaded = tf.saved_model.load(str(out / "saved_model" / "1"))  # keep a reference: it owns the variables
     served = loaded.serve(test.image_a, test.image_b)["compare"].numpy()
     assert np.mean((served > 0.5) == (test.target == 1)) == metrics["test_accuracy"]

@@ -40,7 +40,7 @@ def test_predict_answers_for_png_files_as_serve_mnist_for_the_originals(trained_
     out, _, _ = trained_run
     images, labels = load_mnist("test", find_source(data_dir=mnist_dir))
     pick = [0, 1, 2, 3, 4, 7]
-    model = tf.saved_model.load(str(out / "saved_model"))
+    model = tf.saved_model.load(str(out / "saved_model" / "1"))
     expected = model.serve_mnist(images[pick[::2]], images[pick[1::2]])
     files = []
     for n, i in enumerate(pick):

@@ -92,10 +92,10 @@ def test_overwrite_deletes_only_what_a_run_wrote(idx_dir, tmp_path, cli):
 
     run = tmp_path / "run"
     assert cli("train", *args, "--out", run).returncode == 0
-    (run / "saved_model" / "notes.txt").write_text("mine")
+    (run / "saved_model" / "1" / "notes.txt").write_text("mine")
     again = cli("train", *args, "--out", run, "--overwrite")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert (run / "saved_model" / "notes.txt").read_text() == "mine" and (run / "metrics.json").exists()
+    assert (run / "saved_model" / "1" / "notes.txt").read_text() == "mine" and (run / "metrics.json").exists()
 
 
 def test_a_diverging_run_ends_with_one_line_and_is_not_saved_as_finished(idx_dir, tmp_path, cli):
