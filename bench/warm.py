@@ -1,6 +1,6 @@
 """A warm round of a preset, this checkout against another (the previous release), alternately in one run.
 
-    python bench/warm.py --previous DIR [--preset report000-siamese] [--rounds 4] [--pairs 3]
+    python bench/warm.py --previous DIR [--preset report000-siamese] [--rounds 4] [--pairs 3] [--epochs N]
 
 DIR is a checkout of the other version (for example `git worktree add
 ../prev v0.x`). Each side runs in a fresh process of this Python, with its
@@ -29,6 +29,7 @@ from mnistcompare.data import find_source, load_pairs
 from mnistcompare.reports import preset
 from mnistcompare.training import ModelCache, train_round
 cfg, rounds = preset(sys.argv[2]), int(sys.argv[3])
+cfg = cfg.replace(epochs=int(sys.argv[5])) if int(sys.argv[5]) else cfg
 cache, seconds, accuracies = ModelCache(), [], []
 for seed in range(rounds + 1):
     train, test = load_pairs(cfg.replace(seed=seed), find_source(idx_dir=sys.argv[4]))
@@ -44,7 +45,8 @@ print(json.dumps({"warm": statistics.median(seconds[1:]), "first": seconds[0],
 
 
 def side(root, args):
-    result = subprocess.run([sys.executable, "-c", CHILD, root, args.preset, str(args.rounds), args.idx_dir],
+    result = subprocess.run([sys.executable, "-c", CHILD, root, args.preset, str(args.rounds), args.idx_dir,
+                             str(args.epochs)],
                             capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"warm.py: error: the round in {root} failed: "
@@ -58,6 +60,7 @@ def main():
     parser.add_argument("--preset", default="report000-siamese")
     parser.add_argument("--rounds", type=int, default=4, help="warm rounds per process (default 4)")
     parser.add_argument("--pairs", type=int, default=3, help="alternating (this, previous) pairs (default 3)")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs per round (default: the preset's)")
     parser.add_argument("--idx-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
     args = parser.parse_args()
     if not os.path.isdir(os.path.join(args.previous, "mnistcompare")):

@@ -7,6 +7,7 @@ TensorFlow is imported, so a mistake is reported at once.
 """
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.data import find_source
+from mnistcompare.files import check_run, clear_run, make_out, run_folder
 from mnistcompare.reports import PRESETS, preset
 
 EXIT_USER_ERROR = 2
@@ -121,72 +123,21 @@ def config_from_args(args, preset_name=None):
 
 
 # What mnistcompare-train writes in its folder; --overwrite deletes these and nothing else.
-RUN_FILES = ("metrics.json", "history.csv", "model.keras", "pairs.png", "confusion.png", "config.json")
-SAVED_MODEL_FILES = ("saved_model.pb", "fingerprint.pb", "variables", "assets")
+RUN_FILES = ("metrics.json", "history.csv", "model.keras", "pairs.png", "confusion.png", "config.json",
+             "backup/epoch-*.npz", "saved_model/1/saved_model.pb", "saved_model/1/fingerprint.pb",
+             "saved_model/1/variables", "saved_model/1/assets")
 # The SavedModel in TF Serving's layout, BASE/<version>/: a model server pointed at DIR/saved_model serves it.
 SAVED_MODEL = os.path.join("saved_model", "1")
 
 
 def check_out(out, cfg, overwrite):
-    """True when `out` holds an unfinished run of `cfg` to resume; changes nothing.
-
-    A finished run (metrics.json) is kept unless --overwrite; an unfinished run
-    of another configuration is never mixed with this one; --overwrite is
-    refused for a folder that holds files but no run.
-    """
-    if not os.path.exists(out):
-        return False
-    if not os.path.isdir(out):
-        raise UserError(f"--out {out}: exists and is not a folder")
-    has_run = any(os.path.exists(os.path.join(out, name)) for name in ("metrics.json", "config.json"))
-    if overwrite:
-        if not has_run and [n for n in os.listdir(out) if n != ".lock"]:
-            raise UserError(f"--overwrite: {out} holds files but no run of mnistcompare-train; nothing deleted")
-        return False
-    if os.path.exists(os.path.join(out, "metrics.json")):
-        raise UserError(f"--out {out} holds a finished run; choose another folder or pass --overwrite")
-    if os.path.exists(os.path.join(out, "config.json")):
+    """True when `out` holds an unfinished run of `cfg` to resume; changes nothing (see files.check_run)."""
+    def ours(path):
         try:
-            same = Config.load(os.path.join(out, "config.json")) == cfg
+            return Config.load(path) == cfg
         except UserError:
-            same = False
-        if not same:
-            raise UserError(f"--out {out} holds an unfinished run of another configuration; "
-                            "choose another folder or pass --overwrite")
-        return True
-    return False
-
-
-def make_out(out):
-    """Create the output folder, checked to be writable."""
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: folder is not writable")
-
-
-def clear_run(out):
-    """Delete what mnistcompare-train wrote in `out` (and nothing else: a file of the user's that
-    sits among them stays, and so does its folder)."""
-    import glob
-    import shutil
-
-    for name in RUN_FILES:
-        if os.path.isfile(os.path.join(out, name)):
-            os.unlink(os.path.join(out, name))
-    for path in glob.glob(os.path.join(out, "backup", "epoch-*.npz")):
-        os.unlink(path)
-    for name in SAVED_MODEL_FILES:
-        path = os.path.join(out, SAVED_MODEL, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.unlink(path)
-    for folder in ("backup", SAVED_MODEL, "saved_model"):
-        if os.path.isdir(os.path.join(out, folder)) and not os.listdir(os.path.join(out, folder)):
-            os.rmdir(os.path.join(out, folder))
+            return False
+    return check_run(out, "config.json", ours, overwrite, "run of mnistcompare-train", finished="metrics.json")
 
 
 def run(main, prog):
@@ -234,7 +185,6 @@ def train_main(argv=None):
     args = train_parser().parse_args(argv)
 
     def main():
-        from mnistcompare.files import FolderLock
         from mnistcompare.runtime import cluster_role
 
         cfg = config_from_args(args)
@@ -253,11 +203,10 @@ def train_main(argv=None):
         if not writes:  # a multi-worker peer: trains its share, writes nothing
             train_here(cfg, args, train, test, out, strategy, resuming=False, writes=False)
             return
-        make_out(out)
-        with FolderLock(out):
+        with run_folder(out):
             resuming = check_out(out, cfg, args.overwrite)
             if args.overwrite:
-                clear_run(out)
+                clear_run(out, RUN_FILES)
             cfg.save(os.path.join(out, "config.json"))  # marks an unfinished run of this configuration
             train_here(cfg, args, train, test, out, strategy, resuming, writes=True)
 
@@ -282,6 +231,14 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
 
     from mnistcompare.runtime import peer_failure
 
+    done = checkpoint.epoch_files()[-1][0] if resuming and checkpoint.epoch_files() else 0
+    if done >= cfg.epochs:
+        print(f"resuming the unfinished run in {out}/: its {cfg.epochs} epochs are trained, its outputs not yet "
+              "written", flush=True)
+    elif done:
+        print(f"resuming the unfinished run in {out}/ at epoch {done + 1} of {cfg.epochs}", flush=True)
+    elif resuming:
+        print(f"restarting the unfinished run in {out}/: no epoch of it was finished", flush=True)
     try:
         model, metrics, _ = train_round(cfg, train, test, callbacks=callbacks,
                                         verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
@@ -291,9 +248,6 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         if args.strategy != "multiworker":
             raise
         raise peer_failure(e) from None
-    if resuming or metrics["resumed_at_epoch"]:
-        print(f"resumed the unfinished run in {out}/ at epoch {metrics['resumed_at_epoch'] + 1} of {cfg.epochs}",
-              flush=True)
     if not writes:
         print(f"{name}: worker done (test accuracy {metrics['test_accuracy']:.4f}); the chief writes the outputs")
         return
@@ -384,6 +338,27 @@ def entries_from_args(args):
     return [(",".join(archs), entries, 10, None)]
 
 
+def off_protocol(args, study, rounds):
+    """How a study's run differs from its report's protocol ("epochs 3, report 25; rounds 2, report 15"), from
+    the flags given, or None. A setting the entries do not share reads "report: varies"."""
+    differences = []
+    for name, value in explicit_flags(args).items():
+        if name == "seed":  # other rounds of the same protocol
+            continue
+        theirs = {json.dumps(getattr(e.config, name)) for e in study.entries()}
+        if theirs != {json.dumps(value)}:
+            shown = json.loads(theirs.pop()) if len(theirs) == 1 else "varies"
+            differences.append(f"{name.replace('_', '-')} {_shown(value)}, report {_shown(shown)}")
+    if args.rounds and args.rounds < rounds:
+        differences.append(f"rounds {args.rounds}, report {rounds}")
+    return "; ".join(differences) or None
+
+
+def _shown(value):
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
 def evaluate_main(argv=None):
     args = evaluate_parser().parse_args(argv)
 
@@ -400,13 +375,17 @@ def evaluate_main(argv=None):
 
         for name, entries, rounds, study in plans:
             out = os.path.join(top, name) if len(plans) > 1 else top
+            off = off_protocol(args, study, rounds) if study else None
             rounds = args.rounds or rounds
             print(f"{name}: {len(entries)} entries x {rounds} rounds -> {out}/", flush=True)
+            if off:
+                print(f"{name}: off the report's protocol ({off}): no z and no verdicts on its claims", flush=True)
             tensorboard = args.tensorboard and (os.path.join(args.tensorboard, name) if len(plans) > 1 else
                                                 args.tensorboard)
             results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
                                log=lambda line: print(line, flush=True), jobs=args.jobs, study=study,
-                               tensorboard=tensorboard, progress=not args.quiet, cluster=args.cluster)
+                               tensorboard=tensorboard, progress=not args.quiet, cluster=args.cluster,
+                               off_protocol=off)
             print(markdown_table(results, study), end="")
             print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
 
@@ -429,6 +408,9 @@ def predict_parser():
                                                              "from the file's folder)")
     parser.add_argument("--json", action="store_true", help="print JSON: one object, or a list with --pairs")
     parser.add_argument("--show", metavar="OUT.png", help="draw each pair as the model sees it, with its answer")
+    parser.add_argument("--raw-mnist", action="store_true",
+                        help="the images are raw MNIST (28x28, white on black): take them as they are (without it, "
+                             "a 28x28 image whose digit is not already 20 pixels and centred is prepared too)")
     return parser
 
 
@@ -454,7 +436,7 @@ def predict_main(argv=None):
 
         def mnist(path):
             if path not in cache:
-                cache[path] = to_mnist(load_image(path), path)
+                cache[path] = to_mnist(load_image(path), path, raw=args.raw_mnist)
             return cache[path]
         images_a = np.stack([mnist(a) for a, _ in pairs])
         images_b = np.stack([mnist(b) for _, b in pairs])

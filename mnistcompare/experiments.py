@@ -5,23 +5,20 @@ so any round can be rerun alone with `mnistcompare-train --seed`. Results are
 written atomically after every round; rerunning into the same folder
 continues with the rounds that are missing.
 """
-import contextlib
 import json
-import multiprocessing
 import os
-import signal
 import statistics
 import sys
 import threading
 import time
 
 import numpy as np
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from mnistcompare.config import MAX_SEED, Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.files import write_json, write_text
+from mnistcompare.files import run_folder, write_json, write_text
+from mnistcompare.workers import connect, end_workers, local_pool
 
 
 # -- statistics and tables ---------------------------------------------------------
@@ -58,8 +55,11 @@ def z_score(entry):
 
 def markdown_table(results, study=None):
     """Ours beside the published figures, cell by cell, with z; below, each effect the report claims and
-    whether our numbers show it. A study with `errors` shows errors in % (report 004's form)."""
+    whether our numbers show it. A study with `errors` shows errors in % (report 004's form). Results run
+    off the report's protocol (`results["off_protocol"]`, the settings that differ) say so first, and give
+    no z and no verdicts."""
     errors = bool(study and study.errors)
+    off = results.get("off_protocol")
 
     def value(mean, std=None):  # an accuracy as shown: accuracy, or error in %
         if errors:
@@ -67,13 +67,15 @@ def markdown_table(results, study=None):
         return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
     what = "error %" if errors else "accuracy"
-    lines = [f"| model | test {what} | published | z | train {what} (published) | digit accuracy | params "
-             "(published) | s/round (published) | rounds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"**Off the report's protocol** ({off}): no z and no verdicts on the report's claims.", ""] \
+        if off else []
+    lines += [f"| model | test {what} | published | z | train {what} (published) | digit accuracy | params "
+              "(published) | s/round (published) | rounds |", "|---|---|---|---|---|---|---|---|---|"]
     for e in results["entries"]:
         if not e["per_round"]:
             continue
         pub = e.get("published") or {}
-        z = z_score(e)
+        z = None if off else z_score(e)
         published_train = f" ({value(pub['train_accuracy'], pub.get('train_std'))})" if "train_accuracy" in pub else ""
         published_seconds = f" ({pub['seconds']}{' ± ' + str(pub['seconds_std']) if 'seconds_std' in pub else ''})" \
             if "seconds" in pub else ""
@@ -86,7 +88,7 @@ def markdown_table(results, study=None):
             else "–",
             f"{e['params']:,}" + (f" ({pub['params']:,})" if "params" in pub else ""),
             f"{e['train_seconds_median']:.1f}" + published_seconds, f"{e['rounds']} |"]))
-    if study and study.claims:
+    if study and study.claims and not off:
         lines += ["", "Effects the report claims, and what our numbers show:", ""]
         lines += [f"- {line}" for line in check_claims(results, study.claims)]
     return "\n".join(lines) + "\n"
@@ -167,19 +169,6 @@ _CACHE = None  # this process's ModelCache, made on first use
 _ONE_ROUND_AT_A_TIME = threading.Lock()  # a Dask worker with several threads still trains one round at a time
 
 
-def _start_worker(pids, workers):
-    """A process that trains rounds for `evaluate --jobs`, one of `workers`: Ctrl-C left to the parent,
-    which ends the workers; its pid reported so that the parent ends exactly its own workers."""
-    from mnistcompare.runtime import start_tensorflow
-
-    pids.put(os.getpid())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Ends with the parent even when the parent is killed (SIGKILL): nothing else would end it.
-    parent = multiprocessing.parent_process()
-    threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
-    start_tensorflow(rounds_at_once=workers)  # with its share of the cores
-
-
 def train_job(job, cache=None):
     """(metrics, history, examples) of one round: job = (Config with the round's seed, data Source, whether to
     return example test pairs for a picture (else None), a TensorBoard log folder or None)."""
@@ -208,26 +197,7 @@ def slug(name):
     return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()) or "entry"
 
 
-def connect(address):
-    """A Dask distributed client of the scheduler at `address` (the optional extra `[cluster]`).
-
-    Dask rather than Ray: its client hands out a concurrent.futures executor,
-    the interface of the local worker pool, so rounds go to a cluster through
-    the same code; a round whose worker dies is given to another worker by the
-    scheduler itself. Its workers need mnistcompare and MNIST at the same path,
-    and run one round at a time (start them with --nthreads 1).
-    """
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise UserError("--cluster needs Dask distributed: pip install 'mnistcompare[cluster]'") from None
-    try:
-        return Client(address, timeout=5)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise UserError(f"--cluster {address}: cannot reach a Dask scheduler there ({e})") from None
-
-
-def summary_view(results, entries, rounds):
+def summary_view(results, entries, rounds, off_protocol=None):
     """The requested entries, each summarised over its first `rounds` rounds (what was asked for;
     the folder may hold more)."""
     by_name = {e["name"]: e for e in results["entries"]}
@@ -235,11 +205,11 @@ def summary_view(results, entries, rounds):
     for entry in entries:
         record = dict(by_name[entry.name], per_round=by_name[entry.name]["per_round"][:rounds])
         view.append({**record, **summarise(record["per_round"])})
-    return {"entries": view}
+    return {"entries": view, **({"off_protocol": off_protocol} if off_protocol else {})}
 
 
 def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1, study=None, tensorboard=None,
-             progress=True, cluster=None):
+             progress=True, cluster=None, off_protocol=None):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
 
     The folder keeps everything it holds: entries evaluated there before and
@@ -255,19 +225,20 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
     order. Processes, not threads: tracing holds Python's lock, and TensorFlow
     2.21 fails now and then ("Container __per_step_0 does not exist") when
     threads run graphs at once. `cluster`, the address of a Dask scheduler,
-    sends the rounds to its workers instead (see `connect`).
+    sends the rounds to its workers instead (see `connect`). `off_protocol`: the
+    settings in which a study's run differs from its report's ("epochs 3,
+    report 25"), said in results.md, which then gives no z and no verdicts.
     """
-    from mnistcompare.files import FolderLock
-
     last_seed = max(e.config.seed for e in entries) + rounds - 1
     if last_seed > MAX_SEED:
         raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
-    os.makedirs(out, exist_ok=True)
-    with FolderLock(out):
-        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster)
+    with run_folder(out):
+        return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster,
+                         off_protocol)
 
 
-def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster):
+def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster,
+              off_protocol):
     from mnistcompare.plots import plot_confusion, plot_curves, plot_pairs, plot_rounds
 
     path = os.path.join(out, "results.json")
@@ -282,7 +253,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         records[entry.name] = {"name": entry.name, "arch": entry.config.arch, "published": entry.published,
                                "config": entry.config.to_dict(),
                                "per_round": previous.get(entry.name, {}).get("per_round", [])}
-    results = {"entries": list(records.values())}
+    results = {"entries": list(records.values()), **({"off_protocol": off_protocol} if off_protocol else {})}
 
     def save(plots=False):
         for record in results["entries"]:
@@ -312,10 +283,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         executor = client.get_executor()  # concurrent.futures, as the local pool below
         trained = executor.map(train_job, jobs_args)
     elif jobs > 1 and todo:
-        context = multiprocessing.get_context("spawn")
-        pids = context.SimpleQueue()
-        workers = min(jobs, len(todo))
-        executor = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(pids, workers))
+        executor, pids = local_pool(min(jobs, len(todo)))
         trained = executor.map(train_job, jobs_args)
     else:  # trained here (with --jobs N, TensorFlow is never imported in this process)
         from mnistcompare.runtime import start_tensorflow
@@ -358,8 +326,6 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         elif executor is not None:
             executor.shutdown(wait=finished, cancel_futures=True)
             if not finished:  # interrupted: rounds still training are dropped; only our own workers end
-                while not pids.empty():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pids.get(), signal.SIGTERM)
+                end_workers(pids)
         save(plots=True)  # plots once (they take about a second), also when interrupted
-    return summary_view(results, entries, rounds)
+    return summary_view(results, entries, rounds, off_protocol)

@@ -1,9 +1,13 @@
-"""Writing outputs safely: atomic files, and one run per output folder at a time."""
+"""Writing outputs safely: atomic files; and the run-folder contract that train, evaluate and tune share:
+one run per output folder at a time (a lock), a folder holding another run refused, an unfinished run
+resumed, and --overwrite deleting only what the run wrote."""
 import contextlib
 import fcntl
+import glob
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -89,3 +93,66 @@ class FolderLock:
 
     def __exit__(self, *exc):
         os.close(self.fd)  # releases the lock
+
+
+def make_out(out):
+    """Create the output folder, checked to be writable."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: folder is not writable")
+
+
+@contextlib.contextmanager
+def run_folder(out):
+    """The output folder of a run: created, checked writable and locked for the whole run."""
+    make_out(out)
+    with FolderLock(out):
+        yield out
+
+
+def check_run(out, identity, ours, overwrite, what, finished=None):
+    """True when `out` holds an unfinished run of ours to resume; changes nothing.
+
+    `identity` is the file a run writes first (its configuration): `ours(path)`
+    tells whether it is this run's. A run of another configuration is refused,
+    and so is a finished run (its `finished` file exists) unless --overwrite;
+    --overwrite is refused for a folder that holds files but no run.
+    """
+    if not os.path.exists(out):
+        return False
+    if not os.path.isdir(out):
+        raise UserError(f"--out {out}: exists and is not a folder")
+    marks = [name for name in (finished, identity) if name and os.path.exists(os.path.join(out, name))]
+    if overwrite:
+        if not marks and [n for n in os.listdir(out) if n != FolderLock.NAME]:
+            raise UserError(f"--overwrite: {out} holds files but no {what}; nothing deleted")
+        return False
+    if finished and os.path.exists(os.path.join(out, finished)):
+        raise UserError(f"--out {out} holds a finished {what.split(' of ')[0]}; choose another folder or pass "
+                        "--overwrite")
+    if os.path.exists(os.path.join(out, identity)):
+        if not ours(os.path.join(out, identity)):
+            raise UserError(f"--out {out} holds an unfinished {what.split(' of ')[0]} of another configuration; "
+                            "choose another folder or pass --overwrite")
+        return True
+    return False
+
+
+def clear_run(out, patterns):
+    """Delete what a run wrote in `out`: the files and folders matching `patterns` (relative glob patterns),
+    then the folders they leave empty. Nothing else: a file of the user's among them stays, with its folder."""
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(out, pattern)):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+    for pattern in patterns:
+        folder = os.path.dirname(os.path.join(out, pattern))
+        while os.path.abspath(folder) != os.path.abspath(out):
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+            folder = os.path.dirname(folder)

@@ -3,6 +3,7 @@ is needed and a notebook's or a program's matplotlib backend is left alone."""
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mnistcompare.files import atomic_path
 
@@ -19,6 +20,7 @@ def _band(ax, runs, label, color):
     epochs = np.arange(1, length + 1)
     ax.plot(epochs, values.mean(0), color=color, label=label)
     ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
 
 
 def plot_curves(results, path):
@@ -64,7 +66,8 @@ def _legend(fig, ax):
 
 
 def plot_rounds(results, path):
-    """Train error, test error and fit time of every round (report 004 Fig. 2)."""
+    """Train error, test error and fit time of every round (report 004 Fig. 2), as points: the rounds are
+    independent draws, not a series. Each entry's mean is a dashed line, with a band of one standard deviation."""
     entries = [e for e in results["entries"] if e["per_round"]]
     fig = Figure(figsize=(15, 4.5 + 0.18 * max(0, len(entries) - 4)))
     axes = fig.subplots(1, 3)
@@ -74,10 +77,15 @@ def plot_rounds(results, path):
         for ax, values in zip(axes, ([100 * (1 - r["train_accuracy"]) for r in rounds],
                                      [100 * (1 - r["test_accuracy"]) for r in rounds],
                                      [r["train_seconds"] for r in rounds])):
-            ax.plot(x, values, marker="o", markersize=3, color=color, label=entry["name"])
+            ax.plot(x, values, "o", markersize=4, color=color, label=entry["name"])
+            mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            ax.axhline(mean, color=color, linestyle="--", linewidth=1)
+            ax.axhspan(mean - std, mean + std, color=color, alpha=0.08)
     for ax, title, ylabel in zip(axes, ("Train error", "Test error", "Fit time"),
                                  ("train error [%]", "test error [%]", "seconds per round")):
-        ax.set(title=title, xlabel="round", ylabel=ylabel)
+        ax.set(title=f"{title} of each round (dashed: mean ± 1 std)", xlabel="round (seed + round - 1)",
+               ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     _legend(fig, axes[0])
     _save(fig, path)
@@ -85,12 +93,15 @@ def plot_rounds(results, path):
 
 def plot_pairs(examples, path, title):
     """A grid of test pairs as the model sees them (14x14, image a left of image b): true digits and
-    comparison above, the model's answer below; mistakes of the comparison first, framed in red."""
+    comparison above; below, the model's P(a <= b) and its answer, and where it has digit heads, the digits
+    they read (marked where they order the pair otherwise than P does); mistakes of the comparison first,
+    framed in red."""
     n = len(examples["p"])
     columns = 6
     rows = -(-n // columns)
     fig = Figure(figsize=(2.2 * columns, 1.55 * rows + 0.6))
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(f"{title}\nabove: true digits; below: the model's P(a ≤ b) and its answer, and the digits its "
+                 "digit heads read (✱ where they order the pair otherwise)", fontsize=10)
     axes = fig.subplots(rows, columns, squeeze=False, gridspec_kw=dict(wspace=0.25, hspace=0.7))
     gap = np.full((14, 1), 128.0)  # a grey line between the two images
     for i, ax in enumerate(axes.flat):
@@ -107,10 +118,12 @@ def plot_pairs(examples, path, title):
             spine.set_linewidth(2 if wrong else 0.5)
         truth = f"{examples['digit_a'][i]} {'≤' if examples['target'][i] > 0.5 else '>'} {examples['digit_b'][i]}"
         said = "≤" if examples["p"][i] > 0.5 else ">"
-        digits = examples["predicted_a"][i], examples["predicted_b"][i]
-        answer = f"{digits[0]} {said} {digits[1]}" if digits[0] >= 0 else f"a {said} b"
+        answer = f"P(a≤b)={examples['p'][i]:.2f}: a {said} b"
+        da, db = examples["predicted_a"][i], examples["predicted_b"][i]
+        if da >= 0:  # the digit heads' reading, marked where it orders the pair otherwise than P
+            answer += f"\nheads {da}, {db}" + (" ✱" if (da <= db) != (examples["p"][i] > 0.5) else "")
         ax.set_title(f"true {truth}", fontsize=8, pad=2)
-        ax.set_xlabel(f"model {answer} (P={examples['p'][i]:.2f})", fontsize=8, color=color, labelpad=2)
+        ax.set_xlabel(answer, fontsize=8, color=color, labelpad=2)
     _save(fig, path)
 
 

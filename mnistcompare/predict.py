@@ -4,8 +4,10 @@ MNIST digits are white on black, size-normalised to fit a 20x20 box (aspect
 kept, anti-aliased) and centred by mass in a 28x28 frame; the models see them
 2x2-pooled to 14x14. `to_mnist` brings any image there: grayscale, polarity
 detected from the border (dark-on-light is inverted), background removed,
-the digit's box scaled to 20 pixels and centred by mass. A 28x28 image is
-taken to be in MNIST form already: only its polarity is fixed.
+the digit's box scaled to 20 pixels and centred by mass. An image that is
+in MNIST form already (28x28, its ink's box 17 to 21 pixels on its long side,
+its centre of mass within 2 pixels of the centre) is taken as it is, its
+polarity fixed; `raw=True` (`--raw-mnist`) takes 28x28 images as they are.
 """
 import os
 
@@ -39,13 +41,29 @@ def load_image(path):
     return gray
 
 
-def to_mnist(gray, name="image"):
+def looks_like_mnist(x):
+    """Whether a light-on-dark 28x28 image is in MNIST form: its ink's box (pixels above a tenth of the
+    brightest) 17-21 pixels on its long side, and its centre of mass within 2 pixels of the frame's centre."""
+    if x.shape != (28, 28) or x.max() <= 0:
+        return False
+    rows, cols = np.nonzero(x > 0.1 * x.max())
+    side = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+    mass = x / x.sum()
+    centre = (mass.sum(1) * np.arange(28)).sum(), (mass.sum(0) * np.arange(28)).sum()
+    return 17 <= side <= 21 and max(abs(c - 13.5) for c in centre) <= 2
+
+
+def to_mnist(gray, name="image", raw=False):
     """uint8 [28, 28] in MNIST form from a grayscale image (see the module docstring)."""
     x = np.asarray(gray, np.float32)
+    if raw:
+        if x.shape != (28, 28):
+            raise UserError(f"{name}: --raw-mnist takes 28x28 images, this one is {x.shape[1]}x{x.shape[0]}")
+        return np.clip(np.round(x), 0, 255).astype(np.uint8)
     border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
     if np.median(border) > 127:  # dark digit on a light background
         x, border = 255 - x, 255 - border
-    if x.shape == (28, 28):
+    if looks_like_mnist(x):
         return np.clip(np.round(x), 0, 255).astype(np.uint8)
     x = np.clip(x - np.median(border), 0, None)
     if x.max() <= 0:

@@ -137,19 +137,37 @@ class TestCurve(keras.callbacks.Callback):
     loss every architecture has) to each epoch's logs, for per-epoch curves; times itself so that
     the fit time can leave it out. `twin`: a model that `predictor` reads, given the trained model's
     weights before each epoch's scores (a model without test-time views: reading every test image
-    in each view, after every epoch, would cost more than the epoch; the final scores read them)."""
+    in each view, after every epoch, would cost more than the epoch; the final scores read them).
+    `log_dirs`: TensorBoard log folders; each gets a run `test` beside Keras' `train` and `validation`,
+    under the training run's names (epoch_compare_accuracy, epoch_compare_loss), so the curves overlay."""
 
-    def __init__(self, pairs, predictor, twin=None):
+    def __init__(self, pairs, predictor, twin=None, log_dirs=()):
         super().__init__()
         self.pairs, self.predictor, self.twin, self.seconds = pairs, predictor, twin, 0.0
+        self.log_dirs, self.writers = log_dirs, []
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self.writers = [tf.summary.create_file_writer(os.path.join(d, "test")) for d in self.log_dirs]
 
     def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
         start = time.perf_counter()
         if self.twin is not None:
             self.twin.set_weights(self.model.get_weights())
         result = scores(self.predictor(self.pairs), self.pairs)
         logs.update(test_accuracy=result["accuracy"], test_compare_loss=result["compare_loss"])
+        for writer in self.writers:
+            with writer.as_default(step=epoch):
+                tf.summary.scalar("epoch_compare_accuracy", result["accuracy"])
+                tf.summary.scalar("epoch_compare_loss", result["compare_loss"])
         self.seconds += time.perf_counter() - start
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers:
+            writer.close()
 
 
 def confusion(out, pairs):
@@ -424,8 +442,11 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     predictor = Predictor.of(model)
     if curves:
         twin = build_model(cfg.without_views()) if cfg.tta else None
-        test_curve = TestCurve(test_pairs, Predictor.of(twin) if twin else predictor, twin)
-        callbacks.insert(1, test_curve)  # early, so that the other callbacks see its values
+        boards = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
+        test_curve = TestCurve(test_pairs, Predictor.of(twin) if twin else predictor, twin,
+                               [board.log_dir for board in boards])
+        # after TensorBoard, which would log its values in the training run; before the rest, which record them
+        callbacks = [callbacks[0], *boards, test_curve, *(c for c in callbacks[1:] if c not in boards)]
     outputs = model.output_names
     start = time.perf_counter()
     with strategy.scope() if strategy is not None else contextlib.nullcontext():

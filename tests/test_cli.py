@@ -76,7 +76,7 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
                  "--alpha", "0.2", *common, "--out", out, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
-    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "saved_model/saved_model.pb", "pairs.png",
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "saved_model/1/saved_model.pb", "pairs.png",
                  "confusion.png"):
         assert (out / name).exists(), name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -84,7 +84,9 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
         assert key in metrics
     assert metrics["arch"] == "digits" and metrics["epochs"] == 2 and metrics["config"]["alpha"] == 0.2
     assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
-    assert {"epoch_loss", "epoch_test_accuracy", "epoch_compare_accuracy"} <= event_tags(tmp_path / "tb")["train"]
+    tags = event_tags(tmp_path / "tb")  # the test curve in its own run, under the training run's names
+    assert {"epoch_loss", "epoch_compare_accuracy"} <= tags["train"] and "epoch_test_accuracy" not in tags["train"]
+    assert {"epoch_compare_accuracy", "epoch_compare_loss"} <= tags["test"]
 
     # A finished run is not overwritten by accident.
     again = cli("train", "--config", out / "config.json", *common, "--out", out)

@@ -56,6 +56,28 @@ def test_markdown_table_has_ours_and_the_published_figure():
     assert "0.948 ± 0.010" in table
 
 
+def test_a_study_off_its_protocol_says_so_and_gives_no_z_and_no_verdicts():
+    from mnistcompare.cli import evaluate_parser, off_protocol
+    from mnistcompare.reports import study
+
+    table1 = study("report000-table1")
+    args = evaluate_parser().parse_args(["--study", "report000-table1", "--rounds", "2", "--epochs", "3",
+                                         "--seed", "5"])
+    off = off_protocol(args, table1, table1.rounds)
+    assert off == "epochs 3, report 25; rounds 2, report 15"  # another seed is the same protocol
+    same = evaluate_parser().parse_args(["--study", "report000-table1", "--seed", "5", "--rounds", "20"])
+    assert off_protocol(same, table1, table1.rounds) is None
+    entries = []
+    for name in ("Siamese", "Baseline"):
+        entry = {"name": name, "published": {"test_accuracy": 0.948, "std": 0.010, "source": "000 Table I"},
+                 "per_round": [fake_round(0, 0.80, 0.99, 5.0), fake_round(1, 0.82, 0.99, 6.0)]}
+        entries.append({**entry, **summarise(entry["per_round"])})
+    on, away = (markdown_table({"entries": entries, **extra}, table1) for extra in ({}, {"off_protocol": off}))
+    assert "Effects the report claims" in on and "| -9.8 |" in on
+    assert away.startswith(f"**Off the report's protocol** ({off})")
+    assert "Effects the report claims" not in away and "-9.8" not in away and "| – |" in away
+
+
 def test_plots_are_valid_png(tmp_path, tiny_pairs):
     import numpy as np
 
@@ -232,8 +254,9 @@ def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_d
         runs[jobs] = [(r["round"], r["test_accuracy"], r["history"]["loss"]) for r in entry["per_round"]]
     assert runs[2] == runs[1]
     tags = event_tags(tmp_path / "tb2")  # one TensorBoard run per round
-    assert sorted(tags) == [f"report000-siamese/round-{r}/train" for r in (1, 2)]
-    assert all({"epoch_loss", "epoch_test_accuracy"} <= t for t in tags.values())
+    assert sorted(tags) == [f"report000-siamese/round-{r}/{run}" for r in (1, 2) for run in ("test", "train")]
+    assert all("epoch_loss" in t for name, t in tags.items() if name.endswith("train"))
+    assert all("epoch_compare_accuracy" in t for t in tags.values())
 
 
 def test_a_killed_worker_ends_evaluate_with_one_line_and_keeps_finished_rounds(idx_dir, tmp_path):

@@ -25,10 +25,16 @@ def test_mnist_form_is_white_on_black_20_pixels_centred_by_mass():
     mass = x.astype(float) / x.sum()
     assert abs((mass.sum(1) * np.arange(28)).sum() - 13.5) < 1 and abs((mass.sum(0) * np.arange(28)).sum() - 13.5) < 1
     assert x[0].max() == 0 and x.max() == 255  # black background, white digit
-    # 28x28 images are MNIST form already: only the polarity is fixed.
-    digit = _digit()
+    # A 28x28 image in MNIST form (20 pixels tall, centred) is taken as it is: only the polarity is fixed.
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255
     np.testing.assert_array_equal(to_mnist(255 - digit), digit)
     np.testing.assert_array_equal(to_mnist(digit), digit)
+    # A 28x28 drawing that fills its frame, or sits in a corner, is prepared like any other image.
+    for drawn in (_digit(), np.pad(np.full((26, 3), 255, np.uint8), ((1, 1), (2, 23)))):
+        rows, cols = np.nonzero(to_mnist(drawn) > 25)
+        assert max(rows.max() - rows.min(), cols.max() - cols.min()) + 1 in (20, 21)
+        np.testing.assert_array_equal(to_mnist(drawn, raw=True), drawn)  # unless it is raw MNIST
 
 
 @pytest.mark.slow

@@ -267,6 +267,6 @@ def test_trials_table_gives_the_digit_accuracy_of_nets_that_read_digits():
     older = (trial("1", 0.01), {}, [{"val_compare_accuracy": 0.97}])  # saved before the field existed
     table = trials_markdown([digits, older], {"lr": [0.001, 0.01]}).splitlines()
     assert "digit accuracy" in table[0] and table[1].count("---") == 6
-    assert table[2] == "| 1 | 0 | 0.001 | 0.9850 ± 0.0071 | 0.9800 | 2 |"
-    assert table[3] == "| 2 | 1 | 0.01 | 0.9700 ± 0.0000 | | 1 |"
+    assert table[2] == "| 1 | #1 (trial_0) | 0.001 | 0.9850 ± 0.0071 | 0.9800 | 2 |"
+    assert table[3] == "| 2 | #2 (trial_1) | 0.01 | 0.9700 ± – | | 1 |"  # one round: no spread
     assert "digit" not in trials_markdown([older], {"lr": [0.01]})  # nets without digits: no column

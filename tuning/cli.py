@@ -5,111 +5,20 @@
 
 Arguments, grids and data folders are checked before TensorFlow is imported.
 """
-import ctypes
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import time
 
 from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, add_tensorboard_argument,
-                              config_from_args, data_source, make_out, run)
+                              config_from_args, data_source, run)
 from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.files import FolderLock, write_json
+from mnistcompare.files import run_folder, write_json
 from mnistcompare.tuning import PROJECT
 from mnistcompare.tuning.grid import parse_grid
+from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
-# A chief or worker started by the launcher: the installed package, never a module name that the
-# working directory could shadow (-c puts the working directory first on sys.path; it is dropped).
-WORKER_CODE = "import sys; del sys.path[0]; from mnistcompare.tuning.cli import tune_main; tune_main()"
-LAUNCHED = "MNISTCOMPARE_TUNE_LAUNCHER"  # set in the children of the launcher, which holds the folder
-WORKERS = "MNISTCOMPARE_TUNE_WORKERS"  # how many of them train at once: each gets its share of the cores
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def without_flag(argv, flag):
-    """`argv` without `flag VALUE` / `flag=VALUE` (or a bare `flag` for switches)."""
-    args, skip = [], False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-        elif a == flag:
-            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
-        elif not a.startswith(flag + "="):
-            args.append(a)
-    return args
-
-
-def _die_with_parent():
-    """In a child, before exec: the kernel sends it SIGTERM when the launcher ends, however it ends
-    (even by SIGKILL), so chief and workers never search on as orphans (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the launcher died before prctl took effect
-        os._exit(1)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends the launcher as Ctrl-C does: children stopped, one line
-
-
-def launch_workers(argv, workers, out, poll=0.2):
-    """Start a chief and `workers` workers of this same command on 127.0.0.1, and watch them.
-
-    The chief serves the oracle and, once the grid is done, writes the outputs
-    and runs the final rounds; its output is shown, the workers' go to
-    OUT/worker-N.log. If any of them dies (a worker killed, the chief
-    crashed), the others are ended within a second and the launcher fails with
-    one line: finished trials are kept, and rerunning the same command resumes
-    (trials that were running are retried). SIGTERM or SIGINT to the launcher
-    ends them all too; SIGKILL to it ends them through the kernel.
-    """
-    command = [sys.executable, "-c", WORKER_CODE, *argv]
-    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),
-           LAUNCHED: str(os.getpid()), WORKERS: str(workers)}
-    logs = [open(os.path.join(out, f"worker-{n}.log"), "w") for n in range(workers)]
-    procs = {"chief": subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": "chief"},
-                                       preexec_fn=_die_with_parent)}
-    for n, log in enumerate(logs):
-        procs[f"worker {n}"] = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": f"tuner{n}"}, stdout=log,
-                                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        while True:
-            codes = {name: p.poll() for name, p in procs.items()}
-            failed = [name for name, code in codes.items() if code not in (None, 0)]
-            if failed:
-                name, code = failed[0], codes[failed[0]]
-                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                where = "" if name == "chief" else f"; see {out}/worker-{name.split()[1]}.log"
-                raise RunError(f"tune {name} ended ({how}){where}; the others were stopped, finished trials are "
-                               "kept: rerun the same command to resume")
-            if codes["chief"] == 0:
-                return 0
-            time.sleep(poll)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for log in logs:
-            log.close()
 
 
 def search_file(out):
@@ -119,19 +28,18 @@ def search_file(out):
 def check_search(out, search, overwrite):
     """Refuse an --out that holds another search (its grid, base config or protocol differ);
     the search is saved there once it is known to be ours (`save_search`)."""
-    path = search_file(out)
-    if overwrite or not os.path.isdir(os.path.join(out, PROJECT)):
-        return
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        # Read as train and evaluate read a saved config: a field added since takes its default, which is
-        # what that search ran with.
-        saved["base"] = Config.from_dict(saved["base"]).to_dict()
-        same = json.loads(json.dumps(saved)) == json.loads(json.dumps(search))
-    except (OSError, ValueError, KeyError, TypeError, UserError):
-        same = False
-    if not same:
+    def ours(path):
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            # Read as train and evaluate read a saved config: a field added since takes its default, which is
+            # what that search ran with.
+            saved["base"] = Config.from_dict(saved["base"]).to_dict()
+            return json.loads(json.dumps(saved)) == json.loads(json.dumps(search))
+        except (OSError, ValueError, KeyError, TypeError, UserError):
+            return False
+
+    if not overwrite and os.path.isdir(os.path.join(out, PROJECT)) and not ours(search_file(out)):
         raise UserError(f"--out {out} holds another search (its grid, base configuration or protocol differ); "
                         "choose another folder or pass --overwrite")
 
@@ -195,8 +103,7 @@ def tune_main(argv=None):
             # a worker (the chief writes the outputs), or the chief of a launcher that holds the folder
             search_grid(args, base, grid, source)
             return
-        make_out(args.out)
-        with FolderLock(args.out):
+        with run_folder(args.out):
             if args.overwrite:  # here, once: every process deleting the project would race
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
             save_search(args.out, search)
@@ -239,7 +146,7 @@ def search_grid(args, base, grid, source):
         from mnistcompare.reports import Entry
         from mnistcompare.runtime import DEFAULT_JOBS
 
-        results = evaluate([Entry("best", Config.from_dict(best))], args.final_rounds,
+        results = evaluate([Entry("best trial", Config.from_dict(best))], args.final_rounds,
                            os.path.join(args.out, "final"), source,
                            log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
         print(markdown_table(results), end="")

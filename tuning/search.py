@@ -159,18 +159,19 @@ def trials_markdown(rows, grid):
     names = list(grid)
     # nets that read digits keep each round's digit accuracy too (trials saved before, or diverged: none)
     digits = any("val_digit_accuracy" in r for _, _, rounds in rows for r in rounds)
-    lines = ["| rank | trial | " + " | ".join(names) + " | validation accuracy |"
+    lines = ["| rank | trial (keras-tuner's number, folder) | " + " | ".join(names) + " | validation accuracy |"
              + (" digit accuracy |" if digits else "") + " rounds |",
              "|---|---|" + "---|" * (len(names) + digits) + "---|---|"]
     for rank, (trial, _, rounds) in enumerate(rows, 1):
         accs = [r["val_compare_accuracy"] for r in rounds]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else " ± –"  # one round: no spread
         values = " | ".join(str(trial.hyperparameters.values.get(n)) for n in names)
         diverged = sum("diverged" in r for r in rounds)
         note = f" ({diverged} diverged, scored 0)" if diverged else ""
         digit = [r["val_digit_accuracy"] for r in rounds if "val_digit_accuracy" in r]
         digit_cell = (f" {statistics.mean(digit):.4f} |" if digit else " |") if digits else ""
-        lines.append(f"| {rank} | {trial.trial_id} | {values} | {statistics.mean(accs):.4f} ± {std:.4f}{note} "
+        lines.append(f"| {rank} | #{int(trial.trial_id) + 1} (trial_{trial.trial_id}) | {values} | "
+                     f"{statistics.mean(accs):.4f}{spread}{note} "
                      f"|{digit_cell} {len(accs)} |")
     return "\n".join(lines) + "\n"
 
