@@ -447,7 +447,7 @@ def predict_main(argv=None):
 
         try:
             model = tf.saved_model.load(folder)
-        except (OSError, ValueError, tf.errors.OpError) as e:
+        except Exception as e:  # a damaged file fails in many ways (OpError, IndexError, ...): each is the file's
             raise UserError(f"{folder}: cannot load the SavedModel ({str(e).splitlines()[0][:200]})") from None
         if not hasattr(model, "serve_mnist"):
             raise UserError(f"{folder}: not a SavedModel of mnistcompare (no serve_mnist endpoint)")

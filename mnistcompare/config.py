@@ -98,16 +98,16 @@ class Config:
     # The model. Defaults are report 000's siamese net (its Appendix A).
     arch: str = _opt("siamese", "architecture", choices=tuple(ARCHS))
     channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (none: a dense tower; ignored by mlp, "
-                                         "siamese_mlp)", low=1)
-    kernel: tuple = _opt((3, 2, 2), "conv kernel sizes, one per conv layer or one for all", low=1)
+                                         "siamese_mlp)", low=1, high=4096)
+    kernel: tuple = _opt((3, 2, 2), "conv kernel sizes, one per conv layer or one for all", low=1, high=28)
     padding: tuple = _opt(("valid",), "conv padding (valid, same, or N zero pixels), one per conv layer or one for all")
-    pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all", low=1)
+    pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all", low=1, high=14)
     groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)", choices=(1, 2))
     conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
     conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
     hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
-                         low=1)
-    head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine", low=1)
+                         low=1, high=65536)
+    head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine", low=1, high=65536)
     head_activation: str = _opt("same", "activation of the comparison head's hidden layers: same (as --activation), "
                                         "or linear (none: report 002's 'three linear layers')",
                                 choices=("same", "linear", "relu", "leaky_relu", "elu", "gelu"))
@@ -122,7 +122,7 @@ class Config:
     output: str = _opt("sigmoid", "the comparison output: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()),
                        choices=tuple(OUTPUTS))
     members: int = _opt(1, "digits only: independent towers whose digit probabilities are averaged (an ensemble "
-                           "inside one model)", low=1)
+                           "inside one model)", low=1, high=64)
     member_loss: str = _opt("ensemble", "digits with members > 1: one digit loss on the members' averaged "
                                         "probabilities (ensemble), or each member's own digit loss, averaged (each: "
                                         "the members learn apart; the model still averages them)",
@@ -221,24 +221,28 @@ class Config:
         def bad(name, why):
             raise UserError(f"--{name.replace('_', '-')}: {why}")
 
+        def short(value):  # a value as errors show it: at most 60 characters, however long it is
+            text = repr(value)
+            return text if len(text) <= 60 else f"{text[:45]}... ({len(text):,} characters)"
+
         for f in fields(self):
             value = getattr(self, f.name)
             items = value if f.type is tuple else (value,)
             kind = int if f.type is tuple and f.name != "padding" else str if f.name == "padding" else f.type
             if f.type is tuple and not isinstance(value, tuple):
-                bad(f.name, f"expected a list, got {value!r}")
+                bad(f.name, f"expected a list, got {short(value)}")
             for v in items:
                 ok = (isinstance(v, bool) if kind is bool else
                       isinstance(v, int) and not isinstance(v, bool) if kind is int else
                       isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                       if kind is float else isinstance(v, str))
                 if not ok:
-                    bad(f.name, f"expected {'a finite number' if kind is float else kind.__name__}, got {v!r}")
+                    bad(f.name, f"expected {'a finite number' if kind is float else kind.__name__}, got {short(v)}")
                 m = f.metadata
                 if (m["choices"] and v not in m["choices"]) or (
                         m["low"] is not None and (v < m["low"] or (m["low_open"] and v == m["low"]))) or (
                         m["high"] is not None and (v > m["high"] or (m["high_open"] and v == m["high"]))):
-                    shown = ",".join(map(str, value)) if f.type is tuple else repr(v)
+                    shown = short(",".join(map(str, value))).strip("'") if f.type is tuple else short(v)
                     bad(f.name, f"must be {bounds_text(f)}, got {shown}")
         if not all(p in PADDINGS or re.fullmatch(r"[0-9]{1,2}", p) for p in self.padding):
             bad("padding", f"expected {', '.join(PADDINGS)} or a number of pixels, got {','.join(self.padding)}")

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import gzip
 import os
+import zipfile
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def load_npz(path, split):
     try:
         with np.load(path, allow_pickle=False) as data:
             return np.asarray(data[x], np.uint8), np.asarray(data[y])
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not Keras' mnist.npz (arrays x_train, y_train, x_test, y_test): "
                         f"{str(e)[:200] or type(e).__name__}") from None
 
@@ -154,6 +155,8 @@ def _load_cached(split, source):
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
         raise UserError(f"{source.path}: {split} images {images.shape} and labels {labels.shape} are not MNIST "
                         "(N x 28 x 28 images, N labels)")
+    if len(images) == 0:
+        raise UserError(f"{source.path}: the {split} split holds no images")
     if labels.min() < 0 or labels.max() > 9:
         raise UserError(f"{split} labels outside 0..9 in {source.path}: not MNIST")
     images.setflags(write=False)

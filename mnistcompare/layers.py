@@ -234,8 +234,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Keras 3 normalises a training batch with a dozen separate ops (moments,
     then scale and shift), each with its own gradient; TensorFlow's
-    FusedBatchNormV3 does both ways in one oneDNN kernel: 13-16 % less time
-    per epoch for `best`. The arithmetic is Keras' up to float rounding: the
+    FusedBatchNormV3 does both ways in one oneDNN kernel, in less time
+    (docs/best.md). The arithmetic is Keras' up to float rounding: the
     batch's biased variance normalises and feeds the moving average (the
     kernel returns the unbiased one, so it is converted back). Inference,
     masks, synchronised statistics under a strategy and other dtypes take
@@ -271,9 +271,9 @@ class PooledConv(keras.layers.Layer):
     unpooled map before pooling it; here each pooled output is the max over its
     pool x pool positions, each position a sum of kernel x kernel shifted
     multiply-adds, all compiled together, so the unpooled map never reaches
-    memory: about 4x faster for report 000's first layer on 2 CPU cores.
+    memory (a few times faster, docs/deploying.md).
 
-    XLA compiles once per input shape (~0.2 s), so the batch is padded to the
+    XLA compiles once per input shape, so the batch is padded to the
     next power of two: a server sees a handful of shapes, not one per batch size.
     The padding uses only ops that TensorFlow Lite has built in.
     """

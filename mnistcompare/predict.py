@@ -16,6 +16,9 @@ import numpy as np
 from mnistcompare.errors import UserError
 
 
+MAX_PIXELS = 50_000_000  # an image larger than this is refused before it is decoded
+
+
 def load_image(path):
     """A grayscale float array (0..255) of an image file of any size and colour; one clear UserError for a
     missing, empty, corrupt or non-image file."""
@@ -27,15 +30,25 @@ def load_image(path):
         raise UserError(f"{path}: the file is empty")
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise UserError(f"{path}: {image.width}x{image.height} pixels, more pixels than the {MAX_PIXELS:,} an "
+                                "image may have here; scale it down first")
             image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16 or 32 bits a pixel: scaled to 0..255, not clipped
+                wide = np.asarray(image, np.float64)
+                top = 65535.0 if image.mode.startswith("I;16") or wide.max() <= 65535 else float(wide.max())
+                return (np.clip(wide, 0, top) * (255.0 / top)).astype(np.float32)
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")  # transparent parts count as background: laid on white
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
             gray = np.asarray(image.convert("L"), np.float32)
+    except Image.DecompressionBombError:  # Pillow's own guard, before the image is decoded
+        raise UserError(f"{path}: more pixels than the {MAX_PIXELS:,} an image may have here; scale it down "
+                        "first") from None
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image (PNG, JPEG, or another format Pillow reads)") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise UserError(f"{path}: cannot read the image ({e})") from None
+        raise UserError(f"{path}: cannot read the image ({str(e)[:200]})") from None
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise UserError(f"{path}: not a two-dimensional image")
     return gray
@@ -113,14 +126,17 @@ def read_pairs_file(path):
         raise UserError(f"--pairs {path}: no such file")
     folder = os.path.dirname(os.path.abspath(path))
     pairs = []
-    with open(path, newline="") as f:
-        for number, row in enumerate(csv.reader(f), 1):
-            row = [cell.strip() for cell in row if cell.strip()]
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) != 2:
-                raise UserError(f"--pairs {path}, line {number}: expected two image paths, got {len(row)} fields")
-            pairs.append(tuple(p if os.path.isabs(p) else os.path.join(folder, p) for p in row))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for number, row in enumerate(csv.reader(f), 1):
+                row = [cell.strip() for cell in row if cell.strip()]
+                if not row or row[0].startswith("#"):
+                    continue
+                if len(row) != 2:
+                    raise UserError(f"--pairs {path}, line {number}: expected two image paths, got {len(row)} fields")
+                pairs.append(tuple(p if os.path.isabs(p) else os.path.join(folder, p) for p in row))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"--pairs {path}: not a text CSV file of image paths ({type(e).__name__})") from None
     if not pairs:
         raise UserError(f"--pairs {path}: no pair of images in the file")
     return pairs

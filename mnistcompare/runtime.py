@@ -35,10 +35,8 @@ def tensorflow_environment():
     """The environment TensorFlow is imported with, where the user has not set it: quiet, and oneDNN's kernels.
 
     TensorFlow 2.21 turns oneDNN on by itself only on CPUs with AVX-512-class
-    instructions; on an AVX2-only CPU it falls back to Eigen's kernels, with
-    which an epoch of `best` took 4.8 s against 2.9 s with oneDNN (alternating
-    runs on 2 cores), for the same accuracy (10 rounds of report 000's siamese:
-    0.946 ± 0.009 with Eigen, 0.943 ± 0.010 with oneDNN).
+    instructions; on an AVX2-only CPU it falls back to Eigen's kernels, which
+    train these nets much slower for the same accuracy (docs/performance.md).
     """
     # 3: not even C++ errors, such as Grappler's harmless "remapper failed" on LeakyReLU gradients
     # in a loop; a real failure still raises in Python. Set the variable to see them.
@@ -78,11 +76,9 @@ def choose_threads(rounds_at_once=1):
     to rounds trained side by side (evaluate --jobs), and a round's numbers do
     not depend on how many rounds run at once. Independent ops (the members of
     an ensemble, a siamese net's two towers) still run side by side: with one
-    spare thread, a core is not left idle while an op waits for its inputs. On
-    2 cores, an epoch of `best` alone took 0.92-0.95 of the time with 3 threads
-    instead of 2; two rounds side by side with 3 threads each were 9 % slower
-    than with 2 each, their share of the cores plus one.
-    TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS, when set, win.
+    spare thread, a core is not left idle while an op waits for its inputs
+    (measured in docs/performance.md). TF_NUM_INTRAOP_THREADS and
+    TF_NUM_INTEROP_THREADS, when set, win.
     """
     global _THREADS_SET
     import tensorflow as tf

@@ -427,7 +427,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     if cache is None or strategy is not None or checkpoint is not None:
         # Every draw of a round is seeded from cfg.seed already (initialisers, dropout, data); this also seeds
         # Python's, NumPy's and TensorFlow's global generators for a user's own code. Not for a cached model:
-        # TensorFlow's set_seed clears the kernel caches, and the next epoch would take 0.6 s more.
+        # TensorFlow's set_seed clears the kernel caches, which the next epoch would rebuild (docs/performance.md).
         keras.utils.set_random_seed(cfg.seed)
     if strategy is not None:
         model = distributed_model(cfg, mean, std, steps, strategy, fit_pairs)

@@ -102,3 +102,18 @@ def test_predict_usage_mistakes_are_one_line(tmp_path, cli):
     (tmp_path / "pairs.csv").write_text("a.png,b.png,c.png\n")
     (tmp_path / "saved_model.pb").write_bytes(b"")
     assert "expected two image paths" in one_line(cli("predict", tmp_path, "--pairs", tmp_path / "pairs.csv"))
+
+
+@pytest.mark.slow
+def test_a_damaged_saved_model_is_one_line(trained_run, tmp_path, cli):  # D8
+    import shutil
+
+    out, _, _ = trained_run
+    shutil.copytree(out / "saved_model", tmp_path / "saved_model")
+    (data,) = (tmp_path / "saved_model" / "1" / "variables").glob("variables.data-*")
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255
+    Image.fromarray(digit).save(tmp_path / "a.png")
+    result = cli("predict", tmp_path, tmp_path / "a.png", tmp_path / "a.png")
+    assert "cannot load the SavedModel" in one_line(result)

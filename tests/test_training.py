@@ -149,3 +149,17 @@ def test_no_pairs_is_one_clear_error(tiny_pairs):
     empty = train.split(len(train))[0]
     with pytest.raises(RunError, match="no training or test pairs"):
         train_round(Config(**SMALL, epochs=1).validate(), empty, test, verbose=0)
+
+
+def test_any_keras_callback_a_user_passes_works(tiny_pairs, tmp_path):
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, epochs=3, batch_size=16).validate()
+    seen = []
+    callbacks = [keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+                 keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch)),
+                 keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5)]
+    model, metrics, history = train_round(cfg, train, test, verbose=0, callbacks=callbacks, curves=True)
+    assert seen == [0, 1, 2] and metrics["epochs"] == 3
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(rows) == 4 and "test_accuracy" in rows[0]  # the test curve reaches the user's callbacks too
+    assert float(model.optimizer.learning_rate) == pytest.approx(cfg.lr / 8)

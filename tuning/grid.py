@@ -12,6 +12,7 @@ a tuple-valued field from one number:
     kernel    kernel size of every conv layer
 """
 import dataclasses
+import math
 
 from mnistcompare.config import Config
 from mnistcompare.errors import UserError
@@ -54,6 +55,9 @@ def _number(text, kind):
                         f"got {text!r}") from None
 
 
+MAX_POINTS = 10_000  # points of a whole grid: more would train for months
+
+
 def parse_values(text, kind):
     """'8,16,32' or 'start:stop:step' (inclusive, exact decimals) -> list of `kind`."""
     text = text.strip()
@@ -67,6 +71,8 @@ def parse_values(text, kind):
         if step <= 0 or stop < start:
             raise UserError(f"empty range {text!r}")
         count = int(round((stop - start) / step)) + 1
+        if count > MAX_POINTS:  # counted before a value is made
+            raise UserError(f"the range {text!r} holds {count:,} values, more than a grid may have ({MAX_POINTS:,})")
         # Rounded so that 0.2:0.8:0.2 gives 0.6, not 0.6000000000000001, and keeps the stop value.
         values = [round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9]
         return [kind(v) for v in values]
@@ -96,4 +102,7 @@ def parse_grid(specs, base: Config):
         grid[name] = values
     if not grid:
         raise UserError("--grid: give at least one NAME=VALUES")
+    points = math.prod(len(values) for values in grid.values())
+    if points > MAX_POINTS:
+        raise UserError(f"--grid: {points:,} points, more than a grid may have ({MAX_POINTS:,}); search fewer values")
     return grid

@@ -1,0 +1,112 @@
+"""Damaged files and unbounded inputs: each is one clear UserError (one line, exit 2), found before anything
+is allocated or trained (the cases of a hostile user's sweep: D3-D5, D7-D10, D13-D15)."""
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import write_idx
+from mnistcompare.config import Config
+from mnistcompare.errors import UserError
+
+
+def test_a_truncated_mnist_npz_is_one_clear_error(tmp_path):  # D4
+    from mnistcompare.data import load_npz
+
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=np.zeros((4, 28, 28), np.uint8), y_train=np.zeros(4), x_test=np.zeros((2, 28, 28),
+             np.uint8), y_test=np.zeros(2))
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    with pytest.raises(UserError, match="not Keras' mnist.npz"):
+        load_npz(str(path), "train")
+
+
+def test_idx_files_of_zero_images_are_one_clear_error(tmp_path):  # D5
+    from mnistcompare.data import Source, load_mnist
+
+    for stem, array in (("train-images-idx3-ubyte", np.zeros((4, 28, 28))), ("train-labels-idx1-ubyte", np.zeros(4)),
+                        ("t10k-images-idx3-ubyte", np.zeros((0, 28, 28))), ("t10k-labels-idx1-ubyte", np.zeros(0))):
+        write_idx(tmp_path / stem, array)
+    with pytest.raises(UserError, match="the test split holds no images"):
+        load_mnist("test", Source("idx", str(tmp_path)))
+
+
+def _png_claiming(path, width, height):
+    """A small PNG file whose header claims width x height pixels."""
+    Image.new("L", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    path.write_bytes(bytes(data))
+
+
+def test_a_huge_image_is_refused_before_it_is_decoded(tmp_path):  # D7
+    from mnistcompare.predict import load_image
+
+    for width, height in ((20000, 20000), (8000, 8000)):  # beyond Pillow's own guard, and within it
+        _png_claiming(tmp_path / "huge.png", width, height)
+        with pytest.raises(UserError, match="more pixels than the 50,000,000 an image may have"):
+            load_image(str(tmp_path / "huge.png"))
+
+
+def test_a_pairs_file_that_is_not_text_is_one_clear_error(tmp_path):  # D9
+    from mnistcompare.predict import read_pairs_file
+
+    (tmp_path / "pairs.csv").write_bytes(b"a.png,b.png\n\xff\xfe,c.png\n")
+    with pytest.raises(UserError, match="not a text CSV file"):
+        read_pairs_file(str(tmp_path / "pairs.csv"))
+
+
+def test_a_16_bit_image_keeps_its_grey_levels(tmp_path):  # D10
+    from mnistcompare.predict import load_image
+
+    levels = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(levels).save(tmp_path / "wide.png")
+    gray = load_image(str(tmp_path / "wide.png"))
+    np.testing.assert_allclose(gray, levels / 257.0, atol=0.01)  # 0..65535 -> 0..255, not clipped to 0/255
+
+
+def test_a_grid_too_large_is_refused_before_its_values_are_made():  # D13
+    from mnistcompare.tuning.grid import parse_grid
+
+    with pytest.raises(UserError, match="4,294,967,296 values, more than a grid may have"):
+        parse_grid(["seed=0:4294967295:1"], Config())
+    with pytest.raises(UserError, match="10,201 points"):
+        parse_grid(["lr=0.001:0.101:0.001", "dropout=0.0:0.99:0.0099"], Config())
+
+
+def test_layer_widths_are_bounded_and_long_values_are_not_echoed_whole():  # D14, D15
+    with pytest.raises(UserError, match=r"--hidden: must be in \[1, 65536\], got 2000000000"):
+        Config(hidden=(2000000000,)).validate()
+    with pytest.raises(UserError) as refused:
+        Config(arch="x" * 50_000_000).validate()
+    assert len(str(refused.value)) < 300 and "50,000,002 characters" in str(refused.value)
+
+
+@pytest.mark.parametrize("damage", ["half", "empty", "garbage"])
+def test_a_damaged_backup_is_one_clear_error(damage, tiny_pairs, tmp_path):  # D3
+    from helpers import SMALL
+    from mnistcompare.training import Checkpoint, train_round
+
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, epochs=2, batch_size=32).validate()
+    checkpoint = Checkpoint(tmp_path)
+
+    class Stop(Exception):
+        pass
+
+    class StopAfterFirst(Checkpoint):  # the backup of epoch 1 written, then the run "killed"
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_round(cfg, train, test, verbose=0, checkpoint=StopAfterFirst(tmp_path))
+    (path,) = tmp_path.glob("epoch-*.npz")
+    path.write_bytes({"half": path.read_bytes()[:path.stat().st_size // 2], "empty": b"",
+                      "garbage": b"PK\x03\x04" + b"\x00garbage" * 20}[damage])
+    with pytest.raises(UserError, match="is damaged .*delete it to redo that epoch"):
+        train_round(cfg, train, test, verbose=0, checkpoint=checkpoint)
