@@ -327,7 +327,9 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
             take = order[tf.cast(i, tf.int32) * size:tf.cast(i + 1, tf.int32) * size]
             out = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))
             if augment:
-                out = augment_batch(out, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, moves)
+                # the batch's number as int32: the seeds the package has always drawn, so results repeat
+                out = augment_batch(out, tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int32)),
+                                    cfg.swap, moves)
             return out[0], labels_for(out[1], outputs)
 
         return tf.data.Dataset.range(steps_per_epoch(n, size)).map(batch)

@@ -258,7 +258,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     def save(plots=False):
         for record in results["entries"]:
             record.update(summarise(record["per_round"]))
-        write_json(path, results)
+        write_json(path, results, compact=True)
         write_text(os.path.join(out, "results.md"), markdown_table(results, study))
         if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))

@@ -46,20 +46,24 @@ def write_text(path, text):
         os.fsync(f.fileno())
 
 
-def finite(data):
-    """`data` with every non-finite float replaced by None: strict JSON has no NaN."""
+def finite(data, digits=None):
+    """`data` with every non-finite float replaced by None (strict JSON has no NaN), and with `digits`,
+    every float rounded to that many significant digits."""
     if isinstance(data, float):
-        return data if math.isfinite(data) else None
+        return (data if digits is None else float(f"{data:.{digits}g}")) if math.isfinite(data) else None
     if isinstance(data, dict):
-        return {k: finite(v) for k, v in data.items()}
+        return {k: finite(v, digits) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [finite(v) for v in data]
+        return [finite(v, digits) for v in data]
     return data
 
 
-def write_json(path, data):
-    """Strict JSON (no NaN), written atomically."""
-    write_text(path, json.dumps(finite(data), indent=2, allow_nan=False) + "\n")
+def write_json(path, data, compact=False):
+    """Strict JSON (no NaN), written atomically; `compact`: on one line, floats to 7 significant digits
+    (float32's own precision), for files of many numbers (every round of a study, its history included)."""
+    text = json.dumps(finite(data, 7), separators=(",", ":"), allow_nan=False) if compact else \
+        json.dumps(finite(data), indent=2, allow_nan=False)
+    write_text(path, text + "\n")
 
 
 class FolderLock:

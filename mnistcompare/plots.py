@@ -80,7 +80,7 @@ def plot_rounds(results, path):
             ax.plot(x, values, "o", markersize=4, color=color, label=entry["name"])
             mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
             ax.axhline(mean, color=color, linestyle="--", linewidth=1)
-            ax.axhspan(mean - std, mean + std, color=color, alpha=0.08)
+            ax.axhspan(max(mean - std, min(values)), min(mean + std, max(values)), color=color, alpha=0.08)
     for ax, title, ylabel in zip(axes, ("Train error", "Test error", "Fit time"),
                                  ("train error [%]", "test error [%]", "seconds per round")):
         ax.set(title=f"{title} of each round (dashed: mean ± 1 std)", xlabel="round (seed + round - 1)",
