@@ -321,23 +321,27 @@ class ModelCache:
 
     def get(self, cfg: Config, mean, std, steps):
         """A compiled model for `cfg`, initialised as if new."""
+        import tensorflow as tf
+
         fresh = build_model(cfg, mean, std)  # cheap: no tracing
         key = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
-        model = self.entries.pop(key, None)
-        if model is None:
+        entry = self.entries.pop(key, None)
+        if entry is None:
             model = compile_model(fresh, cfg, steps)
+            targets = model.variables + model.optimizer.variables
+            # every variable in one traced call, not one call per variable
+            entry = model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)]), targets
         else:
             optimizer = make_optimizer(cfg, steps)
             optimizer.build(fresh.trainable_variables)
-            values, targets = fresh.variables + optimizer.variables, model.variables + model.optimizer.variables
-            if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in targets]:
+            values = fresh.variables + optimizer.variables
+            if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in entry[2]]:
                 raise RuntimeError("a fresh model's variables do not match the cached model's")
-            for target, value in zip(targets, values):
-                target.assign(value)
-        self.entries[key] = model  # most recently used last
+            entry[1]([v.value for v in values])
+        self.entries[key] = entry  # most recently used last
         while len(self.entries) > self.size:
             self.entries.pop(next(iter(self.entries)))
-        return model
+        return entry[0]
 
 
 def refresh_batch_norm(model, x, batch_size, updates=60):
