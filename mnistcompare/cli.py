@@ -122,12 +122,12 @@ def config_from_args(args, preset_name=None):
     return cfg.replace(**explicit_flags(args)).validate()
 
 
-# What mnistcompare-train writes in its folder; --overwrite deletes these and nothing else.
-RUN_FILES = ("metrics.json", "history.csv", "model.keras", "pairs.png", "confusion.png", "config.json",
-             "backup/epoch-*.npz", "saved_model/1/saved_model.pb", "saved_model/1/fingerprint.pb",
-             "saved_model/1/variables", "saved_model/1/assets")
 # The SavedModel in TF Serving's layout, BASE/<version>/: a model server pointed at DIR/saved_model serves it.
 SAVED_MODEL = os.path.join("saved_model", "1")
+# What mnistcompare-train writes in its folder; --overwrite deletes these and nothing else.
+RUN_FILES = ("metrics.json", "history.csv", "model.keras", "pairs.png", "confusion.png", "config.json",
+             os.path.join("backup", "epoch-*.npz"),
+             *(os.path.join(SAVED_MODEL, name) for name in ("saved_model.pb", "fingerprint.pb", "variables", "assets")))
 
 
 def check_out(out, cfg, overwrite):

@@ -324,12 +324,10 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
         order = tf.random.experimental.stateless_shuffle(tf.range(n), seed) if cfg.shuffle else tf.range(n)
 
         def batch(i):  # a whole batch per element: one gather, not `size` elements batched
-            take = order[tf.cast(i, tf.int32) * size:tf.cast(i + 1, tf.int32) * size]
-            out = tf.nest.map_structure(lambda t: tf.gather(t, take), (x, y))
+            i = tf.cast(i, tf.int32)  # as int32, the batch's number folds into the seeds the package always drew
+            out = tf.nest.map_structure(lambda t: tf.gather(t, order[i * size:(i + 1) * size]), (x, y))
             if augment:
-                # the batch's number as int32: the seeds the package has always drawn, so results repeat
-                out = augment_batch(out, tf.random.experimental.stateless_fold_in(seed, tf.cast(i, tf.int32)),
-                                    cfg.swap, moves)
+                out = augment_batch(out, tf.random.experimental.stateless_fold_in(seed, i), cfg.swap, moves)
             return out[0], labels_for(out[1], outputs)
 
         return tf.data.Dataset.range(steps_per_epoch(n, size)).map(batch)
