@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from mnistcompare.config import MAX_SEED, Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.files import run_folder, write_json, write_text
+from mnistcompare.files import finite, run_folder, write_json, write_text
 from mnistcompare.workers import connect, end_workers, local_pool
 
 
@@ -258,7 +258,9 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     def save(plots=False):
         for record in results["entries"]:
             record.update(summarise(record["per_round"]))
-        write_json(path, results, compact=True)
+        # every round's values to float32's 7 significant digits (a study's file stays small); configs exact
+        write_json(path, {**results, "entries": [dict(e, per_round=finite(e["per_round"], digits=7))
+                                                 for e in results["entries"]]}, compact=True)
         write_text(os.path.join(out, "results.md"), markdown_table(results, study))
         if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))

@@ -59,9 +59,8 @@ def finite(data, digits=None):
 
 
 def write_json(path, data, compact=False):
-    """Strict JSON (no NaN), written atomically; `compact`: on one line, floats to 7 significant digits
-    (float32's own precision), for files of many numbers (every round of a study, its history included)."""
-    text = json.dumps(finite(data, 7), separators=(",", ":"), allow_nan=False) if compact else \
+    """Strict JSON (no NaN), written atomically; `compact`: on one line, for files of many numbers."""
+    text = json.dumps(finite(data), separators=(",", ":"), allow_nan=False) if compact else \
         json.dumps(finite(data), indent=2, allow_nan=False)
     write_text(path, text + "\n")
 
