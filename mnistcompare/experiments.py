@@ -258,9 +258,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     def save(plots=False):
         for record in results["entries"]:
             record.update(summarise(record["per_round"]))
-        # every round's values to float32's 7 significant digits (a study's file stays small); configs exact
-        write_json(path, {**results, "entries": [dict(e, per_round=finite(e["per_round"], digits=7))
-                                                 for e in results["entries"]]}, compact=True)
+        write_json(path, results, compact=True)
         write_text(os.path.join(out, "results.md"), markdown_table(results, study))
         if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))
@@ -298,7 +296,8 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     finished = False
     try:
         for count, ((entry, r, cfg), (metrics, history, pictured)) in enumerate(zip(todo, trained), 1):
-            records[entry.name]["per_round"].append({"round": r, **metrics, "history": history})
+            # to float32's 7 significant digits, as saved (a study's file stays small); the configs stay exact
+            records[entry.name]["per_round"].append(finite({"round": r, **metrics, "history": history}, digits=7))
             if pictured is not None:
                 os.makedirs(os.path.join(out, slug(entry.name)), exist_ok=True)
                 plot_pairs(pictured, os.path.join(out, slug(entry.name), "pairs.png"),
