@@ -332,8 +332,8 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
 
         return tf.data.Dataset.range(steps_per_epoch(n, size)).map(batch)
 
-    # One pipeline thread and no autotuning: with tf.data's own pool and tuning competing with the training's
-    # threads for two cores, an epoch of `best` took 1.73 s in some rounds instead of 1.15 (docs/performance.md).
+    # One pipeline thread and no autotuning: tf.data's own pool and tuning competed with the training's threads
+    # for the cores and slowed whole rounds (measured in docs/performance.md).
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False
