@@ -5,6 +5,7 @@ through `start_tensorflow`, so all of them compute the same numbers.
 """
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -63,6 +64,15 @@ def quiet_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    tensorflow.get_logger().addFilter(_NotRetracing())
+
+
+class _NotRetracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning: each configuration a search or study
+    trains is a model of its own, traced once, which TensorFlow counts as retracing one function."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 _THREADS_SET = False  # the first start in a process chooses its threads; later starts keep them

@@ -321,16 +321,11 @@ class ModelCache:
 
     def get(self, cfg: Config, mean, std, steps):
         """A compiled model for `cfg`, initialised as if new."""
-        import tensorflow as tf
-
         fresh = build_model(cfg, mean, std)  # cheap: no tracing
-        key = json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
+        key = self.key(cfg)
         entry = self.entries.pop(key, None)
         if entry is None:
-            model = compile_model(fresh, cfg, steps)
-            targets = model.variables + model.optimizer.variables
-            # every variable in one traced call, not one call per variable
-            entry = model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)]), targets
+            entry = self.entry(compile_model(fresh, cfg, steps))
         else:
             optimizer = make_optimizer(cfg, steps)
             optimizer.build(fresh.trainable_variables)
@@ -338,10 +333,33 @@ class ModelCache:
             if [tuple(v.shape) for v in values] != [tuple(v.shape) for v in entry[2]]:
                 raise RuntimeError("a fresh model's variables do not match the cached model's")
             entry[1]([v.value for v in values])
+        self.keep(key, entry)
+        return entry[0]
+
+    def adopt(self, cfg: Config, model, steps):
+        """Keep `model` (built for `cfg`, e.g. by a keras-tuner HyperModel) as the model of `cfg`: the rounds
+        of `cfg` then train it, re-initialised for each; compiled again if it was for another epoch length."""
+        if model.optimizer is None or model.steps_per_execution != steps:
+            compile_model(model, cfg, steps)
+        self.keep(self.key(cfg), self.entry(model))
+
+    @staticmethod
+    def key(cfg):
+        return json.dumps(cfg.replace(seed=0).to_dict(), sort_keys=True)
+
+    @staticmethod
+    def entry(model):
+        import tensorflow as tf
+
+        targets = model.variables + model.optimizer.variables
+        # every variable in one traced call, not one call per variable
+        return model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)]), targets
+
+    def keep(self, key, entry):
+        self.entries.pop(key, None)
         self.entries[key] = entry  # most recently used last
         while len(self.entries) > self.size:
             self.entries.pop(next(iter(self.entries)))
-        return entry[0]
 
 
 def refresh_batch_norm(model, x, batch_size, updates=60):
@@ -400,6 +418,13 @@ def distributed_model(cfg, mean, std, steps, strategy, pairs):
     return model
 
 
+def fit_split(cfg: Config, train_pairs):
+    """(pairs fit trains on, pairs it validates on or None): `--val-split` holds out the last part."""
+    if not cfg.val_split:
+        return train_pairs, None
+    return train_pairs.split(round(len(train_pairs) * cfg.val_split))
+
+
 def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
                 strategy=None, checkpoint=None):
     """Train one round from freshly initialised weights with `model.fit`; returns (model, metrics, history dict).
@@ -414,9 +439,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     """
     if len(train_pairs) == 0 or len(test_pairs) == 0:
         raise RunError("no training or test pairs to train on")
-    fit_pairs, val_pairs = train_pairs, None
-    if cfg.val_split:
-        fit_pairs, val_pairs = train_pairs.split(round(len(train_pairs) * cfg.val_split))
+    fit_pairs, val_pairs = fit_split(cfg, train_pairs)
     smallest_batch = len(fit_pairs) % cfg.batch_size or min(cfg.batch_size, len(fit_pairs))
     if strategy is not None and smallest_batch < strategy.num_replicas_in_sync:
         raise RunError(f"a batch of {smallest_batch} pairs cannot be split across "

@@ -92,11 +92,13 @@ def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     assert result.returncode == 0, result.stderr[-3000:]
     after = trial_files(out)
     assert len(after) == 4
-    tags = event_tags(tmp_path / "tb")  # the trials trained now: a run per round, and HParams per trial
-    trained = [t for t in tags if t.endswith("round-1/train")]
+    # the trials trained now, in keras-tuner's layout (TRIAL/execution0): a run each (one round per trial),
+    # with the trial's values and score for the HParams dashboard
+    tags = event_tags(tmp_path / "tb")
+    trained = [t for t in tags if t.endswith("execution0/train")]
     assert len(trained) == 4 - len(first) and all("epoch_loss" in tags[t] for t in trained)
     for run in trained:
-        hparams = tags[run.split("/")[0]]
+        hparams = tags[os.path.dirname(run)]
         assert "_hparams_/session_start_info" in hparams and "val_compare_accuracy" in hparams
     assert all(after[t] == first[t] for t in first)  # finished trials were not trained again
     assert len(set(points(out))) == 4  # every grid point once
@@ -130,7 +132,7 @@ def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_di
 
 def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_dir, tmp_path):
     out = tmp_path / "tune"
-    code = ("import sys, mnistcompare.tuning.search as s\n"
+    code = ("import sys, mnistcompare.training as s\n"
             "train = s.train_round\n"
             "def failing(cfg, *a, **k):\n"
             "    if cfg.alpha == 0.6: raise ValueError('boom')\n"
@@ -214,10 +216,10 @@ def test_a_search_saved_before_a_config_field_existed_still_resumes(tmp_path):
 
 
 def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(tmp_path):
-    from mnistcompare.tuning.search import GridOracle
+    from mnistcompare.tuning.search import make_oracle
 
     grid = {"alpha": [0.3, 0.6]}
-    oracle = GridOracle(grid)
+    oracle = make_oracle("grid", grid)
     oracle._set_project_dir(str(tmp_path), "project")
     first = oracle.create_trial("tuner0")
     oracle.save()  # the oracle's state lists the trial as running ...
@@ -225,7 +227,7 @@ def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(
     first.metrics.update("val_compare_accuracy", 0.9)
     first.save(str(tmp_path / "project" / f"trial_{first.trial_id}" / "trial.json"))
 
-    reloaded = GridOracle(grid)
+    reloaded = make_oracle("grid", grid)
     reloaded._set_project_dir(str(tmp_path), "project")
     reloaded.reload()
     second = reloaded.create_trial("tuner0")
@@ -233,17 +235,17 @@ def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(
 
 
 def test_a_trial_started_in_its_own_file_only_is_run_after_the_chief_dies(tmp_path):
-    from mnistcompare.tuning.search import GridOracle
+    from mnistcompare.tuning.search import make_oracle
 
     grid = {"alpha": [0.3, 0.6]}
-    oracle = GridOracle(grid)
+    oracle = make_oracle("grid", grid)
     oracle._set_project_dir(str(tmp_path), "project")
     oracle.save()  # the oracle's state, written before the trial exists ...
     state = (tmp_path / "project" / "oracle.json").read_text()
     first = oracle.create_trial("tuner0")  # ... the trial's own file, and the state again ...
     (tmp_path / "project" / "oracle.json").write_text(state)  # ... which the chief did not live to write
 
-    reloaded = GridOracle(grid)
+    reloaded = make_oracle("grid", grid)
     reloaded._set_project_dir(str(tmp_path), "project")
     reloaded.reload()
     again = reloaded.create_trial("tuner0")
@@ -270,3 +272,114 @@ def test_trials_table_gives_the_digit_accuracy_of_nets_that_read_digits():
     assert table[2] == "| 1 | #1 (trial_0) | 0.001 | 0.9850 ± 0.0071 | 0.9800 | 2 |"
     assert table[3] == "| 2 | #2 (trial_1) | 0.01 | 0.9700 ± – | | 1 |"  # one round: no spread
     assert "digit" not in trials_markdown([older], {"lr": [0.01]})  # nets without digits: no column
+
+
+# -- keras-tuner as its users know it --------------------------------------------------------------
+SMALL = Config(arch="siamese", pairs=64, test_pairs=32, epochs=1, batch_size=32, channels=(4, 8), kernel=(3,),
+               pool=(2, 1), hidden=(16,), head=(8,))
+
+
+def test_a_users_random_search_standardises_with_the_training_pairs_and_scores_each_trial(tiny_pairs, tmp_path):
+    import keras_tuner as kt
+
+    from mnistcompare.data import normalisation
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+
+    train, val = tiny_pairs
+    hypermodel = ComparisonHyperModel(SMALL, {"alpha": [0.3, 0.7], "lr": {"min": 1e-4, "max": 1e-2,
+                                                                          "sampling": "log"}}, train)
+    tuner = kt.RandomSearch(hypermodel, objective=OBJECTIVE, max_trials=2, directory=tmp_path, project_name="user")
+    built = hypermodel.build(tuner.oracle.get_space())
+    mean, std = normalisation(train)
+    assert built.get_layer("standardize").get_weights() == pytest.approx([mean, std], rel=1e-6)
+    assert mean > 1 and std > 1  # raw 0..255 pixels: (0, 1) would leave them as they are
+
+    tuner.search(train, validation_data=val, verbose=0)
+    trials = tuner.oracle.get_best_trials(2)
+    assert len(trials) == 2 and all(t.status == "COMPLETED" and 0 <= t.score <= 1 for t in trials)
+    best = tuner.get_best_models(1)[0]
+    assert best.get_layer("standardize").get_weights() == pytest.approx([mean, std], rel=1e-6)
+    from mnistcompare.training import accuracy
+
+    assert accuracy(best, val)["accuracy"] == pytest.approx(trials[0].score, abs=1e-6)  # its one round's weights
+
+
+def test_a_models_normalisation_follows_the_pairs_fit_trains_on_when_build_had_none(tiny_pairs, tmp_path):
+    import keras_tuner as kt
+
+    from mnistcompare.data import normalisation
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+
+    train, val = tiny_pairs
+    hypermodel = ComparisonHyperModel(SMALL, {"alpha": [0.5]})
+    tuner = kt.GridSearch(hypermodel, objective=OBJECTIVE, directory=tmp_path, project_name="user")
+    tuner.search(train, validation_data=val, verbose=0)
+    weights = tuner.get_best_models(1)[0].get_layer("standardize").get_weights()
+    assert weights == pytest.approx(list(normalisation(train)), rel=1e-6)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("lr=0.01..0.001", "low < high"), ("lr=0..0.1:log", "log range needs low > 0"),
+    ("lr=1e-4..1e-2:cubic", "low..high:log"), ("swap=0..1", "number option"), ("alpha=0..2", "--alpha")])
+def test_bad_ranges(spec, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_grid([spec], Config(), ranges=True)
+
+
+def test_ranges_parse_for_the_tuners_that_sample_and_are_refused_by_a_grid():
+    assert parse_grid(["lr=1e-4..1e-2:log", "hidden=16..64"], Config(), ranges=True) == {
+        "lr": {"min": 1e-4, "max": 1e-2, "sampling": "log"}, "hidden": {"min": 16, "max": 64, "sampling": "linear"}}
+    with pytest.raises(UserError, match="a range low..high is for --tuner random, bayesian or hyperband"):
+        parse_grid(["lr=1e-4..1e-2"], Config())
+
+
+def test_best_model_of_a_search_scores_its_trials_validation_accuracy(idx_dir, tmp_path, cli):
+    from mnistcompare.data import find_source, load_pairs
+    from mnistcompare.training import accuracy
+    from mnistcompare.tuning.search import load_tuner
+
+    out = tmp_path / "tune"
+    result = cli("tune", "--idx-dir", idx_dir, *TINY, "--grid", "alpha=0.3,0.6", "--final-rounds", "0",
+                 "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tuner = load_tuner(str(out))
+    best = tuner.oracle.get_best_trials(1)[0]
+    assert tuner.get_best_hyperparameters(1)[0].values == best.hyperparameters.values
+    model = tuner.get_best_models(1)[0]
+    cfg = Config.from_dict(json.loads((out / "best_config.json").read_text()))
+    _, val = load_pairs(cfg, find_source(idx_dir=str(idx_dir)), validation=50)
+    assert abs(accuracy(model, val)["accuracy"] - best.score) <= 0.005
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
+def test_keras_tuners_sampling_tuners_finish_on_a_tiny_space(tuner, idx_dir, tmp_path, cli):
+    out = tmp_path / tuner
+    trials = ["--max-trials", "3"] if tuner != "hyperband" else ["--epochs", "3"]  # its budgets: 1 and 3 epochs
+    result = cli("tune", "--idx-dir", idx_dir, *TINY, "--tuner", tuner, *trials, "--grid", "alpha=0..1",
+                 "--grid", "lr=1e-3..1e-2:log", "--final-rounds", "0", "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = completed(out)
+    assert len(done) == 3 if tuner != "hyperband" else len(done) >= 3
+    table = (out / "trials.md").read_text().splitlines()
+    assert len(table) == 2 + len(done) and "lr" in table[0]
+
+
+def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, cli):
+    out = tmp_path / "random"
+    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "3", "--tuner", "random", "--max-trials", "4",
+            "--grid", "alpha=0..1", "--final-rounds", "0", "--quiet", "--out", out]
+    proc = start("tune", *args)
+    wait_for(lambda: completed(out), proc, what="a finished trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = completed(out)
+    assert 1 <= len(first) < 4
+    result = cli("tune", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = completed(out)
+    assert len(after) == 4 and all(after[t] == first[t] for t in first)
+
+
+def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):
+    line = one_line(cli("tune", "--study", "report000-optimizer", "--grid", "lr=0.1", "--out", tmp_path / "s"))
+    assert "--study runs the report's own grids" in line

@@ -1,7 +1,9 @@
-"""mnistcompare-tune: the command line of the grid search (see mnistcompare.tuning.search).
+"""mnistcompare-tune: keras-tuner searches from the command line (see mnistcompare.tuning.search).
 
     mnistcompare-tune --arch siamese --grid channels=8,16,32 --grid hidden=64,128 \\
         --grid alpha=0.2:0.8:0.2 --runs-per-trial 3 --out runs/tune
+    mnistcompare-tune --tuner bayesian --max-trials 20 --grid lr=1e-4..1e-2:log --grid alpha=0..1
+    mnistcompare-tune --study report001-table4 --out docs/results/report001-table4
 
 Arguments, grids and data folders are checked before TensorFlow is imported.
 """
@@ -15,8 +17,8 @@ from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, 
 from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import run_folder, write_json
-from mnistcompare.tuning import PROJECT
-from mnistcompare.tuning.grid import parse_grid
+from mnistcompare.tuning import PROJECT, TUNERS
+from mnistcompare.tuning.grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
 
@@ -50,31 +52,47 @@ def save_search(out, search):
 
 # -- mnistcompare-tune --------------------------------------------------------------
 def tune_parser():
+    from mnistcompare.reports import SEARCHES
+
     parser = Parser(
         prog="mnistcompare-tune",
-        description="keras-tuner grid search over a Config: each trial trains --runs-per-trial rounds and scores "
+        description="keras-tuner search over a Config: each trial trains --runs-per-trial rounds and scores "
                     "the mean validation accuracy (pairs from held-out MNIST training images); then the best "
                     "configuration is tested over --final-rounds rounds. Rerunning the same command resumes.",
-        epilog="example: mnistcompare-tune --arch siamese --grid channels=8,16,32 --grid hidden=64,128 "
-               "--grid alpha=0.2:0.8:0.2 --out runs/tune")
+        epilog="examples: mnistcompare-tune --arch siamese --grid channels=8,16,32 --grid alpha=0.2:0.8:0.2 "
+               "--out runs/tune; mnistcompare-tune --tuner bayesian --max-trials 20 --grid lr=1e-4..1e-2:log "
+               "--grid alpha=0..1 --out runs/bayes; the reports' searches: "
+               + "; ".join(f"--study {name} ({search.about})" for name, search in SEARCHES.items()))
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=VALUES",
-                        help="a grid axis: NAME=a,b,c or NAME=start:stop:step; NAME is a training option "
-                             "(alpha, lr, dropout, batch_size, ...) or channels, hidden, head, layers, "
-                             "head_layers, kernel. Repeat for more axes.")
-    parser.add_argument("--runs-per-trial", type=int, default=3, help="rounds per grid point (default: 3)")
+                        help="an axis of the search: NAME=a,b,c or NAME=start:stop:step (values), or "
+                             "NAME=low..high or NAME=low..high:log (a range: not for --tuner grid); NAME is a "
+                             "training option (alpha, lr, dropout, batch_size, ...) or channels, hidden, head, "
+                             "layers, head_layers, kernel, widths (16-32-64). Repeat for more axes.")
+    parser.add_argument("--tuner", choices=TUNERS, default="grid",
+                        help="keras-tuner's GridSearch (every point, the default), RandomSearch, "
+                             "BayesianOptimization or Hyperband (its epoch budgets up to --epochs)")
+    parser.add_argument("--max-trials", type=int, default=None, metavar="N",
+                        help="trials of --tuner random or bayesian (default: 10)")
+    parser.add_argument("--study", choices=list(SEARCHES), default=None,
+                        help="one of the reports' own searches, staged as the report ran it, with its "
+                             "results page in --out (default --out docs/results/NAME)")
+    parser.add_argument("--runs-per-trial", type=int, default=None,
+                        help="rounds per trial, their mean the score (default: 3; a --study: its own, "
+                             "on its results page)")
     parser.add_argument("--val-pairs", type=int, default=1000, help="validation pairs per round (default: 1000)")
-    parser.add_argument("--final-rounds", type=int, default=10,
-                        help="test rounds of the best configuration (default: 10; 0: none)")
+    parser.add_argument("--final-rounds", type=int, default=None,
+                        help="test rounds of the best configuration (default: 10; a --study: its own; "
+                             "0: none)")
     parser.add_argument("--workers", type=int, default=0,
                         help="start a chief and this many workers on 127.0.0.1 (default: 0, one process)")
     add_config_arguments(parser)
     add_data_arguments(parser)
-    parser.add_argument("--out", default="runs/tune", help="output folder (default: runs/tune)")
+    parser.add_argument("--out", default=None, help="output folder (default: runs/tune)")
     parser.add_argument("--overwrite", action="store_true", help="start the search again")
     parser.add_argument("--quiet", action="store_true", help="no progress output (keras-tuner's tables, the trials "
                                                               "done and time left)")
-    add_tensorboard_argument(parser, "one run per trial and round, DIR/trial_N/round-R, and each trial's "
-                                     "grid values and score for TensorBoard's HParams dashboard")
+    add_tensorboard_argument(parser, "one run per trial (and round), DIR/TRIAL/execution0[/round-R], with each "
+                                     "trial's values and score for TensorBoard's HParams dashboard")
     return parser
 
 
@@ -85,18 +103,21 @@ def tune_main(argv=None):
     def main():
         import shutil
 
-        for name in ("runs_per_trial", "val_pairs"):
-            if getattr(args, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
-        if args.final_rounds < 0 or args.workers < 0:
-            raise UserError("--final-rounds and --workers must be >= 0")
+        if args.study:
+            from mnistcompare.tuning.studies import study_main
+
+            return study_main(args, argv)
+        args.out = args.out or "runs/tune"
+        args.runs_per_trial = 3 if args.runs_per_trial is None else args.runs_per_trial
+        args.final_rounds = 10 if args.final_rounds is None else args.final_rounds
+        check_counts(args)
         base = config_from_args(args)
-        grid = parse_grid(args.grid, base)
+        grid = parse_grid(args.grid, base, ranges=args.tuner != "grid")
         if base.pairs + args.val_pairs > MAX_PAIRS["train"]:
             raise UserError(f"--pairs + --val-pairs must be at most {MAX_PAIRS['train']} (MNIST train)")
         source = data_source(args)
         search = {"grid": grid, "base": base.to_dict(), "runs_per_trial": args.runs_per_trial,
-                  "val_pairs": args.val_pairs}
+                  "val_pairs": args.val_pairs, "tuner": args.tuner, "max_trials": args.max_trials}
         check_search(args.out, search, args.overwrite)
         role = os.environ.get("KERASTUNER_TUNER_ID", "")
         if (role and "chief" not in role) or LAUNCHED in os.environ:
@@ -115,13 +136,31 @@ def tune_main(argv=None):
     run(main, "mnistcompare-tune")
 
 
-def search_grid(args, base, grid, source):
+def check_counts(args):
+    for name in ("runs_per_trial", "val_pairs"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be a positive integer, got {getattr(args, name)}")
+    if args.final_rounds < 0 or args.workers < 0:
+        raise UserError("--final-rounds and --workers must be >= 0")
+    if args.max_trials is not None and args.tuner not in ("random", "bayesian"):
+        raise UserError(f"--max-trials is for --tuner random or bayesian (--tuner {args.tuner} sets its own)")
+    if args.tuner in ("random", "bayesian"):
+        args.max_trials = 10 if args.max_trials is None else args.max_trials
+        if not 1 <= args.max_trials <= MAX_POINTS:
+            raise UserError(f"--max-trials: must be in [1, {MAX_POINTS:,}], got {args.max_trials}")
+
+
+def search_grid(args, base, grid, source, out=None, final=True):
+    """Run (or resume) the search; as the chief, write trials.md and best_config.json and test the best
+    configuration. Returns the tuner's finished trials, best first (None in a worker)."""
     from mnistcompare.runtime import start_tensorflow
 
     start_tensorflow(rounds_at_once=int(os.environ.get(WORKERS, 1)))
     from mnistcompare.tuning.search import make_tuner, trials_markdown, write_outputs
 
-    tuner = make_tuner(base, grid, args.out, args.runs_per_trial, args.val_pairs, source, progress=not args.quiet)
+    out = out or args.out
+    tuner = make_tuner(base, grid, out, args.runs_per_trial, args.val_pairs, source, kind=args.tuner,
+                       max_trials=args.max_trials, progress=not args.quiet)
     callbacks = []
     if args.tensorboard:
         import keras
@@ -135,21 +174,22 @@ def search_grid(args, base, grid, source):
         raise RunError(f"{e}; finished trials are kept: rerun the same command to retry") from None
     role = os.environ.get("KERASTUNER_TUNER_ID", "")
     if role and "chief" not in role:
-        return
-    best, rows = write_outputs(tuner, grid, args.out)
+        return None
+    best, rows = write_outputs(tuner, grid, out)
     print(trials_markdown(rows, grid), end="")
     accs = [r["val_compare_accuracy"] for r in rows[0][2]]
     print(f"best: {', '.join(f'{k}={rows[0][0].hyperparameters.values[k]}' for k in grid)} "
-          f"(validation {statistics.mean(accs):.4f}); config in {args.out}/best_config.json")
-    if args.final_rounds:
+          f"(validation {statistics.mean(accs):.4f}); config in {out}/best_config.json")
+    if final and args.final_rounds:
         from mnistcompare.experiments import evaluate, markdown_table
         from mnistcompare.reports import Entry
         from mnistcompare.runtime import DEFAULT_JOBS
 
         results = evaluate([Entry("best trial", Config.from_dict(best))], args.final_rounds,
-                           os.path.join(args.out, "final"), source,
+                           os.path.join(out, "final"), source,
                            log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
         print(markdown_table(results), end="")
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Grids over `mnistcompare.Config` (imports no TensorFlow, so bad grids fail at once).
+"""Search spaces over `mnistcompare.Config` (imports no TensorFlow, so bad ones fail at once).
 
-A grid is a dict {name: [values]}; each name is a Config field (alpha, lr,
-dropout, batch_size, combine, ...) or one of the shorthands below, which set
-a tuple-valued field from one number:
+A space is a dict {name: axis}. An axis is a list of values (a grid axis,
+keras-tuner's hp.Choice) or a range {"min": low, "max": high, "sampling":
+"linear" or "log"} (hp.Int or hp.Float, for the random, Bayesian and
+Hyperband tuners). Each name is a Config field (alpha, lr, dropout,
+batch_size, combine, ...) or one of the shorthands below, which set a
+tuple-valued field from one number:
 
     channels  first conv's channels; the others keep the base config's ratios (8 -> 8,16,32)
     hidden    units of every hidden dense layer of the tower
@@ -10,6 +13,7 @@ a tuple-valued field from one number:
     layers    number of hidden dense layers of the tower (report 001's KL)
     head_layers  number of hidden layers of the comparison head (report 001's C-KL)
     kernel    kernel size of every conv layer
+    widths    every conv layer's channels, as "16-32-64" (report 000's channel search)
 """
 import dataclasses
 import math
@@ -17,7 +21,7 @@ import math
 from mnistcompare.config import Config
 from mnistcompare.errors import UserError
 
-SHORTHANDS = ("channels", "hidden", "head", "layers", "head_layers", "kernel")
+SHORTHANDS = ("channels", "hidden", "head", "layers", "head_layers", "kernel", "widths")
 SCALARS = {f.name: f.type for f in dataclasses.fields(Config) if f.type in (int, float, str, bool)}
 
 
@@ -39,6 +43,11 @@ def apply(cfg: Config, values: dict) -> Config:
         cfg = cfg.replace(channels=tuple(max(1, round(c * values["channels"] / base[0])) for c in base))
     if "kernel" in values:
         cfg = cfg.replace(kernel=(values["kernel"],))
+    if "widths" in values:
+        try:
+            cfg = cfg.replace(channels=tuple(int(c) for c in str(values["widths"]).split("-")))
+        except ValueError:
+            raise UserError(f"widths are channels joined by '-' (16-32-64), got {values['widths']!r}") from None
     return cfg
 
 
@@ -79,8 +88,33 @@ def parse_values(text, kind):
     return [_number(v, kind) for v in text.split(",") if v.strip()]
 
 
-def parse_grid(specs, base: Config):
-    """['alpha=0.2:0.8:0.2', 'channels=8,16'] -> {'alpha': [...], 'channels': [...]}, each value checked."""
+def parse_range(text, kind):
+    """'1e-4..1e-2:log' -> {"min": 0.0001, "max": 0.01, "sampling": "log"} (low < high; log: low > 0)."""
+    bounds, _, sampling = text.partition(":")
+    sampling = sampling.strip() or "linear"
+    if sampling not in ("linear", "log"):
+        raise UserError(f"a range is low..high or low..high:log, got {text!r}")
+    if kind not in (int, float):
+        raise UserError(f"a range needs a number option, not a {kind.__name__} one")
+    low, high = (_number(b, kind) for b in bounds.split("..", 1))
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise UserError(f"a range needs low < high, got {text!r}")
+    if sampling == "log" and low <= 0:
+        raise UserError(f"a log range needs low > 0, got {text!r}")
+    return {"min": low, "max": high, "sampling": sampling}
+
+
+def points(space):
+    """Points of a space whose axes are all lists (a grid); None if it has a range."""
+    if any(isinstance(axis, dict) for axis in space.values()):
+        return None
+    return math.prod(len(values) for values in space.values())
+
+
+def parse_grid(specs, base: Config, ranges=False):
+    """['alpha=0.2:0.8:0.2', 'channels=8,16', 'lr=1e-4..1e-2:log'] -> {'alpha': [...], 'channels': [...],
+    'lr': {"min": ..., "max": ..., "sampling": "log"}}, each value (each range's ends) checked. Ranges only
+    with `ranges=True` (a grid cannot enumerate them)."""
     grid = {}
     for spec in specs:
         name, sep, text = spec.partition("=")
@@ -91,18 +125,25 @@ def parse_grid(specs, base: Config):
             if name not in SHORTHANDS and name not in SCALARS:
                 raise UserError(f"unknown name {name!r}; use a training option ({', '.join(sorted(SCALARS))}) "
                                 f"or {', '.join(SHORTHANDS)}")
-            kind = SCALARS.get(name, int)
-            values = list(dict.fromkeys(parse_values(text, kind)))  # drop repeats, keep order
+            kind = SCALARS.get(name, str if name == "widths" else int)
+            if ".." in text:
+                if not ranges:
+                    raise UserError("a range low..high is for --tuner random, bayesian or hyperband; a grid "
+                                    "takes values (a,b,c or start:stop:step)")
+                axis = parse_range(text, kind)
+                values = [axis["min"], axis["max"]]
+            else:
+                axis = values = list(dict.fromkeys(parse_values(text, kind)))  # drop repeats, keep order
             for value in values:
                 if name in ("channels", "hidden", "head", "kernel") and value < 1:
                     raise UserError(f"{name} must be >= 1, got {value}")
                 apply(base, {name: value}).validate()
         except UserError as e:
             raise UserError(f"--grid {spec}: {e}") from None
-        grid[name] = values
+        grid[name] = axis
     if not grid:
         raise UserError("--grid: give at least one NAME=VALUES")
-    points = math.prod(len(values) for values in grid.values())
-    if points > MAX_POINTS:
-        raise UserError(f"--grid: {points:,} points, more than a grid may have ({MAX_POINTS:,}); search fewer values")
+    count = points(grid)
+    if count is not None and count > MAX_POINTS:
+        raise UserError(f"--grid: {count:,} points, more than a grid may have ({MAX_POINTS:,}); search fewer values")
     return grid

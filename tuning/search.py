@@ -1,153 +1,152 @@
-"""Grid search with keras-tuner: each trial averaged over several rounds, resumable, distributed.
+"""The tuners of mnistcompare-tune: keras-tuner's Tuner with keras-tuner's four oracles.
 
-The objective is the mean validation compare accuracy, on pairs drawn from
-MNIST training images that the training pairs do not use; the test split is
-touched once, at the end, for the best configuration only.
+Each trial trains the HyperModel's rounds; the objective is their mean
+validation compare accuracy, on pairs drawn from MNIST training images that
+the training pairs do not use; the test split is touched once, at the end,
+for the best configuration only. A killed search resumes where it stopped.
 """
-import itertools
+import functools
 import json
-import math
 import os
 import statistics
 
-import keras
 import keras_tuner
+from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from mnistcompare.errors import RunError
-from mnistcompare.data import load_pairs
 from mnistcompare.experiments import Progress
 from mnistcompare.files import write_json, write_text
-from mnistcompare.training import ModelCache, train_round
-from mnistcompare.tuning import PROJECT
-from mnistcompare.tuning.hypermodel import ComparisonHyperModel
-
-OBJECTIVE = keras_tuner.Objective("val_compare_accuracy", "max")
+from mnistcompare.tuning import PROJECT, TUNERS  # noqa: F401 (TUNERS: the kinds make_oracle makes)
+from mnistcompare.tuning.grid import points
+from mnistcompare.tuning.hypermodel import OBJECTIVE, ComparisonHyperModel, declare
 
 
-class GridOracle(keras_tuner.Oracle):
-    """Every point of a grid, each once, in the grid's order.
+class Resumable:
+    """An oracle that reloads the state a killed chief left, trial files first.
 
-    The next trial is the first point no trial has taken yet (whatever its
-    status), so a reloaded search continues where it stopped; a trial that a
-    dead process left running is retried by keras-tuner itself on reload (its
-    retry queue takes precedence over new points).
+    keras-tuner writes a trial's own file before the oracle's state, so a chief
+    killed between the two writes leaves the state behind: a finished trial
+    still listed as running (it would be trained again), or a new trial not
+    listed at all (it would never run, yet count towards --max-trials). The
+    trial's own file is the later word: such a trial counts as started, and
+    as running if its file says so. (Trials left running are retried by
+    keras-tuner itself on reload.)
     """
 
     def set_state(self, state):
-        # On reload. keras-tuner writes a trial's own file before this state, so a chief killed between the
-        # two writes leaves the state behind: a finished trial still listed as running (it would be trained
-        # again), or a new trial not listed at all (its point counts as taken and would never run). The
-        # trial's own file is the later word.
         ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
                    if self.trials[trial].status != "COMPLETED"}
         listed = set(ongoing.values()) | set(state["retry_queue"])
         unlisted = [t for t, trial in sorted(self.trials.items()) if trial.status == "RUNNING" and t not in listed]
-        super().set_state({**state, "ongoing_trials": ongoing, "retry_queue": state["retry_queue"] + unlisted})
+        started = [t for t in sorted(self.trials) if t not in state["start_order"]]
+        hashes = {t: self._compute_values_hash(self.trials[t].hyperparameters.values) for t in started}
+        super().set_state({**state, "ongoing_trials": ongoing, "retry_queue": state["retry_queue"] + unlisted,
+                           "start_order": state["start_order"] + started,
+                           "tried_so_far": list(dict.fromkeys(state["tried_so_far"] + list(hashes.values()))),
+                           "id_to_hash": {**state["id_to_hash"], **hashes}})
 
-    def __init__(self, grid, **kwargs):
-        space = keras_tuner.HyperParameters()
-        for name, values in grid.items():
-            space.Choice(name, values)
-        super().__init__(objective=OBJECTIVE, hyperparameters=space, **kwargs)
-        self.grid = grid
 
-    def populate_space(self, trial_id):
-        taken = {json.dumps(t.hyperparameters.values, sort_keys=True) for t in self.trials.values()}
-        for point in itertools.product(*self.grid.values()):
-            values = dict(zip(self.grid, point))
-            if json.dumps(values, sort_keys=True) not in taken:
-                return {"status": "RUNNING", "values": values}
-        return {"status": "STOPPED"}
+class GridOracle(Resumable, keras_tuner.oracles.GridSearchOracle):
+    """keras-tuner's grid, resumable: its order of the points tried and its queue of points to continue
+    from are not in its saved state (keras-tuner#1055: a reloaded GridSearch fails with KeyError), so
+    they are rebuilt from the trials on reload."""
+
+    def set_state(self, state):
+        super().set_state(state)
+        order = sorted(self.trials, key=functools.cmp_to_key(
+            lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values)))
+        self._ordered_ids = LinkedList()
+        for trial_id in order:
+            self._ordered_ids.insert(trial_id)
+        self._populate_next = list(order)
+
+
+class RandomOracle(Resumable, keras_tuner.oracles.RandomSearchOracle):
+    pass
+
+
+class BayesianOracle(Resumable, keras_tuner.oracles.BayesianOptimizationOracle):
+    pass
+
+
+class HyperbandOracle(Resumable, keras_tuner.oracles.HyperbandOracle):
+    pass
 
 
 class ComparisonTuner(keras_tuner.Tuner):
-    """Each trial: `runs` rounds (seed, seed+1, ...) of train -> validation accuracy; the tuner averages.
+    """keras-tuner's Tuner, which keeps each trial's rounds beside it (rounds.json, for trials.md) and
+    shows the trials done. A round that fails other than by diverging ends the search
+    (keras_tuner.errors.FatalError): a point is never dropped silently, and a rerun retries it."""
 
-    A round that diverges scores 0 (and is marked so in trials.md): a grid over
-    learning rates may hold points that diverge. Any other failure of a round
-    ends the search (keras_tuner.errors.FatalError): a point is never dropped
-    silently, and a rerun retries it.
-    """
+    def __init__(self, *args, total=None, progress=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = Progress(total or 0, "trials", enabled=progress)
 
-    def __init__(self, hypermodel, grid, runs=3, val_pairs=1000, source=None, progress=True, **kwargs):
-        super().__init__(oracle=GridOracle(grid), hypermodel=hypermodel, **kwargs)
-        self.runs, self.val_pairs, self.source = runs, val_pairs, source
-        self.cache = ModelCache(size=1)  # the rounds of a trial share one traced model
-        self.points = math.prod(len(values) for values in grid.values())
-        self.progress = Progress(self.points, "grid points", enabled=progress)
+    def run_trial(self, trial, *args, **kwargs):
+        try:
+            results = super().run_trial(trial, *args, **kwargs)
+        except keras_tuner.errors.FatalError:
+            raise
+        except Exception as e:
+            raise keras_tuner.errors.FatalError(
+                f"trial {trial.trial_id} ({trial.hyperparameters.values}) failed in round "
+                f"{len(self.hypermodel.rounds) + 1}: {type(e).__name__}: {e}") from e
+        # keras-tuner keeps only the mean; the rounds go beside the trial for trials.md.
+        write_json(os.path.join(self.get_trial_dir(trial.trial_id), "rounds.json"),
+                   {"config": self.hypermodel.trained.to_dict(), "rounds": self.hypermodel.rounds,
+                    "tuner_id": self.tuner_id})
+        return results
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         if self.progress.enabled:  # (a worker's output goes to its log: no progress there)
-            finished = self.oracle.get_best_trials(num_trials=self.points)  # a worker's oracle client has it too
+            finished = self.oracle.get_best_trials(num_trials=len(self.oracle.trials) + 1)
             self.progress.update(sum(t.status == "COMPLETED" for t in finished))
             self.progress.stream.write("\n")
 
-    def run_trial(self, trial, *args, callbacks=(), **kwargs):
-        """The rounds of one grid point. Keras callbacks given to `search` apply to every round; a
-        TensorBoard callback logs each round to LOG_DIR/trial_N/round-R and the trial's grid values and
-        score to LOG_DIR/trial_N, for TensorBoard's HParams dashboard."""
-        cfg = self.hypermodel.config(trial.hyperparameters)
-        results = []
-        for run in range(self.runs):
-            run_cfg = cfg.replace(seed=cfg.seed + run)
-            train, val = load_pairs(run_cfg, self.source, validation=self.val_pairs)
-            try:
-                _, metrics, _ = train_round(run_cfg, train, val, verbose=0, cache=self.cache,
-                                            callbacks=[_for_round(c, trial, run) for c in callbacks])
-                results.append({"val_compare_accuracy": metrics["test_accuracy"],
-                                "train_seconds": metrics["train_seconds"],
-                                # nets that read digits: what bounds the comparison
-                                **({"val_digit_accuracy": metrics["test_digit_accuracy"]}
-                                   if "test_digit_accuracy" in metrics else {})})
-            except RunError as e:
-                if "diverged" not in str(e):
-                    raise
-                results.append({"val_compare_accuracy": 0.0, "train_seconds": 0.0, "diverged": str(e)})
-            except Exception as e:
-                raise keras_tuner.errors.FatalError(
-                    f"trial {trial.trial_id} ({trial.hyperparameters.values}) failed in round {run + 1}: "
-                    f"{type(e).__name__}: {e}") from e
-        # keras-tuner keeps only the mean; the rounds go beside the trial for trials.md.
-        write_json(os.path.join(self.get_trial_dir(trial.trial_id), "rounds.json"),
-                   {"config": cfg.to_dict(), "rounds": results, "tuner_id": self.tuner_id})
-        score = statistics.mean(r["val_compare_accuracy"] for r in results)
-        for callback in callbacks:
-            if isinstance(callback, keras.callbacks.TensorBoard):
-                write_hparams(os.path.join(callback.log_dir, f"trial_{trial.trial_id}"), trial, score)
-        return [{"val_compare_accuracy": r["val_compare_accuracy"]} for r in results]
+
+def make_oracle(kind, space, seed=None, max_trials=None, max_epochs=None):
+    """keras-tuner's oracle of `kind` (grid, random, bayesian, hyperband) over `space`."""
+    hps = keras_tuner.HyperParameters()
+    for name, axis in space.items():
+        declare(hps, name, axis)
+    common = dict(objective=OBJECTIVE, hyperparameters=hps, seed=seed)
+    if kind == "grid":
+        return GridOracle(**common)
+    if kind == "hyperband":
+        return HyperbandOracle(max_epochs=max_epochs, factor=3, **common)
+    return {"random": RandomOracle, "bayesian": BayesianOracle}[kind](max_trials=max_trials, **common)
 
 
-def _for_round(callback, trial, run):
-    """A TensorBoard callback of its own for each round, in LOG_DIR/trial_N/round-R (as keras-tuner's own
-    run_trial gives each trial one); other callbacks as they are."""
-    if not isinstance(callback, keras.callbacks.TensorBoard):
-        return callback
-    return keras.callbacks.TensorBoard(os.path.join(callback.log_dir, f"trial_{trial.trial_id}", f"round-{run + 1}"),
-                                       write_graph=False)
+def make_tuner(base, space, out, runs, val_pairs, source=None, kind="grid", max_trials=None, overwrite=False,
+               progress=True):
+    """The tuner of a search over `space` around Config `base`, in out/keras_tuner."""
+    hypermodel = ComparisonHyperModel(base, space, runs=runs, val_pairs=val_pairs, source=source)
+    oracle = make_oracle(kind, space, seed=base.seed, max_trials=max_trials, max_epochs=base.epochs)
+    total = points(space) if kind == "grid" else max_trials if kind in ("random", "bayesian") else None
+    return ComparisonTuner(oracle=oracle, hypermodel=hypermodel, directory=out, project_name=PROJECT,
+                           overwrite=overwrite, total=total, progress=progress)
 
 
-def write_hparams(log_dir, trial, score):
-    """The trial's grid values and its score, as TensorBoard's HParams dashboard reads them."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hparams
+def load_tuner(out, source=None):
+    """The tuner of the search that mnistcompare-tune ran in `out`, for keras-tuner's reading API:
+    `get_best_hyperparameters`, `results_summary`, `get_best_models` (each trial's best round)."""
+    from mnistcompare.config import Config
 
-    with tf.summary.create_file_writer(log_dir).as_default():
-        hparams.hparams(trial.hyperparameters.values, trial_id=trial.trial_id)
-        tf.summary.scalar("val_compare_accuracy", score, step=0)
-
-
-def make_tuner(base, grid, out, runs, val_pairs, source=None, overwrite=False, progress=True):
-    return ComparisonTuner(ComparisonHyperModel(base, grid), grid, runs=runs, val_pairs=val_pairs, source=source,
-                           progress=progress, directory=out, project_name=PROJECT, overwrite=overwrite)
+    with open(os.path.join(out, "search.json")) as f:
+        search = json.load(f)
+    return make_tuner(Config.from_dict(search["base"]), search["grid"], out, search["runs_per_trial"],
+                      search["val_pairs"], source, kind=search.get("tuner", "grid"),
+                      max_trials=search.get("max_trials"), progress=False)
 
 
 def trial_rows(tuner, grid):
-    """Finished trials of this grid, best first: (trial, config dict, rounds)."""
+    """Finished trials of this space, best first: (trial, config dict, rounds)."""
     rows = []
     for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
         path = os.path.join(tuner.get_trial_dir(trial.trial_id), "rounds.json")
-        if trial.status != "COMPLETED" or not os.path.exists(path) or set(trial.hyperparameters.values) != set(grid):
+        if (trial.status != "COMPLETED" or not os.path.exists(path)
+                or not set(grid) <= set(trial.hyperparameters.values)):
             continue
         with open(path) as f:
             saved = json.load(f)
@@ -157,7 +156,8 @@ def trial_rows(tuner, grid):
 
 def trials_markdown(rows, grid):
     names = list(grid)
-    # nets that read digits keep each round's digit accuracy too (trials saved before, or diverged: none)
+    if any("tuner/epochs" in trial.hyperparameters.values for trial, _, _ in rows):
+        names.append("tuner/epochs")  # Hyperband's budget    # nets that read digits keep each round's digit accuracy too (trials saved before, or diverged: none)
     digits = any("val_digit_accuracy" in r for _, _, rounds in rows for r in rounds)
     lines = ["| rank | trial (keras-tuner's number, folder) | " + " | ".join(names) + " | validation accuracy |"
              + (" digit accuracy |" if digits else "") + " rounds |",
@@ -165,7 +165,7 @@ def trials_markdown(rows, grid):
     for rank, (trial, _, rounds) in enumerate(rows, 1):
         accs = [r["val_compare_accuracy"] for r in rounds]
         spread = f" ± {statistics.stdev(accs):.4f}" if len(accs) > 1 else " ± –"  # one round: no spread
-        values = " | ".join(str(trial.hyperparameters.values.get(n)) for n in names)
+        values = " | ".join(_short(trial.hyperparameters.values.get(n)) for n in names)
         diverged = sum("diverged" in r for r in rounds)
         note = f" ({diverged} diverged, scored 0)" if diverged else ""
         digit = [r["val_digit_accuracy"] for r in rounds if "val_digit_accuracy" in r]
@@ -174,6 +174,10 @@ def trials_markdown(rows, grid):
                      f"{statistics.mean(accs):.4f}{spread}{note} "
                      f"|{digit_cell} {len(accs)} |")
     return "\n".join(lines) + "\n"
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def write_outputs(tuner, grid, out):

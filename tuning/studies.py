@@ -1,0 +1,154 @@
+"""The reports' own searches (`mnistcompare-tune --study NAME`), stage by stage, beside the reports' figures.
+
+Each stage is a keras-tuner grid search in OUT/stage-N, from the best
+configuration of the stage before (a staged search) or from the search's base;
+the chosen configuration is then tested in OUT/final. results.md and
+results.json in OUT give every stage's best values and score beside the
+report's. Rerunning the same command resumes, stage by stage.
+"""
+import os
+import statistics
+
+from mnistcompare.cli import data_source, explicit_flags
+from mnistcompare.errors import UserError
+from mnistcompare.files import make_out, run_folder, write_json, write_text
+
+FOUND = {True: "✓", False: "✗"}
+
+
+def study_main(args, argv):
+    from mnistcompare.reports import SEARCHES
+    from mnistcompare.tuning.cli import check_counts, check_search, save_search
+
+    if args.grid or args.tuner != "grid" or args.workers or args.preset or args.config:
+        raise UserError("--study runs the report's own grids in one process: give no --grid, --tuner, --workers, "
+                        "--preset or --config with it")
+    search = SEARCHES[args.study]
+    args.out = args.out or os.path.join("docs", "results", args.study)
+    args.runs_per_trial = args.runs_per_trial or search.runs_per_trial
+    args.final_rounds = search.final_rounds if args.final_rounds is None else args.final_rounds
+    check_counts(args)
+    changes = explicit_flags(args)
+    base = search.base().replace(**changes).validate()
+    off = [f"{name.replace('_', '-')} {value}" for name, value in changes.items() if name != "seed"]
+    if args.runs_per_trial < search.runs_per_trial:
+        off.append(f"runs per trial {args.runs_per_trial}, the study's {search.runs_per_trial}")
+    source = data_source(args)
+    with run_folder(args.out):
+        stages = []
+        for number, stage in enumerate(search.stages, 1):
+            start = base if not search.staged or not stages else stages[-1]["config"]
+            out = os.path.join(args.out, f"stage-{number}")
+            plan = {"grid": stage.grid, "base": start.to_dict(), "runs_per_trial": args.runs_per_trial,
+                    "val_pairs": args.val_pairs, "tuner": "grid", "max_trials": None}
+            check_search(out, plan, args.overwrite)
+            make_out(out)
+            save_search(out, plan)
+            print(f"{args.study}, stage {number}/{len(search.stages)} ({stage.label}) -> {out}/", flush=True)
+            rows = _search(args, start, stage.grid, source, out)
+            stages.append(_stage_record(stage, rows))
+        chosen = [record["config"] for record in (stages[-1:] if search.staged else stages)]
+        labels = ["chosen"] if search.staged else [f"best {stage.label}" for stage in search.stages]
+        final = _final(args, search, chosen, labels, source, args.out) if args.final_rounds else None
+        results = {"search": args.study, "about": search.about, "source": search.source, "staged": search.staged,
+                   "runs_per_trial": args.runs_per_trial, "val_pairs": args.val_pairs,
+                   "stages": [{**s, "config": s["config"].to_dict()} for s in stages],
+                   "final": final, "assumptions": list(search.assumptions), "off_protocol": "; ".join(off) or None}
+        write_json(os.path.join(args.out, "results.json"), results, compact=True)
+        text = results_markdown(results)
+        write_text(os.path.join(args.out, "results.md"), text)
+        print(text, end="")
+
+
+def _search(args, base, grid, source, out):
+    from mnistcompare.tuning.cli import search_grid
+
+    return search_grid(args, base, grid, source, out=out, final=False)
+
+
+def _stage_record(stage, rows):
+    from mnistcompare.config import Config
+
+    trial, config, rounds = rows[0]
+    accs = [r["val_compare_accuracy"] for r in rounds]
+    return {"label": stage.label, "grid": stage.grid, "published": stage.published, "published_score": stage.score,
+            # (keras-tuner may hand a bool back as 0/1)
+            "best": {name: type(values[0])(trial.hyperparameters.values[name]) for name, values in stage.grid.items()},
+            "score": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "rounds": accs, "trials": len(rows), "config": Config.from_dict(config)}
+
+
+def _final(args, search, configs, labels, source, top):
+    from mnistcompare.experiments import evaluate
+    from mnistcompare.reports import Entry, published
+    from mnistcompare.runtime import DEFAULT_JOBS
+
+    pub = search.final or {}
+    entries = [Entry(label, config, published(pub["test_accuracy"], pub.get("std"), search.source)
+                     if pub and len(configs) == 1 else None) for label, config in zip(labels, configs)]
+    results = evaluate(entries, args.final_rounds, os.path.join(top, "final"), source,
+                       log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
+    return [{k: e[k] for k in ("name", "published", "test_accuracy_mean", "test_accuracy_std", "test_accuracy_min",
+                               "test_accuracy_max", "train_accuracy_mean", "train_accuracy_std", "rounds",
+                               "train_seconds_median", "params") if k in e} for e in results["entries"]]
+
+
+def _value(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _values(values):
+    return ", ".join(f"{name} {_value(value)}" for name, value in values.items())
+
+
+def z(ours, std, published):
+    """(ours - published) / our std over the rounds (the report gives none), or None."""
+    return (ours - published) / std if published is not None and std else None
+
+
+def results_markdown(results):
+    """Each stage's best and score beside the report's, the test of the chosen configuration, the
+    assumptions; no z off the report's protocol."""
+    off = results.get("off_protocol")
+    lines = [f"# {results['about']}", ""]
+    if off:
+        lines += [f"Off the report's protocol ({off}): no z.", ""]
+    lines += [f"Each stage is a grid; each point scored as the mean validation accuracy of "
+              f"{results['runs_per_trial']} rounds ({results['val_pairs']} validation pairs from MNIST training "
+              f"images the training pairs do not use). "
+              + ("Each stage starts from the best of the one before." if results["staged"] else
+                 "Each stage starts from the same base configuration."), "",
+              "| stage | searched | report's best | our best | found again | report's score | our score "
+              "(validation) | z |", "|---|---|---|---|---|---|---|---|"]
+    for stage in results["stages"]:
+        searched = "; ".join(f"{name} {', '.join(map(_value, values))}" for name, values in stage["grid"].items()
+                             if len(values) > 1)
+        same = all(stage["best"].get(name) == value for name, value in stage["published"].items())
+        score = z(stage["score"], stage["std"], stage["published_score"])
+        lines.append(f"| {stage['label']} | {searched} | {_values(stage['published'])} | {_values(stage['best'])} | "
+                     f"{FOUND[same]} | {_value(stage['published_score']) if stage['published_score'] else '–'} | "
+                     f"{stage['score']:.4f} ± {stage['std']:.4f} | "
+                     f"{f'{score:+.1f}' if score is not None and not off else '–'} |")
+    if results["final"]:
+        lines += ["", f"The chosen configuration{'s' if len(results['final']) > 1 else ''} on the test split "
+                      f"({results['final'][0]['rounds']} rounds, fresh pairs and weights for each):", "",
+                  "| configuration | test accuracy | published | z | train accuracy | params |",
+                  "|---|---|---|---|---|---|"]
+        for entry in results["final"]:
+            pub = entry.get("published") or {}
+            scale = max(pub.get("std") or 0.0, entry["test_accuracy_std"])
+            score = (entry["test_accuracy_mean"] - pub["test_accuracy"]) / scale if pub and scale else None
+            lines.append(f"| {entry['name']} | {entry['test_accuracy_mean']:.4f} ± {entry['test_accuracy_std']:.4f} | "
+                         + (f"{_value(pub['test_accuracy'])}{' ± ' + _value(pub['std']) if 'std' in pub else ''} "
+                            f"({pub['source']})" if pub else "–")
+                         + f" | {f'{score:+.1f}' if score is not None and not off else '–'} | "
+                         f"{entry['train_accuracy_mean']:.3f} ± {entry['train_accuracy_std']:.3f} | "
+                         f"{entry['params']:,} |")
+        if len(results["final"]) == 2:  # report 000: Adam against SGD, in errors
+            adam, sgd = results["final"]
+            ratio = (1 - adam["test_accuracy_mean"]) / (1 - sgd["test_accuracy_mean"])
+            lines += ["", f"- {FOUND[ratio < 1]} {adam['name']} makes {abs(1 - ratio):.0%} "
+                          f"{'fewer' if ratio < 1 else 'more'} test errors than {sgd['name']} (the report: about "
+                          "10 % fewer)"]
+    lines += ["", "Assumptions:", ""] + [f"- {a}" for a in results["assumptions"]]
+    return "\n".join(lines) + "\n"
