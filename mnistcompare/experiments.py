@@ -5,6 +5,7 @@ so any round can be rerun alone with `mnistcompare-train --seed`. Results are
 written atomically after every round; rerunning into the same folder
 continues with the rounds that are missing.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -296,12 +297,12 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     finished = False
     try:
         for count, ((entry, r, cfg), (metrics, history, pictured)) in enumerate(zip(todo, trained), 1):
-            # to float32's 7 significant digits, as saved (a study's file stays small); the configs stay exact
-            records[entry.name]["per_round"].append(finite({"round": r, **metrics, "history": history}, digits=7))
-            if pictured is not None:
+            if pictured is not None:  # before the round is recorded: if it cannot be drawn, the rerun redoes it
                 os.makedirs(os.path.join(out, slug(entry.name)), exist_ok=True)
                 plot_pairs(pictured, os.path.join(out, slug(entry.name), "pairs.png"),
                            f"{entry.name}, round {r + 1} (seed {cfg.seed}): test pairs, mistakes first")
+            # to float32's 7 significant digits, as saved (a study's file stays small); the configs stay exact
+            records[entry.name]["per_round"].append(finite({"round": r, **metrics, "history": history}, digits=7))
             save()  # tables after every round: an interrupted run loses only the rounds in progress
             digits = f" digits {metrics['test_digit_accuracy']:.4f}" if "test_digit_accuracy" in metrics else ""
             status.clear()
@@ -328,5 +329,9 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
             executor.shutdown(wait=finished, cancel_futures=True)
             if not finished:  # interrupted: rounds still training are dropped; only our own workers end
                 end_workers(pids)
-        save(plots=True)  # plots once (they take about a second), also when interrupted
+        if finished:
+            save(plots=True)  # plots once (they take about a second)
+        else:  # also when interrupted, but the first failure (a full disk, say) is the one reported
+            with contextlib.suppress(Exception):
+                save(plots=True)
     return summary_view(results, entries, rounds, off_protocol)

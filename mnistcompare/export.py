@@ -9,11 +9,15 @@
 `serve` is also the `serving_default` signature. The SavedModel holds the
 trained model's inference form (`serving_model`): the same outputs, served faster.
 """
+import os
+import shutil
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mnistcompare.errors import RunError
+from mnistcompare.files import TEMPORARY
 from mnistcompare.layers import PooledConv
 from mnistcompare.models import build_model
 
@@ -110,8 +114,17 @@ def export_saved_model(model, cfg, path, xla=True):
     archive.track(model)
     archive.add_endpoint("serve", serve)  # the first endpoint is also serving_default
     archive.add_endpoint("serve_mnist", serve_mnist)
+    # Written in a temporary folder beside it, then renamed: TensorFlow's own temporary files (a full disk
+    # leaves saved_model.pb.tmp<hex>) never reach the deliverable, and a failed write leaves no half SavedModel.
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f"{TEMPORARY}{os.path.basename(path)}-{os.getpid()}")
     try:
-        archive.write_out(path, verbose=False)
-    except OSError as e:
-        raise RunError(f"cannot write the SavedModel to {path}: {e.strerror or e}") from None
+        archive.write_out(tmp, verbose=False)
+        if os.path.exists(path):  # an export an interrupted run wrote before
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except (OSError, tf.errors.OpError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).rsplit("; ", 1)[-1]
+        raise RunError(f"cannot write the SavedModel to {path}: {why}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -15,6 +15,8 @@ import time
 
 from mnistcompare.errors import RunError, UserError
 
+TEMPORARY = ".tmp-"  # the names atomic_path and the SavedModel export write before renaming
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -22,7 +24,7 @@ def atomic_path(path):
     and a crash or a full disk at any byte leaves the previous file whole."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(str(path))[1])
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY, suffix=os.path.splitext(str(path))[1])
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
@@ -110,10 +112,22 @@ def make_out(out):
 
 @contextlib.contextmanager
 def run_folder(out):
-    """The output folder of a run: created, checked writable and locked for the whole run."""
+    """The output folder of a run: created, checked writable and locked for the whole run; the temporary
+    files of a run that died while writing are deleted first (holding the lock, no one is writing them)."""
     make_out(out)
     with FolderLock(out):
+        clear_temporaries(out)
         yield out
+
+
+def clear_temporaries(out):
+    """Delete every file and folder named .tmp-* under `out`."""
+    for root, folders, files in os.walk(out):
+        for name in [n for n in folders if n.startswith(TEMPORARY)]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            folders.remove(name)
+        for name in (n for n in files if n.startswith(TEMPORARY)):
+            os.unlink(os.path.join(root, name))
 
 
 def check_run(out, identity, ours, overwrite, what, finished=None):

@@ -5,6 +5,7 @@ import resource
 import signal
 import subprocess
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -195,3 +196,99 @@ def test_parsers_end_in_exit_0_or_2_never_a_traceback(argv):
     def tune_check(args):
         parse_grid(args.grid, config_from_args(args))
     _validate(tune_parser, argv, tune_check)
+
+
+class DiskFull:
+    """A disk that fills up, for the outputs under `out`: every commit of an output (os.replace, through
+    which atomic_path and the SavedModel export rename their temporary files) and every SavedModel that
+    TensorFlow writes count as a write; from the `fail_from`-th on (0: never), they fail with ENOSPC, or
+    with `once`, that write alone (a big file that did not fit, where later small ones do). A SavedModel
+    write fails as TensorFlow's does: its temporary saved_model.pb.tmp<hex> left in the folder."""
+
+    def __init__(self, out, fail_from=0, once=False):
+        import tensorflow as tf
+
+        self.out, self.fail_from, self.once, self.count, self.failed = str(out), fail_from, once, 0, None
+        self.real_replace, self.real_save = os.replace, tf.saved_model.save
+
+    def install(self, monkeypatch):
+        import tensorflow as tf
+
+        monkeypatch.setattr(os, "replace", self.replace)
+        monkeypatch.setattr(tf.saved_model, "save", self.save)
+        return self
+
+    def fails(self, path):
+        if not str(path).startswith(self.out):
+            return False
+        self.count += 1
+        fails = self.fail_from and (self.count == self.fail_from or self.count > self.fail_from and not self.once)
+        self.failed = self.failed or (path if fails else None)
+        return fails
+
+    def replace(self, src, dst, *args, **kwargs):
+        if self.fails(dst):
+            import errno
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.real_replace(src, dst, *args, **kwargs)
+
+    def save(self, obj, path, *args, **kwargs):
+        if self.fails(path):
+            import tensorflow as tf
+
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, "saved_model.pb.tmp5bf3d13b"), "wb") as f:
+                f.write(b"\0" * 1000)
+            raise tf.errors.ResourceExhaustedError(None, None, f"{path}/saved_model.pb.tmp5bf3d13b; No space "
+                                                               "left on device")
+        return self.real_save(obj, path, *args, **kwargs)
+
+
+def _files(out):
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def _each_write_fails_then_the_rerun_completes(main, args, once, tmp_path, monkeypatch, capsys):
+    """For each write of a run: a run whose disk fills up there ends with one line naming that write, and the
+    same command, with space again, writes every artifact of an uninterrupted run and no temporary file."""
+    reference = tmp_path / "reference"
+    with monkeypatch.context() as patched:
+        counter = DiskFull(reference).install(patched)
+        main([*args, "--out", str(reference)])
+    expected, writes = _files(reference), counter.count
+    assert writes >= 5
+    capsys.readouterr()
+    for fail_from in range(1, writes + 1):
+        out = tmp_path / f"full-{fail_from}"
+        with monkeypatch.context() as patched, pytest.raises(SystemExit) as failed:
+            disk = DiskFull(out, fail_from, once).install(patched)
+            main([*args, "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        name = os.path.basename(str(disk.failed)).split(".tmp-")[-1].split("-")[0]  # (a renamed temporary)
+        assert failed.value.code == 1 and len(err) == 1 and "No space left on device" in err[0], (fail_from, err)
+        assert name in err[0], (fail_from, disk.failed, err)  # the first failure is the one reported
+        main([*args, "--out", str(out)])  # the same command, with space again
+        assert _files(out) == expected, fail_from  # every artifact, no temporary file
+        capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_a_disk_full_at_each_write_of_train_then_the_rerun_writes_every_artifact(idx_dir, tmp_path, monkeypatch,
+                                                                                 capsys):  # D1
+    from mnistcompare.cli import train_main
+
+    _each_write_fails_then_the_rerun_completes(
+        train_main, ["--idx-dir", str(idx_dir), *TINY, "--epochs", "1", "--quiet"], False, tmp_path, monkeypatch,
+        capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("once", [False, True], ids=["stays-full", "one-write-fails"])
+def test_a_disk_full_at_each_write_of_evaluate_then_the_rerun_writes_every_artifact(once, idx_dir, tmp_path,
+                                                                                    monkeypatch, capsys):  # D2
+    from mnistcompare.cli import evaluate_main
+
+    _each_write_fails_then_the_rerun_completes(
+        evaluate_main, ["--idx-dir", str(idx_dir), *TINY, "--epochs", "1", "--rounds", "2", "--jobs", "1",
+                        "--quiet"], once, tmp_path, monkeypatch, capsys)

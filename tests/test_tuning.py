@@ -383,3 +383,32 @@ def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, 
 def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):
     line = one_line(cli("tune", "--study", "report000-optimizer", "--grid", "lr=0.1", "--out", tmp_path / "s"))
     assert "--study runs the report's own grids" in line
+
+
+def test_a_staged_study_starts_each_stage_from_the_best_of_the_one_before_and_writes_its_page(idx_dir, tmp_path):
+    code = ("import sys\n"
+            "import mnistcompare.reports as r\n"
+            "from mnistcompare.config import Config\n"
+            "r.SEARCHES['tiny'] = r.Search(lambda: Config(arch='siamese', channels=(4, 8), kernel=(3,), pool=(2, 1),"
+            " hidden=(16,), head=(8,), batch_size=50), (r.Stage('A', {'alpha': [0.3, 0.6]}, {'alpha': 0.6}, 0.8),"
+            " r.Stage('H', {'hidden': [8, 16]}, {'hidden': 16})), runs_per_trial=2, final_rounds=1, about='tiny',"
+            " source='a test', final={'test_accuracy': 0.9}, assumptions=('none',))\n"
+            "from mnistcompare.tuning.cli import tune_main; tune_main()")
+    out = tmp_path / "study"
+    args = ["--study", "tiny", "--idx-dir", idx_dir, "--pairs", "100", "--val-pairs", "50", "--test-pairs", "50",
+            "--epochs", "1", "--quiet", "--out", out]
+    first = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    one, two = results["stages"]
+    assert len(one["rounds"]) == 2 and one["trials"] == 2 and two["trials"] == 2
+    base_two = json.loads((out / "stage-2" / "search.json").read_text())["base"]
+    assert base_two["alpha"] == one["best"]["alpha"]  # stage 2 from stage 1's best
+    assert results["final"][0]["rounds"] == 1 and "off_protocol" in results  # flags given: off the protocol
+    page = (out / "results.md").read_text()
+    assert "| A | alpha 0.3, 0.6 | alpha 0.6 |" in page and "| H | hidden 8, 16 |" in page and "- none" in page
+    trained = {stage: trial_files(out / stage) for stage in ("stage-1", "stage-2")}
+    again = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0  # resumed: nothing trained again
+    assert {stage: trial_files(out / stage) for stage in ("stage-1", "stage-2")} == trained
+    assert json.loads((out / "results.json").read_text())["stages"] == results["stages"]
