@@ -135,8 +135,8 @@ def check_out(out, cfg, overwrite):
     def ours(path):
         try:
             return Config.load(path) == cfg
-        except UserError:
-            return False
+        except UserError as e:  # damaged, or of another version of the package
+            raise UserError(f"{e}; the run in {out} cannot be resumed: pass --overwrite to start again") from None
     return check_run(out, "config.json", ours, overwrite, "run of mnistcompare-train", finished="metrics.json")
 
 
@@ -222,7 +222,8 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     checkpoint = Checkpoint(os.path.join(out, "backup"), write=writes)
     # Order matters: the history row of an epoch is written before its backup,
     # so a run killed in between redoes that epoch and rewrites that row.
-    callbacks = [HistoryFile(os.path.join(out, "history.csv"))] if writes else []
+    history = HistoryFile(os.path.join(out, "history.csv"))
+    callbacks = [history] if writes else []
     if args.tensorboard and writes:
         import keras
 
@@ -232,6 +233,8 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.runtime import peer_failure
 
     done = checkpoint.epoch_files()[-1][0] if resuming and checkpoint.epoch_files() else 0
+    if done and writes:
+        history.load(done)  # checked before anything trains
     if done >= cfg.epochs:
         print(f"resuming the unfinished run in {out}/: its {cfg.epochs} epochs are trained, its outputs not yet "
               "written", flush=True)

@@ -156,14 +156,52 @@ def _duration(seconds):
 
 
 def load_results(path):
-    """The entries of an earlier results.json, in its order, to resume from and to keep."""
+    """The entries of an earlier results.json, in its order, to resume from and to keep; each field that
+    is read back checked (a damaged or edited file is one line, never a traceback later)."""
     try:
         with open(path) as f:
             entries = json.load(f)["entries"]
+        if not isinstance(entries, list):
+            raise ValueError("'entries' is not a list")
+        for entry in entries:
+            _check_entry(entry)
         return {e["name"]: dict(e, config=e["config"], per_round=list(e["per_round"])) for e in entries}
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
         raise UserError(f"{path} cannot be read to resume ({type(e).__name__}: {e}); "
                         "pass --overwrite to start again") from None
+
+
+def _check_entry(entry):
+    """ValueError naming the first field of a results.json entry that a rerun could not use."""
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ValueError("an entry without a name")
+    name = entry["name"]
+    if not isinstance(entry.get("config"), dict) or not isinstance(entry.get("per_round"), list):
+        raise ValueError(f"entry {name!r}: no config or per_round list")
+    try:
+        Config.from_dict(entry["config"]).validate()
+    except UserError as e:
+        raise ValueError(f"entry {name!r}: {e}") from None
+    for i, record in enumerate(entry["per_round"], 1):
+        where = f"entry {name!r}, round {i}"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: not a record")
+        for key in ("test_accuracy", "train_accuracy", "train_seconds", "params", "seed", "round"):
+            if not number(record.get(key)):
+                raise ValueError(f"{where}: {key} is {record.get(key)!r}, not a number")
+        if "test_digit_accuracy" in record and not number(record["test_digit_accuracy"]):
+            raise ValueError(f"{where}: test_digit_accuracy is not a number")
+        history = record.get("history", {})
+        if not isinstance(history, dict) or not all(
+                isinstance(v, list) and all(x is None or number(x) for x in v) for v in history.values()):
+            raise ValueError(f"{where}: history is not lists of numbers per metric")
+        confusion = record.get("confusion", [[0] * 10] * 10)
+        if not (isinstance(confusion, list) and len(confusion) == 10 and all(
+                isinstance(row, list) and len(row) == 10 and all(number(x) for x in row) for row in confusion)):
+            raise ValueError(f"{where}: confusion is not a 10x10 matrix")
 
 
 _CACHE = None  # this process's ModelCache, made on first use

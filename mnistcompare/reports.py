@@ -379,8 +379,8 @@ R001_ASSUMPTIONS = (
     "α over [0, 1] is searched in steps of 0.1 (11 points): the report's 0.11 and 0.44 suggest a finer grid it "
     "does not give.",
     "Selection is on 1000 validation pairs from MNIST training images the training pairs do not use, the mean of "
-    "3 rounds per point; the report does not say what its scores were measured on (its final 0.9721 is read as "
-    "a test figure), nor over how many rounds.",
+    "3 rounds per point; the report does not say what its scores were measured on (its last, α's, is read as "
+    "the chosen configuration's test figure), nor over how many rounds.",
 )
 SEARCHES = {
     "report001-table3": Search(

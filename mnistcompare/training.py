@@ -193,25 +193,32 @@ def examples(out, pairs, count=30, mistakes=18):
 
 
 class HistoryFile(keras.callbacks.Callback):
-    """history.csv, rewritten atomically after every epoch; continues the rows of a resumed run
-    (rows from the epoch it resumes at on are dropped and redone)."""
+    """history.csv, rewritten atomically after every epoch; a resumed run first `load`s the rows of the epochs
+    it resumes after (rows from that epoch on are dropped and redone)."""
 
     def __init__(self, path):
         super().__init__()
-        self.path, self.rows, self.started = path, [], False
+        self.path, self.rows = path, []
 
     @property
     def epochs(self):
         return len(self.rows)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self.started:
-            self.started = True
-            if os.path.exists(self.path):
-                with open(self.path, newline="") as f:
-                    self.rows = [row for row in csv.DictReader(f) if int(row["epoch"]) < epoch]
+    def load(self, epochs):
+        """Keep the rows of the first `epochs` epochs of the file, which must hold them all."""
+        try:
+            with open(self.path, newline="") as f:
+                rows = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
+                        for row in csv.DictReader(f, strict=True)]
+            self.rows = [row for row in rows if row["epoch"] < epochs]
+            if [row["epoch"] for row in self.rows] != list(range(epochs)):
+                raise ValueError(f"not the rows of epochs 1 to {epochs}")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, csv.Error) as e:
+            raise UserError(f"{self.path} is damaged ({type(e).__name__}); pass --overwrite to start the run "
+                            "again") from None
 
     def on_epoch_end(self, epoch, logs=None):
+        self.rows = [row for row in self.rows if row["epoch"] < epoch]
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:

@@ -28,22 +28,38 @@ def search_file(out):
 
 
 def check_search(out, search, overwrite):
-    """Refuse an --out that holds another search (its grid, base config or protocol differ);
-    the search is saved there once it is known to be ours (`save_search`)."""
-    def ours(path):
-        try:
-            with open(path) as f:
-                saved = json.load(f)
-            # Read as train and evaluate read a saved config: a field added since takes its default, which is
-            # what that search ran with.
-            saved["base"] = Config.from_dict(saved["base"]).to_dict()
-            return json.loads(json.dumps(saved)) == json.loads(json.dumps(search))
-        except (OSError, ValueError, KeyError, TypeError, UserError):
-            return False
+    """Refuse an --out that holds another search (its space, tuner, base config or protocol differ), or whose
+    search.json is damaged; the search is saved there once it is known to be ours (`save_search`)."""
+    def settled(search):
+        # Read as train and evaluate read a saved config: a field added since takes its default, which is
+        # what that search ran with; so do the tuner and its trials, for searches saved before they were asked.
+        return json.loads(json.dumps({"tuner": "grid", "max_trials": None, **search,
+                                      "base": Config.from_dict(search["base"]).to_dict()}))
 
-    if not overwrite and os.path.isdir(os.path.join(out, PROJECT)) and not ours(search_file(out)):
+    if overwrite or not os.path.isdir(os.path.join(out, PROJECT)):
+        return
+    try:
+        with open(search_file(out)) as f:
+            saved = settled(json.load(f))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, UserError) as e:
+        raise UserError(f"{search_file(out)} is damaged or missing ({type(e).__name__}): the search in {out} "
+                        "cannot be resumed; pass --overwrite to start it again") from None
+    if saved != settled(search):
         raise UserError(f"--out {out} holds another search (its grid, base configuration or protocol differ); "
                         "choose another folder or pass --overwrite")
+
+
+def damaged_file(project):
+    """The first of keras-tuner's files in `project` that is not JSON (else the folder)."""
+    import glob
+
+    for path in sorted(glob.glob(os.path.join(project, "**", "*.json"), recursive=True)):
+        try:
+            with open(path) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            return path
+    return f"keras-tuner's project {project}"
 
 
 def save_search(out, search):
@@ -159,8 +175,12 @@ def search_grid(args, base, grid, source, out=None, final=True):
     from mnistcompare.tuning.search import make_tuner, trials_markdown, write_outputs
 
     out = out or args.out
-    tuner = make_tuner(base, grid, out, args.runs_per_trial, args.val_pairs, source, kind=args.tuner,
-                       max_trials=args.max_trials, progress=not args.quiet)
+    try:  # keras-tuner reloads its project here
+        tuner = make_tuner(base, grid, out, args.runs_per_trial, args.val_pairs, source, kind=args.tuner,
+                           max_trials=args.max_trials, progress=not args.quiet)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+        raise UserError(f"{damaged_file(os.path.join(out, PROJECT))} is damaged ({type(e).__name__}); "
+                        "pass --overwrite to start the search again") from None
     callbacks = []
     if args.tensorboard:
         import keras

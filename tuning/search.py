@@ -13,7 +13,8 @@ import statistics
 import keras_tuner
 from keras_tuner.src.tuners.gridsearch import LinkedList
 
-from mnistcompare.errors import RunError
+from mnistcompare.config import Config
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.experiments import Progress
 from mnistcompare.files import write_json, write_text
 from mnistcompare.tuning import PROJECT, TUNERS  # noqa: F401 (TUNERS: the kinds make_oracle makes)
@@ -131,8 +132,6 @@ def make_tuner(base, space, out, runs, val_pairs, source=None, kind="grid", max_
 def load_tuner(out, source=None):
     """The tuner of the search that mnistcompare-tune ran in `out`, for keras-tuner's reading API:
     `get_best_hyperparameters`, `results_summary`, `get_best_models` (each trial's best round)."""
-    from mnistcompare.config import Config
-
     with open(os.path.join(out, "search.json")) as f:
         search = json.load(f)
     return make_tuner(Config.from_dict(search["base"]), search["grid"], out, search["runs_per_trial"],
@@ -148,8 +147,16 @@ def trial_rows(tuner, grid):
         if (trial.status != "COMPLETED" or not os.path.exists(path)
                 or not set(grid) <= set(trial.hyperparameters.values)):
             continue
-        with open(path) as f:
-            saved = json.load(f)
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            if not all(isinstance(r, dict) and isinstance(r.get(OBJECTIVE.name), (int, float))
+                       for r in saved["rounds"]) or not saved["rounds"]:
+                raise ValueError("rounds without a score")
+            Config.from_dict(saved["config"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, UserError) as e:
+            raise UserError(f"{path} is damaged ({type(e).__name__}); delete that trial's folder to run it again, "
+                            "or pass --overwrite to start the search again") from None
         rows.append((trial, saved["config"], saved["rounds"]))
     return rows
 

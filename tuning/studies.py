@@ -75,7 +75,17 @@ def _stage_record(stage, rows):
             # (keras-tuner may hand a bool back as 0/1)
             "best": {name: type(values[0])(trial.hyperparameters.values[name]) for name, values in stage.grid.items()},
             "score": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "rounds": accs, "trials": len(rows), "config": Config.from_dict(config)}
+            "rounds": accs, "trials": len(rows), "config": Config.from_dict(config), **_theirs(stage, rows)}
+
+
+def _theirs(stage, rows):
+    """The score and rank here of the report's own best point, where the stage's grid holds it."""
+    for rank, (trial, _, rounds) in enumerate(rows, 1):
+        values = trial.hyperparameters.values
+        if all(type(v)(values[name]) == v for name, v in stage.published.items()) and \
+                set(stage.published) >= {name for name, axis in stage.grid.items() if len(axis) > 1}:
+            return {"theirs_score": statistics.mean(r["val_compare_accuracy"] for r in rounds), "theirs_rank": rank}
+    return {}
 
 
 def _final(args, search, configs, labels, source, top):
@@ -110,7 +120,7 @@ def results_markdown(results):
     """Each stage's best and score beside the report's, the test of the chosen configuration, the
     assumptions; no z off the report's protocol."""
     off = results.get("off_protocol")
-    lines = [f"# {results['about']}", ""]
+    lines = [f"**{results['about']}**", ""]
     if off:
         lines += [f"Off the report's protocol ({off}): no z.", ""]
     lines += [f"Each stage is a grid; each point scored as the mean validation accuracy of "
@@ -118,14 +128,17 @@ def results_markdown(results):
               f"images the training pairs do not use). "
               + ("Each stage starts from the best of the one before." if results["staged"] else
                  "Each stage starts from the same base configuration."), "",
-              "| stage | searched | report's best | our best | found again | report's score | our score "
-              "(validation) | z |", "|---|---|---|---|---|---|---|---|"]
+              "| stage | searched | report's best | its score here (rank) | our best | found again | report's "
+              "score | our score (validation) | z |", "|---|---|---|---|---|---|---|---|---|"]
     for stage in results["stages"]:
         searched = "; ".join(f"{name} {', '.join(map(_value, values))}" for name, values in stage["grid"].items()
                              if len(values) > 1)
         same = all(stage["best"].get(name) == value for name, value in stage["published"].items())
         score = z(stage["score"], stage["std"], stage["published_score"])
-        lines.append(f"| {stage['label']} | {searched} | {_values(stage['published'])} | {_values(stage['best'])} | "
+        here = f"{stage['theirs_score']:.4f} ({stage['theirs_rank']} of {stage['trials']})" \
+            if "theirs_score" in stage else "–"
+        lines.append(f"| {stage['label']} | {searched} | {_values(stage['published'])} | {here} | "
+                     f"{_values(stage['best'])} | "
                      f"{FOUND[same]} | {_value(stage['published_score']) if stage['published_score'] else '–'} | "
                      f"{stage['score']:.4f} ± {stage['std']:.4f} | "
                      f"{f'{score:+.1f}' if score is not None and not off else '–'} |")

@@ -1,0 +1,115 @@
+"""Every file the package writes and reads back, damaged three ways (cut in half, emptied, replaced with
+garbage), and results.json's fields edited: the command that reads it says so in one line, exit 2, no traceback,
+and writes nothing over it."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import TINY, fake_mnist, write_idx
+
+DAMAGES = {"half": lambda data: data[:len(data) // 2], "empty": lambda data: b"",
+           "garbage": lambda data: b"PK\x03\x04\x00garbage\xff" * 37}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A tiny fake MNIST and, written from it, what each command leaves: an unfinished train run, a finished
+    one, an evaluation and a search."""
+    import keras
+
+    from mnistcompare.cli import evaluate_main, train_main
+    from mnistcompare.tuning.cli import tune_main
+
+    root = tmp_path_factory.mktemp("written")
+    idx = root / "idx"
+    idx.mkdir()
+    for (images_name, labels_name), n, seed in ((("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), 400, 1),
+                                               (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), 200, 2)):
+        images, labels = fake_mnist(n, seed)
+        write_idx(idx / images_name, images)
+        write_idx(idx / labels_name, labels)
+    common = ["--idx-dir", str(idx), *TINY, "--quiet"]
+    args = {"train": [*common, "--epochs", "2"], "evaluate": [*common, "--epochs", "1", "--jobs", "1"],
+            "tune": [*common, "--epochs", "1", "--grid", "alpha=0.3,0.6", "--runs-per-trial", "1",
+                     "--final-rounds", "0", "--val-pairs", "50"]}
+    train_main([*args["train"], "--out", str(root / "finished")])
+    with pytest.MonkeyPatch.context() as patch:  # killed after its epochs, before its outputs
+        patch.setattr(keras.Model, "save", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(SystemExit):
+            train_main([*args["train"], "--out", str(root / "unfinished")])
+    evaluate_main([*args["evaluate"], "--rounds", "1", "--out", str(root / "evaluate")])
+    tune_main([*args["tune"], "--out", str(root / "tune")])
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 12:16] = 255
+    Image.fromarray(digit).save(root / "a.png")
+    return root, args
+
+
+def _one_line_exit_2(main, argv, capsys):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ended.value.code == 2 and len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def _damaged_copy(folders, name, path, damage, tmp_path):
+    root, _ = folders
+    copy = tmp_path / name
+    shutil.copytree(root / name, copy)
+    (file,) = copy.glob(path)
+    file.write_bytes(DAMAGES[damage](file.read_bytes()))
+    return copy, file
+
+
+CASES = [("train", "unfinished", "config.json"), ("train", "unfinished", "history.csv"),
+         ("train", "unfinished", "backup/epoch-*.npz"), ("evaluate", "evaluate", "results.json"),
+         ("tune", "tune", "search.json"), ("tune", "tune", "keras_tuner/oracle.json"),
+         ("tune", "tune", "keras_tuner/tuner0.json"), ("tune", "tune", "keras_tuner/trial_0000/trial.json"),
+         ("tune", "tune", "keras_tuner/trial_0001/rounds.json"), ("predict", "finished", "saved_model/1/saved_model.pb"),
+         ("predict", "finished", "saved_model/1/variables/variables.index"),
+         ("predict", "finished", "saved_model/1/variables/variables.data-*")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("command, name, path", CASES, ids=[f"{c}:{p}" for c, _, p in CASES])
+def test_a_damaged_file_is_one_line_and_exit_2(command, name, path, damage, folders, tmp_path, capsys):
+    from mnistcompare.cli import evaluate_main, predict_main, train_main
+    from mnistcompare.tuning.cli import tune_main
+
+    root, args = folders
+    folder, file = _damaged_copy(folders, name, path, damage, tmp_path)
+    damaged = file.read_bytes()
+    main, argv = {"train": (train_main, [*args["train"], "--out", folder]),
+                  "evaluate": (evaluate_main, [*args["evaluate"], "--rounds", "2", "--out", folder]),
+                  "tune": (tune_main, [*args["tune"], "--out", folder]),
+                  "predict": (predict_main, [folder, root / "a.png", root / "a.png"])}[command]
+    line = _one_line_exit_2(main, argv, capsys)
+    assert file.name.split("-")[0] in line or "SavedModel" in line, line  # names what is damaged
+    assert file.read_bytes() == damaged  # nothing written over it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, message", [
+    (lambda e: e.update(per_round=[1, 2]), "round 1: not a record"),
+    (lambda e: e["per_round"][0].update(test_accuracy=None), "test_accuracy is None, not a number"),
+    (lambda e: e["per_round"][0].update(history="garbage"), "history is not lists of numbers"),
+    (lambda e: e["per_round"][0].update(confusion=[[1]]), "confusion is not a 10x10 matrix"),
+    (lambda e: e.update(config={"arch": 3}), "entry 'siamese'"),
+])
+def test_an_edited_results_json_is_one_line_naming_the_field(edit, message, folders, tmp_path, capsys):  # D6
+    from mnistcompare.cli import evaluate_main
+
+    root, args = folders
+    folder = tmp_path / "evaluate"
+    shutil.copytree(root / "evaluate", folder)
+    results = json.loads((folder / "results.json").read_text())
+    edit(results["entries"][0])
+    (folder / "results.json").write_text(json.dumps(results))
+    line = _one_line_exit_2(evaluate_main, [*args["evaluate"], "--rounds", "2", "--out", folder], capsys)
+    assert "results.json" in line and message in line and "--overwrite" in line, line
