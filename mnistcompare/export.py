@@ -62,21 +62,30 @@ def export_saved_model(model, cfg, path, xla=True):
     Serving needs --xla_cpu_compilation_enabled for it).
     """
     model = serving_model(model, cfg, xla)
+    answer_spec = {"compare": tf.TensorSpec([None], tf.float32),
+                   **{name: tf.TensorSpec([None, 10], tf.float32) for name in ("digit_a", "digit_b")
+                      if name in model.output_names}}
 
     def outputs(image_a, image_b):
-        check = tf.debugging.assert_equal(tf.shape(image_a)[0], tf.shape(image_b)[0],
-                                          message="image_a and image_b must hold the same number of images")
-        with tf.control_dependencies([check]):
+        checks = [tf.debugging.assert_equal(tf.shape(image_a)[0], tf.shape(image_b)[0],
+                                            message="image_a and image_b must hold the same number of images")]
+        for x in (image_a, image_b):  # NaN fails both comparisons: refused with the rest
+            checks.append(tf.debugging.Assert(tf.reduce_all((x >= 0) & (x <= 255)),
+                                              ["pixels must be finite numbers in 0..255"]))
+        with tf.control_dependencies(checks):
             # A call with two batch sizes would otherwise fail while TensorFlow infers the shapes inside the
             # model, with a message about a concatenation, before the check runs: hide the batch sizes.
             image_a, image_b = (tf.compat.v1.placeholder_with_default(x, [None, *x.shape[1:]])
                                 for x in (image_a, image_b))
-        out = model({"image_a": image_a, "image_b": image_b}, training=False)
-        result = {"compare": tf.squeeze(out["compare"], axis=-1)}
-        for name in ("digit_a", "digit_b"):
-            if name in out:
-                result[name] = out[name]
-        return result
+
+        def answer():
+            out = model({"image_a": image_a, "image_b": image_b}, training=False)
+            return {"compare": tf.squeeze(out["compare"], axis=-1),
+                    **{name: out[name] for name in ("digit_a", "digit_b") if name in out}}
+
+        # A batch of no images gets outputs of no rows (TensorFlow's convolutions fail on an empty batch).
+        empty = {name: tf.zeros([0, *value.shape[1:]], value.dtype) for name, value in answer_spec.items()}
+        return tf.cond(tf.shape(image_a)[0] > 0, answer, lambda: empty)
 
     def pool(images):
         if images.dtype != tf.uint8:  # other integer types: refused outside 0..255, never wrapped

@@ -166,6 +166,20 @@ for call, message in ((lambda: m.serve(np.zeros((3, 14, 14, 1), np.float32), np.
         raise AssertionError("accepted")
 out = m.serve_mnist(np.full((2, 28, 28), 255, np.int32), np.zeros((2, 28, 28), np.int32))  # int32 in range: fine
 assert out["compare"].shape == (2,)
+for bad in (np.nan, np.inf, -1e9, 256.0):  # D11: every endpoint refuses pixels that are no pixels
+    x = np.zeros((2, 14, 14, 1), np.float32)
+    x[1, 3, 3, 0] = bad
+    for call in (lambda: m.serve(x, np.zeros_like(x)),
+                 lambda: m.signatures["serving_default"](image_a=tf.constant(np.zeros_like(x)), image_b=tf.constant(x))):
+        try:
+            call()
+        except tf.errors.InvalidArgumentError as e:
+            assert "pixels must be finite numbers in 0..255" in str(e), str(e)
+        else:
+            raise AssertionError(f"accepted {bad}")
+z, raw = np.zeros((0, 14, 14, 1), np.float32), np.zeros((0, 28, 28), np.uint8)  # D11: a batch of no pairs
+for out in (m.serve(z, z), m.serve_mnist(raw, raw), m.signatures["serving_default"](image_a=z, image_b=z)):
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"compare": (0,), "digit_a": (0, 10), "digit_b": (0, 10)}
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "saved_model")], capture_output=True,
