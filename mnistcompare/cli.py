@@ -373,26 +373,37 @@ def evaluate_main(argv=None):
         source = data_source(args)
         label = "all" if args.study == "all" else plans[0][0]
         top = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
-        make_out(top)
-        from mnistcompare.experiments import evaluate, markdown_table
+        from mnistcompare.workers import connect
 
-        for name, entries, rounds, study in plans:
-            out = os.path.join(top, name) if len(plans) > 1 else top
-            off = off_protocol(args, study, rounds) if study else None
-            rounds = args.rounds or rounds
-            print(f"{name}: {len(entries)} entries x {rounds} rounds -> {out}/", flush=True)
-            if off:
-                print(f"{name}: off the report's protocol ({off}): no z and no verdicts on its claims", flush=True)
-            tensorboard = args.tensorboard and (os.path.join(args.tensorboard, name) if len(plans) > 1 else
-                                                args.tensorboard)
-            results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
-                               log=lambda line: print(line, flush=True), jobs=args.jobs, study=study,
-                               tensorboard=tensorboard, progress=not args.quiet, cluster=args.cluster,
-                               off_protocol=off)
-            print(markdown_table(results, study), end="")
-            print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
+        cluster = connect(args.cluster) if args.cluster else None  # first: a refused address writes nothing
+        try:
+            make_out(top)
+            evaluate_plans(args, plans, source, top, cluster)
+        finally:
+            if cluster is not None:
+                cluster.close()
 
     run(main, "mnistcompare-evaluate")
+
+
+def evaluate_plans(args, plans, source, top, cluster):
+    from mnistcompare.experiments import evaluate, markdown_table
+
+    for name, entries, rounds, study in plans:
+        out = os.path.join(top, name) if len(plans) > 1 else top
+        off = off_protocol(args, study, rounds) if study else None
+        rounds = args.rounds or rounds
+        print(f"{name}: {len(entries)} entries x {rounds} rounds -> {out}/", flush=True)
+        if off:
+            print(f"{name}: off the report's protocol ({off}): no z and no verdicts on its claims", flush=True)
+        tensorboard = args.tensorboard and (os.path.join(args.tensorboard, name) if len(plans) > 1 else
+                                            args.tensorboard)
+        results = evaluate(entries, rounds, out, source, overwrite=args.overwrite,
+                           log=lambda line: print(line, flush=True), jobs=args.jobs, study=study,
+                           tensorboard=tensorboard, progress=not args.quiet, cluster=cluster,
+                           off_protocol=off)
+        print(markdown_table(results, study), end="")
+        print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
 
 
 # -- mnistcompare-predict --------------------------------------------------------

@@ -263,7 +263,7 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
     trains the rounds it is given; results come back, and are saved, in round
     order. Processes, not threads: tracing holds Python's lock, and TensorFlow
     2.21 fails now and then ("Container __per_step_0 does not exist") when
-    threads run graphs at once. `cluster`, the address of a Dask scheduler,
+    threads run graphs at once. `cluster`, the address of a Dask scheduler (or a client of one),
     sends the rounds to its workers instead (see `connect`). `off_protocol`: the
     settings in which a study's run differs from its report's ("epochs 3,
     report 25"), said in results.md, which then gives no z and no verdicts.
@@ -318,7 +318,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     status.update(0)
     executor, pids, client = None, None, None
     if cluster and todo:
-        client = connect(cluster)
+        client = connect(cluster) if isinstance(cluster, str) else cluster  # an address, or a caller's client
         executor = client.get_executor()  # concurrent.futures, as the local pool below
         trained = executor.map(train_job, jobs_args)
     elif jobs > 1 and todo:
@@ -362,7 +362,8 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         if client is not None:
             trained.close()  # its clean-up needs the client: before closing it
             executor.shutdown(wait=finished)  # not finished: the remaining rounds are cancelled
-            client.close()
+            if client is not cluster:  # connected here
+                client.close()
         elif executor is not None:
             executor.shutdown(wait=finished, cancel_futures=True)
             if not finished:  # interrupted: rounds still training are dropped; only our own workers end

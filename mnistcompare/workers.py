@@ -60,10 +60,30 @@ def connect(address):
         from dask.distributed import Client
     except ImportError:
         raise UserError("--cluster needs Dask distributed: pip install 'mnistcompare[cluster]'") from None
-    try:
-        return Client(address, timeout=5)
-    except (OSError, TimeoutError, ValueError) as e:
-        raise UserError(f"--cluster {address}: cannot reach a Dask scheduler there ({e})") from None
+    made = {}
+
+    def make():
+        try:
+            made["client"] = Client(address, timeout=5)
+        except Exception as e:  # noqa: BLE001 (handed to the caller's thread)
+            made["error"] = e
+
+    # Dask's timeout covers the TCP connection, not its handshake: a peer that accepts and never answers
+    # would keep Client() waiting for ever. So it waits in a thread of its own, given up after a deadline.
+    thread = threading.Thread(target=make, daemon=True)
+    thread.start()
+    thread.join(CONNECT_DEADLINE)
+    if thread.is_alive():
+        raise UserError(f"--cluster {address}: nothing there answered as a Dask scheduler within "
+                        f"{CONNECT_DEADLINE:.0f} s")
+    if isinstance(made.get("error"), (OSError, TimeoutError, ValueError)):
+        raise UserError(f"--cluster {address}: cannot reach a Dask scheduler there ({made['error']})") from None
+    if "error" in made:
+        raise made["error"]
+    return made["client"]
+
+
+CONNECT_DEADLINE = 20.0  # seconds for a Dask scheduler to answer
 
 
 # -- tune --workers: keras-tuner's chief and workers on this machine -----------------------

@@ -105,3 +105,23 @@ def test_an_unreachable_cluster_is_one_line(idx_dir, tmp_path):
     result = run("evaluate", "--idx-dir", idx_dir, *TINY, "--rounds", "1", "--cluster", f"tcp://127.0.0.1:{port}",
                  "--out", tmp_path / "out")
     assert "cannot reach a Dask scheduler" in one_line(result)
+    assert not (tmp_path / "out").exists()  # a refused command writes nothing
+
+
+def test_a_peer_that_accepts_and_never_answers_is_given_up_after_a_deadline(monkeypatch):  # D12
+    import socket
+    import time
+
+    import pytest
+
+    from mnistcompare import workers
+    from mnistcompare.errors import UserError
+
+    monkeypatch.setattr(workers, "CONNECT_DEADLINE", 3.0)
+    with socket.socket() as listener:  # accepts (the kernel does), reads nothing, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(5)
+        start = time.monotonic()
+        with pytest.raises(UserError, match="nothing there answered as a Dask scheduler within 3 s"):
+            workers.connect(f"tcp://127.0.0.1:{listener.getsockname()[1]}")
+        assert time.monotonic() - start < 10
