@@ -9,6 +9,8 @@ import argparse
 import dataclasses
 import json
 import os
+import re
+import signal
 import sys
 import time
 
@@ -18,6 +20,7 @@ from mnistcompare.errors import RunError, UserError
 from mnistcompare.data import find_source
 from mnistcompare.files import check_run, clear_run, make_out, run_folder
 from mnistcompare.reports import PRESETS, preset
+from mnistcompare.workers import LAUNCHED
 
 EXIT_USER_ERROR = 2
 
@@ -119,6 +122,11 @@ def config_from_args(args, preset_name=None):
     cfg = preset(preset_name) if preset_name else Config()
     if args.config:
         cfg = Config.load(args.config)
+        try:
+            cfg.validate()
+        except UserError as e:  # named as the file names it: its key, not a flag
+            key = re.sub(r"^--([\w-]+):", lambda m: '"' + m.group(1).replace("-", "_") + '":', str(e))
+            raise UserError(f"--config {args.config}: {key}") from None
     return cfg.replace(**explicit_flags(args)).validate()
 
 
@@ -140,11 +148,24 @@ def check_out(out, cfg, overwrite):
     return check_run(out, "config.json", ours, overwrite, "run of mnistcompare-train", finished="metrics.json")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a run ends as on Ctrl-C (its outputs kept, resumable)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
+
+
 def run(main, prog):
     """Run a command body; user mistakes -> one line + exit 2, a failed run -> one line + exit 1,
-    Ctrl-C -> exit 130."""
+    Ctrl-C -> exit 130, SIGTERM -> one line + exit 143."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
+    except Terminated:
+        if LAUNCHED not in os.environ:  # (tune's launcher, which stops its chief and workers so, says why)
+            print(f"\n{prog}: terminated; rerun the same command to resume", file=sys.stderr)
+        sys.exit(143)
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
@@ -155,6 +176,8 @@ def run(main, prog):
         # train resumes from its last finished epoch, evaluate from its last round, tune from its last trial
         print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- mnistcompare-train ----------------------------------------------------------

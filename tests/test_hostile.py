@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import write_idx
+from helpers import one_line, write_idx
 from mnistcompare.config import Config
 from mnistcompare.errors import UserError
 
@@ -110,3 +110,10 @@ def test_a_damaged_backup_is_one_clear_error(damage, tiny_pairs, tmp_path):  # D
                       "garbage": b"PK\x03\x04" + b"\x00garbage" * 20}[damage])
     with pytest.raises(UserError, match="is damaged .*delete it to redo that epoch"):
         train_round(cfg, train, test, verbose=0, checkpoint=checkpoint)
+
+
+def test_a_bad_value_in_a_config_file_is_named_by_its_key(tmp_path, cli):
+    (tmp_path / "bad.json").write_text('{"arch": "siamese", "batch_size": -3}')
+    line = one_line(cli("train", "--config", tmp_path / "bad.json", "--out", tmp_path / "run"))
+    assert f'--config {tmp_path / "bad.json"}: "batch_size": must be >= 1, got -3' in line
+    assert not (tmp_path / "run").exists()

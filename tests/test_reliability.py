@@ -4,6 +4,7 @@ import os
 import resource
 import signal
 import subprocess
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -292,3 +293,17 @@ def test_a_disk_full_at_each_write_of_evaluate_then_the_rerun_writes_every_artif
     _each_write_fails_then_the_rerun_completes(
         evaluate_main, ["--idx-dir", str(idx_dir), *TINY, "--epochs", "1", "--rounds", "2", "--jobs", "1",
                         "--quiet"], once, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_sigterm_ends_a_run_with_one_line_and_exit_143(command, idx_dir, tmp_path):
+    out = tmp_path / "run"
+    extra = ["--rounds", "2", "--jobs", "1"] if command == "evaluate" else []
+    proc = start(command, "--idx-dir", idx_dir, *TINY, "--epochs", "200", *extra, "--quiet", "--out", out)
+    wait_for(lambda: (out / ".lock").exists(), proc, what="the run to start")
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    stderr = proc.stderr.read()
+    assert stderr.strip().splitlines()[-1].endswith("terminated; rerun the same command to resume"), stderr
+    assert "Traceback" not in stderr

@@ -13,10 +13,10 @@ import statistics
 import sys
 
 from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, add_tensorboard_argument,
-                              config_from_args, data_source, run)
+                              config_from_args, data_source, explicit_flags, run)
 from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.files import run_folder, write_json
+from mnistcompare.files import make_out, run_folder, write_json, write_text
 from mnistcompare.tuning import PROJECT, TUNERS
 from mnistcompare.tuning.grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
@@ -120,9 +120,7 @@ def tune_main(argv=None):
         import shutil
 
         if args.study:
-            from mnistcompare.tuning.studies import study_main
-
-            return study_main(args, argv)
+            return study_main(args)
         args.out = args.out or "runs/tune"
         args.runs_per_trial = 3 if args.runs_per_trial is None else args.runs_per_trial
         args.final_rounds = 10 if args.final_rounds is None else args.final_rounds
@@ -164,6 +162,57 @@ def check_counts(args):
         args.max_trials = 10 if args.max_trials is None else args.max_trials
         if not 1 <= args.max_trials <= MAX_POINTS:
             raise UserError(f"--max-trials: must be in [1, {MAX_POINTS:,}], got {args.max_trials}")
+
+
+def study_main(args):
+    """mnistcompare-tune --study NAME (see mnistcompare.tuning.studies)."""
+    from mnistcompare.reports import SEARCHES
+    from mnistcompare.tuning.studies import final_test, results_markdown, stage_record
+
+    if args.grid or args.tuner != "grid" or args.workers or args.preset or args.config:
+        raise UserError("--study runs the report's own grids in one process: give no --grid, --tuner, --workers, "
+                        "--preset or --config with it")
+    search = SEARCHES[args.study]
+    args.out = args.out or os.path.join("docs", "results", args.study)
+    args.runs_per_trial = args.runs_per_trial or search.runs_per_trial
+    args.final_rounds = search.final_rounds if args.final_rounds is None else args.final_rounds
+    check_counts(args)
+    changes = explicit_flags(args)
+    base = search.base().replace(**changes).validate()
+    off = [f"{name.replace('_', '-')} {value}" for name, value in changes.items() if name != "seed"]
+    if args.runs_per_trial < search.runs_per_trial:
+        off.append(f"runs per trial {args.runs_per_trial}, the study's {search.runs_per_trial}")
+    source = data_source(args)
+    with run_folder(args.out):
+        stages = []
+        for number, stage in enumerate(search.stages, 1):
+            start = base if not search.staged or not stages else stages[-1]["config"]
+            out = os.path.join(args.out, f"stage-{number}")
+            plan = {"grid": stage.grid, "base": start.to_dict(), "runs_per_trial": args.runs_per_trial,
+                    "val_pairs": args.val_pairs, "tuner": "grid", "max_trials": None}
+            check_search(out, plan, args.overwrite)
+            make_out(out)
+            save_search(out, plan)
+            print(f"{args.study}, stage {number}/{len(search.stages)} ({stage.label}) -> {out}/", flush=True)
+            rows = search_grid(args, start, stage.grid, source, out=out, final=False)
+            stages.append(stage_record(stage, rows))
+        chosen = [record["config"] for record in (stages[-1:] if search.staged else stages)]
+        labels = ["chosen"] if search.staged else [f"best {stage.label}" for stage in search.stages]
+        final = final_test(args, search, chosen, labels, source, args.out) if args.final_rounds else None
+        results = {"search": args.study, "about": search.about, "source": search.source, "staged": search.staged,
+                   "runs_per_trial": args.runs_per_trial, "val_pairs": args.val_pairs,
+                   "stages": [{**s, "config": s["config"].to_dict()} for s in stages],
+                   "final": final, "assumptions": list(search.assumptions), "off_protocol": "; ".join(off) or None}
+        write_json(os.path.join(args.out, "results.json"), results, compact=True)
+        text = results_markdown(results)
+        write_text(os.path.join(args.out, "results.md"), text)
+        print(text, end="")
+
+
+def _search(args, base, grid, source, out):
+    from mnistcompare.tuning.cli import search_grid
+
+    return search_grid(args, base, grid, source, out=out, final=False)
 
 
 def search_grid(args, base, grid, source, out=None, final=True):

@@ -17,7 +17,7 @@ from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.experiments import Progress
 from mnistcompare.files import write_json, write_text
-from mnistcompare.tuning import PROJECT, TUNERS  # noqa: F401 (TUNERS: the kinds make_oracle makes)
+from mnistcompare.tuning import PROJECT
 from mnistcompare.tuning.grid import points
 from mnistcompare.tuning.hypermodel import OBJECTIVE, ComparisonHyperModel, declare
 

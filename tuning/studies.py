@@ -1,4 +1,5 @@
-"""The reports' own searches (`mnistcompare-tune --study NAME`), stage by stage, beside the reports' figures.
+"""The reports' own searches (`mnistcompare-tune --study NAME`, run by `tuning.cli.study_main`): each stage's
+record, the test of the chosen configuration, and the results page beside the reports' figures.
 
 Each stage is a keras-tuner grid search in OUT/stage-N, from the best
 configuration of the stage before (a staged search) or from the search's base;
@@ -9,64 +10,10 @@ report's. Rerunning the same command resumes, stage by stage.
 import os
 import statistics
 
-from mnistcompare.cli import data_source, explicit_flags
-from mnistcompare.errors import UserError
-from mnistcompare.files import make_out, run_folder, write_json, write_text
-
 FOUND = {True: "✓", False: "✗"}
 
 
-def study_main(args, argv):
-    from mnistcompare.reports import SEARCHES
-    from mnistcompare.tuning.cli import check_counts, check_search, save_search
-
-    if args.grid or args.tuner != "grid" or args.workers or args.preset or args.config:
-        raise UserError("--study runs the report's own grids in one process: give no --grid, --tuner, --workers, "
-                        "--preset or --config with it")
-    search = SEARCHES[args.study]
-    args.out = args.out or os.path.join("docs", "results", args.study)
-    args.runs_per_trial = args.runs_per_trial or search.runs_per_trial
-    args.final_rounds = search.final_rounds if args.final_rounds is None else args.final_rounds
-    check_counts(args)
-    changes = explicit_flags(args)
-    base = search.base().replace(**changes).validate()
-    off = [f"{name.replace('_', '-')} {value}" for name, value in changes.items() if name != "seed"]
-    if args.runs_per_trial < search.runs_per_trial:
-        off.append(f"runs per trial {args.runs_per_trial}, the study's {search.runs_per_trial}")
-    source = data_source(args)
-    with run_folder(args.out):
-        stages = []
-        for number, stage in enumerate(search.stages, 1):
-            start = base if not search.staged or not stages else stages[-1]["config"]
-            out = os.path.join(args.out, f"stage-{number}")
-            plan = {"grid": stage.grid, "base": start.to_dict(), "runs_per_trial": args.runs_per_trial,
-                    "val_pairs": args.val_pairs, "tuner": "grid", "max_trials": None}
-            check_search(out, plan, args.overwrite)
-            make_out(out)
-            save_search(out, plan)
-            print(f"{args.study}, stage {number}/{len(search.stages)} ({stage.label}) -> {out}/", flush=True)
-            rows = _search(args, start, stage.grid, source, out)
-            stages.append(_stage_record(stage, rows))
-        chosen = [record["config"] for record in (stages[-1:] if search.staged else stages)]
-        labels = ["chosen"] if search.staged else [f"best {stage.label}" for stage in search.stages]
-        final = _final(args, search, chosen, labels, source, args.out) if args.final_rounds else None
-        results = {"search": args.study, "about": search.about, "source": search.source, "staged": search.staged,
-                   "runs_per_trial": args.runs_per_trial, "val_pairs": args.val_pairs,
-                   "stages": [{**s, "config": s["config"].to_dict()} for s in stages],
-                   "final": final, "assumptions": list(search.assumptions), "off_protocol": "; ".join(off) or None}
-        write_json(os.path.join(args.out, "results.json"), results, compact=True)
-        text = results_markdown(results)
-        write_text(os.path.join(args.out, "results.md"), text)
-        print(text, end="")
-
-
-def _search(args, base, grid, source, out):
-    from mnistcompare.tuning.cli import search_grid
-
-    return search_grid(args, base, grid, source, out=out, final=False)
-
-
-def _stage_record(stage, rows):
+def stage_record(stage, rows):
     from mnistcompare.config import Config
 
     trial, config, rounds = rows[0]
@@ -88,7 +35,7 @@ def _theirs(stage, rows):
     return {}
 
 
-def _final(args, search, configs, labels, source, top):
+def final_test(args, search, configs, labels, source, top):
     from mnistcompare.experiments import evaluate
     from mnistcompare.reports import Entry, published
     from mnistcompare.runtime import DEFAULT_JOBS
