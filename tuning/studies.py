@@ -59,7 +59,7 @@ def _values(values):
 
 
 def z(ours, std, published):
-    """(ours - published) / our std over the rounds (the report gives none), or None."""
+    """(ours - published) / std, or None."""
     return (ours - published) / std if published is not None and std else None
 
 
@@ -74,14 +74,18 @@ def results_markdown(results):
               f"{results['runs_per_trial']} rounds ({results['val_pairs']} validation pairs from MNIST training "
               f"images the training pairs do not use). "
               + ("Each stage starts from the best of the one before." if results["staged"] else
-                 "Each stage starts from the same base configuration."), "",
+                 "Each stage starts from the same base configuration.")
+              + " z = (ours − report's) / σ of one round: the larger of the stage's rounds' and the final "
+                "test's (the report gives none).", "",
               "| stage | searched | report's best | its score here (rank) | our best | found again | report's "
               "score | our score (validation) | z |", "|---|---|---|---|---|---|---|---|---|"]
+    # A round's spread, for z: a stage's few rounds may agree by chance, so at least the final test's spread
+    spread = max((e["test_accuracy_std"] for e in results["final"] or []), default=0.0)
     for stage in results["stages"]:
         searched = "; ".join(f"{name} {', '.join(map(_value, values))}" for name, values in stage["grid"].items()
                              if len(values) > 1)
         same = all(stage["best"].get(name) == value for name, value in stage["published"].items())
-        score = z(stage["score"], stage["std"], stage["published_score"])
+        score = z(stage["score"], max(stage["std"], spread), stage["published_score"])
         here = f"{stage['theirs_score']:.4f} ({stage['theirs_rank']} of {stage['trials']})" \
             if "theirs_score" in stage else "–"
         lines.append(f"| {stage['label']} | {searched} | {_values(stage['published'])} | {here} | "
