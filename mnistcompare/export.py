@@ -128,9 +128,13 @@ def export_saved_model(model, cfg, path, xla=True):
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f"{TEMPORARY}{os.path.basename(path)}-{os.getpid()}")
     try:
         archive.write_out(tmp, verbose=False)
-        if os.path.exists(path):  # an export an interrupted run wrote before
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if not os.path.exists(path):
+            os.replace(tmp, path)
+        for name in os.listdir(tmp) if os.path.exists(tmp) else ():  # over an export written before
+            target = os.path.join(path, name)  # (a file of the user's in the folder stays)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(tmp, name), target)
     except (OSError, tf.errors.OpError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).rsplit("; ", 1)[-1]
         raise RunError(f"cannot write the SavedModel to {path}: {why}") from None

@@ -108,7 +108,7 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
 @pytest.mark.parametrize("text, message", [
     ("{not json", "not valid JSON"), ('{"epochs": 3, "colour": "red"}', "unknown option(s) colour"),
     ("[" * 100000 + "]" * 100000, "not valid JSON"),
-    ('{"epochs": "25"}', "--epochs: expected int"), ('{"channels": 16}', "--channels: expected a list")])
+    ('{"epochs": "25"}', "\"epochs\": expected int"), ('{"channels": 16}', "\"channels\": expected a list")])
 def test_malformed_config_file_exits_2_with_one_line(text, message, tmp_path, cli):
     path = tmp_path / "config.json"
     path.write_text(text)
