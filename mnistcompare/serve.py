@@ -1,0 +1,270 @@
+"""mnistcompare-serve: a SavedModel over TF Serving's REST API, and a page to draw two digits.
+
+    mnistcompare-serve runs/demo                  # http://127.0.0.1:8501/ : the drawing page
+    curl -d '{"signature_name": "serve_mnist", "instances": [{"image_a": ..., "image_b": ...}]}' \\
+        http://127.0.0.1:8501/v1/models/mnistcompare:predict
+
+The API is TF Serving's (status, metadata, :predict in the row and columnar
+formats), so a client written for TF Serving works against this server and
+against a real TF Serving on the same export. The model is the SavedModel
+loaded with plain TensorFlow; requests are checked (size, batch, JSON, shapes,
+dtypes, finite values) and refused with 400 / 413 and TF Serving's
+{"error": ...}. Starlette and uvicorn come with `pip install 'mnistcompare[serve]'`.
+"""
+import argparse
+import json
+import sys
+from importlib import resources
+
+import numpy as np
+
+from mnistcompare.errors import UserError
+
+MAX_BODY = 8 * 1024 * 1024  # bytes of a request: 1,000 pairs of raw 28x28 images as JSON text fit
+MAX_BATCH = 1024  # instances of one request
+
+
+class ServedModel:
+    """A SavedModel's signatures as TF Serving describes and calls them."""
+
+    def __init__(self, folder, name):
+        import tensorflow as tf
+
+        self.folder, self.name, self.tf = folder, name, tf
+        self.model = tf.saved_model.load(folder)
+        self.signatures = dict(self.model.signatures)
+
+    def metadata(self):
+        from tensorflow.core.framework import types_pb2
+
+        def spec(tensor_spec):
+            return {"dtype": types_pb2.DataType.Name(tensor_spec.dtype.as_datatype_enum),
+                    "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""}
+                                             for d in tensor_spec.shape], "unknown_rank": False},
+                    "name": f"{tensor_spec.name}:0"}
+
+        defs = {}
+        for key, fn in self.signatures.items():
+            defs[key] = {"inputs": {k: spec(v) for k, v in fn.structured_input_signature[1].items()},
+                         "outputs": {k: spec(v) for k, v in fn.structured_outputs.items()},
+                         "method_name": "tensorflow/serving/predict"}
+        return {"model_spec": {"name": self.name, "signature_name": "", "version": "1"},
+                "metadata": {"signature_def": {"signature_def": defs}}}
+
+    def inputs(self, signature_name):
+        if signature_name not in self.signatures:
+            raise BadRequest(f"Serving signature name: \"{signature_name}\" not found in signature def; the model "
+                             f"has {', '.join(sorted(self.signatures))}")
+        return self.signatures[signature_name].structured_input_signature[1]
+
+    def predict(self, body):
+        """A :predict request's answer (row or columnar, as the request), or BadRequest."""
+        if not isinstance(body, dict):
+            raise BadRequest("the request must be a JSON object")
+        signature_name = body.get("signature_name", "serving_default")
+        if not isinstance(signature_name, str):
+            raise BadRequest("signature_name must be a string")
+        specs = self.inputs(signature_name)
+        if ("instances" in body) == ("inputs" in body):
+            raise BadRequest("give either \"instances\" (row format) or \"inputs\" (columnar format)")
+        if "instances" in body:
+            rows = body["instances"]
+            if not isinstance(rows, list) or not all(isinstance(r, dict) and set(r) == set(specs) for r in rows):
+                raise BadRequest(f"\"instances\" must be a list of objects with exactly {', '.join(sorted(specs))}")
+            columns = {k: [r[k] for r in rows] for k in specs}
+        else:
+            columns = body["inputs"]
+            if not isinstance(columns, dict) or set(columns) != set(specs):
+                raise BadRequest(f"\"inputs\" must be an object with exactly {', '.join(sorted(specs))}")
+        tensors = {k: self.tensor(k, columns[k], specs[k]) for k in specs}
+        if len({len(t) for t in tensors.values()}) > 1:
+            raise BadRequest("every input must hold the same number of instances")
+        try:
+            out = self.signatures[signature_name](**{k: self.tf.constant(v) for k, v in tensors.items()})
+        except self.tf.errors.InvalidArgumentError as e:
+            raise BadRequest(e.message.split("\n")[0]) from None
+        out = {k: np.asarray(v).tolist() for k, v in out.items()}
+        if "instances" in body:
+            return {"predictions": [{k: out[k][i] for k in out} for i in range(len(tensors[next(iter(specs))]))]}
+        return {"outputs": out}
+
+    @staticmethod
+    def tensor(name, value, spec):
+        """A request's values for input `name` as an array of its signature's dtype and shape, checked."""
+        dtype = np.dtype(spec.dtype.as_numpy_dtype)
+        shape = [d for d in spec.shape[1:]]
+        try:
+            array = np.array(value, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise BadRequest(f"{name}: expected numbers in a [batch, {', '.join(map(str, shape))}] array") from None
+        if array.ndim == 0 or list(array.shape[1:]) != shape:
+            raise BadRequest(f"{name}: expected shape [batch, {', '.join(map(str, shape))}], got "
+                             f"{list(array.shape)}")
+        if len(array) > MAX_BATCH:
+            raise BadRequest(f"{name}: {len(array)} instances, more than {MAX_BATCH} in one request")
+        if not np.isfinite(array).all():
+            raise BadRequest(f"{name}: pixels must be finite numbers")
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            if (array != np.round(array)).any() or array.min(initial=0) < info.min or array.max(initial=0) > info.max:
+                raise BadRequest(f"{name}: expected integers of {spec.dtype.name}")
+        return array.astype(dtype)
+
+
+class BadRequest(Exception):
+    pass
+
+
+def draw_answer(model, body):
+    """The drawing page's request: two grayscale drawings (any size, light on dark) -> the 28x28 images in
+    MNIST form, the 14x14 images the net reads, and the model's answer."""
+    from mnistcompare.data import pool
+    from mnistcompare.predict import to_mnist
+
+    images = []
+    for side in ("a", "b"):
+        drawing = body.get(f"image_{side}") if isinstance(body, dict) else None
+        try:
+            array = np.array(drawing, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise BadRequest(f"image_{side}: expected a 2-D array of pixels") from None
+        if array.ndim != 2 or not 8 <= min(array.shape) <= max(array.shape) <= 560 or not np.isfinite(array).all():
+            raise BadRequest(f"image_{side}: expected a 2-D array of finite pixels, 8 to 560 on a side")
+        try:
+            images.append(to_mnist(np.clip(array, 0, 255), f"image_{side}"))
+        except UserError as e:
+            raise BadRequest(str(e)) from None
+    answer = model.predict({"signature_name": "serve_mnist",
+                            "inputs": {"image_a": [images[0].tolist()], "image_b": [images[1].tolist()]}})["outputs"]
+    seen = pool(np.stack(images))[..., 0]
+    return {**{k: v[0] for k, v in answer.items()},
+            "mnist_a": images[0].tolist(), "mnist_b": images[1].tolist(),
+            "seen_a": np.round(seen[0], 2).tolist(), "seen_b": np.round(seen[1], 2).tolist()}
+
+
+def make_app(model):
+    """The Starlette application: TF Serving's REST API under /v1/models/NAME, the drawing page at /."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    page = resources.files("mnistcompare").joinpath("static", "draw.html").read_text()
+
+    def error(message, status=400):
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def body_of(request):
+        too_large = error(f"the request is larger than {MAX_BODY:,} bytes", 413)
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > 4 * MAX_BODY:  # not even read: the connection is closed
+            return None, too_large
+        data, size = bytearray(), 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= MAX_BODY:
+                data += chunk
+        if size > MAX_BODY:  # read to its end (not kept), so that the client, still sending, gets the answer
+            return None, too_large
+        try:
+            return json.loads(data), None
+        except (ValueError, RecursionError):
+            return None, error("the request is not valid JSON")
+
+    def known(request):
+        return request.path_params["name"] == model.name and request.path_params.get("version", "1") == "1"
+
+    async def status(request):
+        if not known(request):
+            return error(f"Servable not found for request: {request.path_params['name']}", 404)
+        return JSONResponse({"model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+
+    async def metadata(request):
+        if not known(request):
+            return error(f"Servable not found for request: {request.path_params['name']}", 404)
+        return JSONResponse(model.metadata())
+
+    async def predict(request):
+        if not known(request):
+            return error(f"Servable not found for request: {request.path_params['name']}", 404)
+        body, refused = await body_of(request)
+        if refused:
+            return refused
+        try:  # the model's call in a thread: the server answers other requests meanwhile
+            return JSONResponse(await run_in_threadpool(model.predict, body))
+        except BadRequest as e:
+            return error(str(e))
+
+    async def draw(request):
+        body, refused = await body_of(request)
+        if refused:
+            return refused
+        try:
+            return JSONResponse(await run_in_threadpool(draw_answer, model, body))
+        except BadRequest as e:
+            return error(str(e))
+
+    async def index(request):
+        return HTMLResponse(page.replace("MODEL_NAME", model.name))
+
+    routes = [Route("/", index), Route("/draw", draw, methods=["POST"])]
+    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
+        routes += [Route(prefix, status), Route(prefix + "/metadata", metadata),
+                   Route(prefix + ":predict", predict, methods=["POST"])]
+    return Starlette(routes=routes)
+
+
+def serve_parser():
+    parser = argparse.ArgumentParser(
+        prog="mnistcompare-serve",
+        description="Serve a trained model over TF Serving's REST API (GET /v1/models/NAME, .../metadata, "
+                    "POST /v1/models/NAME:predict) with a page at / to draw two digits and watch the model "
+                    "compare them.",
+        epilog="example: mnistcompare-serve runs/demo, then open http://127.0.0.1:8501/")
+    parser.add_argument("model", metavar="MODEL", help="a run folder of mnistcompare-train, or a SavedModel folder")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every "
+                             "network the machine is on)")
+    parser.add_argument("--port", type=int, default=8501, help="port (default: 8501, TF Serving's REST port)")
+    parser.add_argument("--name", default="mnistcompare", help="the model's name in the URLs (default: mnistcompare)")
+    return parser
+
+
+def serve_main(argv=None):
+    from mnistcompare.cli import run
+
+    args = serve_parser().parse_args(argv)
+
+    def main():
+        from mnistcompare.predict import find_saved_model
+
+        if not 0 < args.port < 65536:
+            raise UserError(f"--port: must be in 1..65535, got {args.port}")
+        if not args.name or not all(c.isalnum() or c in "-_." for c in args.name):
+            raise UserError(f"--name: letters, digits, '-', '_' and '.' only, got {args.name!r}")
+        folder = find_saved_model(args.model)
+        try:
+            import uvicorn
+        except ImportError:
+            raise UserError("mnistcompare-serve needs Starlette and uvicorn: pip install 'mnistcompare[serve]'") \
+                from None
+        from mnistcompare.runtime import quiet_tensorflow
+
+        quiet_tensorflow()
+        try:
+            model = ServedModel(folder, args.name)
+        except Exception as e:  # noqa: BLE001 (a damaged file fails in many ways)
+            raise UserError(f"{folder}: cannot load the SavedModel ({type(e).__name__}); export it again") from None
+        print(f"serving {folder} as {args.name!r}: http://{args.host}:{args.port}/ (drawing page), "
+              f"http://{args.host}:{args.port}/v1/models/{args.name}:predict", flush=True)
+        try:
+            uvicorn.run(make_app(model), host=args.host, port=args.port, log_level="warning")
+        except OSError as e:
+            raise UserError(f"--port {args.port}: cannot listen on {args.host} ({e.strerror})") from None
+
+    run(main, "mnistcompare-serve")
+
+
+if __name__ == "__main__":
+    sys.exit(serve_main())

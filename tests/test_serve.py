@@ -1,0 +1,165 @@
+"""mnistcompare-serve: TF Serving's REST API against the SavedModel itself, malformed requests, and the
+drawing page in a real headless browser."""
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from helpers import fake_mnist, start, wait_for
+
+
+def call(url, body=None, raw=None):
+    """(status, JSON answer) of a GET, or of a POST of `body` as JSON (or of the bytes `raw`)."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    import socket
+
+    out, _, _ = trained_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = start("serve", out, "--port", port, "--name", "cmp")
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return call(f"{base}/v1/models/cmp")[0] == 200
+        except OSError:
+            return False
+    try:
+        wait_for(up, proc, timeout=120, what="the server")
+        yield base, out / "saved_model" / "1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_rest_api_answers_as_the_saved_model_does(server):
+    import tensorflow as tf
+
+    base, folder = server
+    model = tf.saved_model.load(str(folder))
+    assert call(f"{base}/v1/models/cmp")[1]["model_version_status"][0]["state"] == "AVAILABLE"
+    defs = call(f"{base}/v1/models/cmp/metadata")[1]["metadata"]["signature_def"]["signature_def"]
+    assert set(defs) == {"serving_default", "serve", "serve_mnist"}
+    assert defs["serve_mnist"]["inputs"]["image_a"]["dtype"] == "DT_UINT8"
+
+    raw_a, _ = fake_mnist(100, 5)
+    raw_b, _ = fake_mnist(100, 6)
+    pooled = [x.reshape(100, 14, 2, 14, 2).mean((2, 4))[..., None].astype(np.float32) for x in (raw_a, raw_b)]
+    for signature, (a, b), expected in (
+            ("serve_mnist", (raw_a, raw_b), model.serve_mnist(raw_a, raw_b)),
+            ("serve", pooled, model.serve(*pooled)),
+            ("serving_default", pooled, model.serve(*pooled))):
+        expected = {k: np.asarray(v) for k, v in expected.items()}
+        status, columns = call(f"{base}/v1/models/cmp:predict", {
+            "signature_name": signature, "inputs": {"image_a": a.tolist(), "image_b": b.tolist()}})
+        assert status == 200
+        status, rows = call(f"{base}/v1/models/cmp/versions/1:predict", {
+            "signature_name": signature, "instances": [{"image_a": x.tolist(), "image_b": y.tolist()}
+                                                       for x, y in zip(a, b)]})
+        assert status == 200 and len(rows["predictions"]) == 100
+        for name, value in expected.items():
+            np.testing.assert_allclose(columns["outputs"][name], value, atol=1e-6)
+            np.testing.assert_allclose([r[name] for r in rows["predictions"]], value, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_malformed_requests_get_a_json_error_and_the_server_goes_on(server):
+    base, _ = server
+    url = f"{base}/v1/models/cmp:predict"
+    zeros = np.zeros((28, 28), int).tolist()
+    one = {"image_a": [zeros], "image_b": [zeros]}
+
+    def mnist(**change):
+        return {"signature_name": "serve_mnist", "inputs": {**one, **change}}
+    bad = [b"", b"{", b"nul", b"[1, 2", b"\xff\xfe", b"{\"a\": }", b"[" * 100_000 + b"]" * 100_000,
+           b"NaN", b"\"text\"", b"1e999999"]
+    bodies = [[], 3, "x", None, {}, {"instances": [], "inputs": {}}, {"signature_name": 3, "inputs": one},
+              {"signature_name": "nope", "inputs": one}, {"signature_name": "serve_mnist"},
+              {"signature_name": "serve_mnist", "instances": "x"},
+              {"signature_name": "serve_mnist", "instances": [{"image_a": zeros}]},
+              {"signature_name": "serve_mnist", "instances": [{"image_a": zeros, "image_b": zeros, "c": 1}]},
+              {"signature_name": "serve_mnist", "instances": [3]},
+              {"signature_name": "serve_mnist", "inputs": {"image_a": [zeros]}},
+              mnist(image_a=zeros), mnist(image_a=[[[1, 2]]]), mnist(image_a=[zeros, zeros]),
+              mnist(image_a="pixels"), mnist(image_a=[[["a"] * 28] * 28]), mnist(image_a=[[[None] * 28] * 28]),
+              mnist(image_a=[[[-1] * 28] * 28]), mnist(image_a=[[[256] * 28] * 28]),
+              mnist(image_a=[[[0.5] * 28] * 28]), mnist(image_a=[[[1e300] * 28] * 28]),
+              mnist(image_a=[[[{}] * 28] * 28]), mnist(image_a=[[[[0]] * 28] * 28]),
+              mnist(image_a=[zeros] * 1025, image_b=[zeros] * 1025), mnist(image_a=[]),
+              {"inputs": {"image_a": [[[[float("nan")]] * 14] * 14], "image_b": [[[[0.0]] * 14] * 14]}},
+              {"inputs": {"image_a": [[[[float("inf")]] * 14] * 14], "image_b": [[[[0.0]] * 14] * 14]}},
+              {"inputs": {"image_a": [[[[-5.0]] * 14] * 14], "image_b": [[[[0.0]] * 14] * 14]}},
+              {"inputs": {"image_a": [[[0.0] * 14] * 14], "image_b": [[[0.0] * 14] * 14]}},
+              {"signature_name": "serve", "inputs": one}, {"instances": [one]}]
+    answers = [call(url, raw=data) for data in bad] + [call(url, body) for body in bodies]
+    answers.append(call(url, raw=b"[" + b"0," * 5_000_000 + b"0]"))  # more than the bytes a request may hold
+    answers.append(call(f"{base}/v1/models/other:predict", mnist()))
+    answers.append(call(f"{base}/v1/models/cmp/versions/2:predict", mnist()))
+    answers.append(call(f"{base}/v1/models/other"))
+    answers.append(call(f"{base}/draw", {"image_a": 3}))
+    answers.append(call(f"{base}/draw", {"image_a": [[0] * 50] * 50, "image_b": [[0] * 50] * 50}))  # nothing drawn
+    answers.append(call(f"{base}/draw", {"image_a": [[0] * 5000] * 2, "image_b": [[0] * 50] * 50}))
+    assert len(answers) >= 50
+    for i, (status, answer) in enumerate(answers):
+        assert 400 <= status < 500 and isinstance(answer.get("error"), str) and answer["error"], (i, status, answer)
+    assert sorted({status for status, _ in answers}) == [400, 404, 413]
+    status, good = call(url, mnist())
+    assert status == 200 and len(good["outputs"]["compare"]) == 1
+
+
+@pytest.mark.slow
+def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(server, tmp_path):
+    import tensorflow as tf
+    from selenium import webdriver
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, folder = server
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1000"):
+        options.add_argument(flag)
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or ""
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    browser = webdriver.Chrome(options=options, service=service)
+    try:
+        browser.get(base + "/")
+        strokes = {"a": [(0, -90), (0, 180)],  # a 1: one stroke down
+                   "b": [(-70, -80), (140, 0), (-90, 170)]}  # a 7: across, then down to the left
+        for side, moves in strokes.items():
+            canvas = browser.find_element(By.ID, f"canvas-{side}")
+            actions = ActionChains(browser).move_to_element_with_offset(canvas, *moves[0]).click_and_hold()
+            for dx, dy in moves[1:]:
+                for _ in range(10):  # in small steps, as a hand moves
+                    actions.move_by_offset(dx // 10, dy // 10)
+            actions.release().perform()
+        answer = browser.find_element(By.ID, "answer")
+        WebDriverWait(browser, 60).until(lambda _: answer.get_attribute("data-mnist"))
+        WebDriverWait(browser, 60).until(lambda _: not browser.execute_script("return pending || again"))
+        p = float(answer.get_attribute("data-p"))
+        mnist_a, mnist_b = (np.array(x, np.uint8)[None] for x in json.loads(answer.get_attribute("data-mnist")))
+        assert mnist_a.max() > 200 and mnist_b.max() > 200  # both digits reached the server
+        model = tf.saved_model.load(str(folder))  # (kept in a name: its functions need it alive)
+        expected = float(model.serve_mnist(mnist_a, mnist_b)["compare"][0])
+        assert abs(p - expected) <= 1e-6
+        assert "P(a ≤ b)" in answer.text and len(browser.find_elements(By.CSS_SELECTOR, "#bars-a .bar")) == 10
+        browser.save_screenshot(os.environ.get("MNISTCOMPARE_SCREENSHOT", str(tmp_path / "page.png")))
+    finally:
+        browser.quit()
