@@ -14,27 +14,41 @@ DAMAGES = {"half": lambda data: data[:len(data) // 2], "empty": lambda data: b""
            "garbage": lambda data: b"PK\x03\x04\x00garbage\xff" * 37}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folders(tmp_path_factory):
     """A tiny fake MNIST and, written from it, what each command leaves: an unfinished train run, a finished
-    one, an evaluation and a search."""
+    one, an evaluation and a search. Read-only; under pytest -n, written once for every process (the first
+    to need them writes them, the others wait), as conftest's trained_run."""
+    import fcntl
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    base = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = base / "written"
+    common = ["--idx-dir", str(root / "idx"), *TINY, "--quiet"]
+    args = {"train": [*common, "--epochs", "2"], "evaluate": [*common, "--epochs", "1", "--jobs", "1"],
+            "tune": [*common, "--epochs", "1", "--grid", "alpha=0.3,0.6", "--runs-per-trial", "1",
+                     "--final-rounds", "0", "--val-pairs", "50"]}
+    with open(base / "written.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "a.png").exists():
+            _write(root, args)
+    return root, args
+
+
+def _write(root, args):
     import keras
 
     from mnistcompare.cli import evaluate_main, train_main
     from mnistcompare.tuning.cli import tune_main
 
-    root = tmp_path_factory.mktemp("written")
     idx = root / "idx"
-    idx.mkdir()
+    idx.mkdir(parents=True, exist_ok=True)
     for (images_name, labels_name), n, seed in ((("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), 400, 1),
                                                (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), 200, 2)):
         images, labels = fake_mnist(n, seed)
         write_idx(idx / images_name, images)
         write_idx(idx / labels_name, labels)
-    common = ["--idx-dir", str(idx), *TINY, "--quiet"]
-    args = {"train": [*common, "--epochs", "2"], "evaluate": [*common, "--epochs", "1", "--jobs", "1"],
-            "tune": [*common, "--epochs", "1", "--grid", "alpha=0.3,0.6", "--runs-per-trial", "1",
-                     "--final-rounds", "0", "--val-pairs", "50"]}
     train_main([*args["train"], "--out", str(root / "finished")])
     with pytest.MonkeyPatch.context() as patch:  # killed after its epochs, before its outputs
         patch.setattr(keras.Model, "save", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
@@ -44,8 +58,7 @@ def folders(tmp_path_factory):
     tune_main([*args["tune"], "--out", str(root / "tune")])
     digit = np.zeros((28, 28), np.uint8)
     digit[4:24, 12:16] = 255
-    Image.fromarray(digit).save(root / "a.png")
-    return root, args
+    Image.fromarray(digit).save(root / "a.png")  # written last: the folders are ready
 
 
 def _one_line_exit_2(main, argv, capsys):

@@ -11,6 +11,7 @@ import pytest
 from helpers import children, event_tags, one_line, running, start, wait_for
 from mnistcompare.config import Config
 from mnistcompare.errors import UserError
+from mnistcompare.tuning.cli import tune_main
 from mnistcompare.tuning.grid import apply, parse_grid, parse_values
 
 TINY = ["--pairs", "100", "--val-pairs", "50", "--test-pairs", "50", "--epochs", "1", "--batch-size", "50",
@@ -333,15 +334,14 @@ def test_ranges_parse_for_the_tuners_that_sample_and_are_refused_by_a_grid():
         parse_grid(["lr=1e-4..1e-2"], Config())
 
 
-def test_best_model_of_a_search_scores_its_trials_validation_accuracy(idx_dir, tmp_path, cli):
+def test_best_model_of_a_search_scores_its_trials_validation_accuracy(idx_dir, tmp_path):
     from mnistcompare.data import find_source, load_pairs
     from mnistcompare.training import accuracy
     from mnistcompare.tuning.search import load_tuner
 
     out = tmp_path / "tune"
-    result = cli("tune", "--idx-dir", idx_dir, *TINY, "--grid", "alpha=0.3,0.6", "--final-rounds", "0",
-                 "--quiet", "--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
+    tune_main(["--idx-dir", str(idx_dir), *TINY, "--grid", "alpha=0.3,0.6", "--final-rounds", "0", "--quiet",
+               "--out", str(out)])  # in this process: the test's time is the search's
     tuner = load_tuner(str(out))
     best = tuner.oracle.get_best_trials(1)[0]
     assert tuner.get_best_hyperparameters(1)[0].values == best.hyperparameters.values
@@ -352,12 +352,11 @@ def test_best_model_of_a_search_scores_its_trials_validation_accuracy(idx_dir, t
 
 
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
-def test_keras_tuners_sampling_tuners_finish_on_a_tiny_space(tuner, idx_dir, tmp_path, cli):
+def test_keras_tuners_sampling_tuners_finish_on_a_tiny_space(tuner, idx_dir, tmp_path):
     out = tmp_path / tuner
     trials = ["--max-trials", "3"] if tuner != "hyperband" else ["--epochs", "3"]  # its budgets: 1 and 3 epochs
-    result = cli("tune", "--idx-dir", idx_dir, *TINY, "--tuner", tuner, *trials, "--grid", "alpha=0..1",
-                 "--grid", "lr=1e-3..1e-2:log", "--final-rounds", "0", "--quiet", "--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
+    tune_main(["--idx-dir", str(idx_dir), *TINY, "--tuner", tuner, *trials, "--grid", "alpha=0..1",
+               "--grid", "lr=1e-3..1e-2:log", "--final-rounds", "0", "--quiet", "--out", str(out)])
     done = completed(out)
     assert len(done) == 3 if tuner != "hyperband" else len(done) >= 3
     table = (out / "trials.md").read_text().splitlines()
@@ -385,30 +384,30 @@ def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):
     assert "--study runs the report's own grids" in line
 
 
-def test_a_staged_study_starts_each_stage_from_the_best_of_the_one_before_and_writes_its_page(idx_dir, tmp_path):
-    code = ("import sys\n"
-            "import mnistcompare.reports as r\n"
-            "from mnistcompare.config import Config\n"
-            "r.SEARCHES['tiny'] = r.Search(lambda: Config(arch='siamese', channels=(4, 8), kernel=(3,), pool=(2, 1),"
-            " hidden=(16,), head=(8,), batch_size=50), (r.Stage('A', {'alpha': [0.3, 0.6]}, {'alpha': 0.6}, 0.8),"
-            " r.Stage('H', {'hidden': [8, 16]}, {'hidden': 16})), runs_per_trial=2, final_rounds=1, about='tiny',"
-            " source='a test', final={'test_accuracy': 0.9}, assumptions=('none',))\n"
-            "from mnistcompare.tuning.cli import tune_main; tune_main()")
+def test_a_staged_study_starts_each_stage_from_the_best_of_the_one_before_and_writes_its_page(idx_dir, tmp_path,
+                                                                                              monkeypatch):
+    import mnistcompare.reports as reports
+
+    monkeypatch.setitem(reports.SEARCHES, "tiny", reports.Search(
+        lambda: Config(arch="siamese", channels=(4, 8), kernel=(3,), pool=(2, 1), hidden=(16,), head=(8,),
+                       batch_size=50),
+        (reports.Stage("A", {"alpha": [0.3, 0.6]}, {"alpha": 0.6}, 0.8), reports.Stage("H", {"hidden": [8, 16]},
+                                                                                       {"hidden": 16})),
+        runs_per_trial=2, final_rounds=1, about="tiny", source="a test", final={"test_accuracy": 0.9},
+        assumptions=("none",)))
     out = tmp_path / "study"
-    args = ["--study", "tiny", "--idx-dir", idx_dir, "--pairs", "100", "--val-pairs", "50", "--test-pairs", "50",
-            "--epochs", "1", "--quiet", "--out", out]
-    first = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
+    args = ["--study", "tiny", "--idx-dir", str(idx_dir), "--pairs", "100", "--val-pairs", "50", "--test-pairs",
+            "50", "--epochs", "1", "--quiet", "--out", str(out)]
+    tune_main(args)
     results = json.loads((out / "results.json").read_text())
     one, two = results["stages"]
     assert len(one["rounds"]) == 2 and one["trials"] == 2 and two["trials"] == 2
     base_two = json.loads((out / "stage-2" / "search.json").read_text())["base"]
     assert base_two["alpha"] == one["best"]["alpha"]  # stage 2 from stage 1's best
-    assert results["final"][0]["rounds"] == 1 and "off_protocol" in results  # flags given: off the protocol
+    assert results["final"][0]["rounds"] == 1 and results["off_protocol"]  # flags given: off the protocol
     page = (out / "results.md").read_text()
     assert "| A | alpha 0.3, 0.6 | alpha 0.6 |" in page and "| H | hidden 8, 16 |" in page and "- none" in page
     trained = {stage: trial_files(out / stage) for stage in ("stage-1", "stage-2")}
-    again = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0  # resumed: nothing trained again
+    tune_main(args)  # resumed: nothing trained again
     assert {stage: trial_files(out / stage) for stage in ("stage-1", "stage-2")} == trained
     assert json.loads((out / "results.json").read_text())["stages"] == results["stages"]
