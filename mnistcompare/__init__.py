@@ -6,7 +6,8 @@ folder locks), `runtime` (TensorFlow start-up, strategies), `data` (MNIST ->
 pairs), `layers` and `models` (functional builders), `training` (one round),
 `reports` (the reports' presets and tables), `experiments` (many rounds,
 tables), `plots`, `export` (SavedModel), `predict` (your own images), `cli`
-(the command-line programs) and `tuning` (keras-tuner grid search).
+(the command-line programs), `serve` (TF Serving's REST API and the drawing
+page) and `tuning` (keras-tuner searches).
 
 Importing the package loads no TensorFlow. Its Keras layers are registered
 as soon as Keras is imported, so `import mnistcompare` is all that

@@ -77,6 +77,18 @@ def test_the_rest_api_answers_as_the_saved_model_does(server):
             np.testing.assert_allclose(columns["outputs"][name], value, atol=1e-6)
             np.testing.assert_allclose([r[name] for r in rows["predictions"]], value, atol=1e-6)
 
+    # concurrent requests, each of other pairs, each answered with its own pairs' answer
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        return call(f"{base}/v1/models/cmp:predict", {"signature_name": "serve_mnist", "inputs": {
+            "image_a": raw_a[i:i + 5].tolist(), "image_b": raw_b[i:i + 5].tolist()}})
+    expected = np.asarray(model.serve_mnist(raw_a, raw_b)["compare"])
+    with ThreadPoolExecutor(8) as pool:
+        for i, (status, answer) in zip(range(0, 100, 5), pool.map(one, range(0, 100, 5))):
+            assert status == 200
+            np.testing.assert_allclose(answer["outputs"]["compare"], expected[i:i + 5], atol=1e-6)
+
 
 @pytest.mark.slow
 def test_malformed_requests_get_a_json_error_and_the_server_goes_on(server):
