@@ -11,8 +11,9 @@ loaded with plain TensorFlow; requests are checked (size, batch, JSON, shapes,
 dtypes, finite values) and refused with 400 / 413 and TF Serving's
 {"error": ...}. Starlette and uvicorn come with `pip install 'mnistcompare[serve]'`.
 """
-import argparse
 import json
+import os
+import socket
 import sys
 from importlib import resources
 
@@ -216,7 +217,9 @@ def make_app(model):
 
 
 def serve_parser():
-    parser = argparse.ArgumentParser(
+    from mnistcompare.cli import Parser
+
+    parser = Parser(
         prog="mnistcompare-serve",
         description="Serve a trained model over TF Serving's REST API (GET /v1/models/NAME, .../metadata, "
                     "POST /v1/models/NAME:predict) with a page at / to draw two digits and watch the model "
@@ -244,6 +247,12 @@ def serve_main(argv=None):
         if not args.name or not all(c.isalnum() or c in "-_." for c in args.name):
             raise UserError(f"--name: letters, digits, '-', '_' and '.' only, got {args.name!r}")
         folder = find_saved_model(args.model)
+        try:  # before the model loads: a port in use is one line, not uvicorn's log and exit 3
+            with socket.create_server((args.host, args.port)):
+                pass
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise UserError(f"--port {args.port}: cannot listen on {args.host} ({why})") from None
         try:
             import uvicorn
         except ImportError:
@@ -258,10 +267,7 @@ def serve_main(argv=None):
             raise UserError(f"{folder}: cannot load the SavedModel ({type(e).__name__}); export it again") from None
         print(f"serving {folder} as {args.name!r}: http://{args.host}:{args.port}/ (drawing page), "
               f"http://{args.host}:{args.port}/v1/models/{args.name}:predict", flush=True)
-        try:
-            uvicorn.run(make_app(model), host=args.host, port=args.port, log_level="warning")
-        except OSError as e:
-            raise UserError(f"--port {args.port}: cannot listen on {args.host} ({e.strerror})") from None
+        uvicorn.run(make_app(model), host=args.host, port=args.port, log_level="warning")
 
     run(main, "mnistcompare-serve")
 

@@ -136,6 +136,17 @@ def test_malformed_requests_get_a_json_error_and_the_server_goes_on(server):
 
 
 @pytest.mark.slow
+def test_a_busy_port_or_a_wrong_model_is_one_line(server, tmp_path, cli):
+    from helpers import one_line
+
+    base, folder = server
+    port = base.rsplit(":", 1)[1]
+    assert f"--port {port}: cannot listen on 127.0.0.1 (Address already in use)" in one_line(
+        cli("serve", folder, "--port", port))
+    assert "neither a run folder" in one_line(cli("serve", tmp_path, "--port", port))
+
+
+@pytest.mark.slow
 def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(server, tmp_path):
     import tensorflow as tf
     from selenium import webdriver
