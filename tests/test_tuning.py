@@ -44,6 +44,19 @@ def points(out):
                   .values()) for t in trial_files(out)]
 
 
+def killed_after_a_finished_trial(args, out):
+    """Start `mnistcompare-tune args`, SIGKILL it (no clean-up) once it has recorded its first trial as finished,
+    and return the finished trials (of 4). A trial whose rounds are written but not yet recorded, killed in
+    between, is rightly trained again."""
+    proc = start("tune", *args)
+    wait_for(lambda: completed(out), proc, what="a finished trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = completed(out)
+    assert 1 <= len(first) < 4
+    return first
+
+
 def test_ranges_are_inclusive_and_exact():
     assert parse_values("0.2:0.8:0.2", float) == [0.2, 0.4, 0.6, 0.8]
     assert parse_values("0:1:0.25", float) == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -80,14 +93,7 @@ def test_bad_grids_exit_2_with_one_line(spec, idx_dir, tmp_path, cli):
 def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     out = tmp_path / "tune"
     args = ["--idx-dir", idx_dir, *TINY, *GRID, "--final-rounds", "1", "--out", out]
-    # Kill the search (SIGKILL, no clean-up) once it has recorded its first trial as finished. (A trial whose
-    # rounds are written but not yet recorded, killed in between, is rightly trained again.)
-    proc = start("tune", *args)
-    wait_for(lambda: completed(out), proc, what="a finished trial")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    first = completed(out)
-    assert 1 <= len(first) < 4
+    first = killed_after_a_finished_trial(args, out)
 
     result = cli("tune", *args, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -367,12 +373,7 @@ def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, 
     out = tmp_path / "random"
     args = ["--idx-dir", idx_dir, *TINY, "--epochs", "3", "--tuner", "random", "--max-trials", "4",
             "--grid", "alpha=0..1", "--final-rounds", "0", "--quiet", "--out", out]
-    proc = start("tune", *args)
-    wait_for(lambda: completed(out), proc, what="a finished trial")
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    first = completed(out)
-    assert 1 <= len(first) < 4
+    first = killed_after_a_finished_trial(args, out)
     result = cli("tune", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     after = completed(out)

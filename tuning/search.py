@@ -11,7 +11,6 @@ import os
 import statistics
 
 import keras_tuner
-from keras_tuner.src.tuners.gridsearch import LinkedList
 
 from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
@@ -56,7 +55,7 @@ class GridOracle(Resumable, keras_tuner.oracles.GridSearchOracle):
         super().set_state(state)
         order = sorted(self.trials, key=functools.cmp_to_key(
             lambda a, b: self._compare(self.trials[a].hyperparameters.values, self.trials[b].hyperparameters.values)))
-        self._ordered_ids = LinkedList()
+        self._ordered_ids = type(self._ordered_ids)()  # the oracle's own list type, empty
         for trial_id in order:
             self._ordered_ids.insert(trial_id)
         self._populate_next = list(order)
