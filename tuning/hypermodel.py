@@ -72,7 +72,7 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         return (cfg if pairs is None else cfg.replace(pairs=len(pairs))).validate()
 
     def build(self, hp):
-        from mnistcompare.data import normalisation, steps_per_epoch
+        from mnistcompare.data import normalisation
         from mnistcompare.models import build_model
         from mnistcompare.training import compile_model, fit_split
 
@@ -80,12 +80,11 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         mean, std = 0.0, 1.0
         if cfg.normalize and self.train_pairs is not None:
             mean, std = normalisation(fit_split(cfg, self.train_pairs)[0])
-        fit_pairs = cfg.pairs - (round(cfg.pairs * cfg.val_split) if cfg.val_split else 0)
-        return compile_model(build_model(cfg, mean, std), cfg, steps_per_epoch(fit_pairs, cfg.batch_size))
+        return compile_model(build_model(cfg, mean, std), cfg, _steps(cfg))
 
     def fit(self, hp, model, *args, callbacks=(), verbose=0, validation_data=None, **kwargs):
-        from mnistcompare.data import load_pairs, steps_per_epoch
-        from mnistcompare.training import ModelCache, fit_split, train_round
+        from mnistcompare.data import load_pairs
+        from mnistcompare.training import ModelCache, train_round
 
         pairs = args[0] if args else kwargs.get("x")
         if (pairs is None) != (validation_data is None):
@@ -98,8 +97,7 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         checkpoints = [c for c in callbacks if type(c).__name__ == "SaveBestEpoch"]
         per_epoch = [c for c in callbacks if c not in checkpoints]
         cache = ModelCache(size=1)  # the rounds train the model `build` made, re-initialised for each
-        cache.adopt(cfg, model, steps_per_epoch(len(fit_split(cfg, pairs)[0]) if pairs is not None else
-                                                cfg.pairs - round(cfg.pairs * cfg.val_split), cfg.batch_size))
+        cache.adopt(cfg, model, _steps(cfg))  # (cfg.pairs is the count of the pairs given, where given)
         for run in range(self.runs):
             run_cfg = cfg.replace(seed=cfg.seed + run)
             train, val = (pairs, validation_data) if pairs is not None else \
@@ -123,6 +121,13 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         for board in (c for c in per_epoch if isinstance(c, keras.callbacks.TensorBoard)):
             _write_score(board.log_dir, score)  # beside the hparams keras-tuner writes there
         return {OBJECTIVE.name: score}
+
+
+def _steps(cfg):
+    """Steps of an epoch of `cfg`'s rounds: its pairs less those `--val-split` holds out (train_round's split)."""
+    from mnistcompare.data import steps_per_epoch
+
+    return steps_per_epoch(cfg.pairs - round(cfg.pairs * cfg.val_split), cfg.batch_size)
 
 
 def _for_round(callback, run, runs):
