@@ -156,15 +156,22 @@ def _terminated(signum, frame):
     raise Terminated
 
 
+def _end_now(signum, frame):
+    sys.stdout.flush()
+    os._exit(143)
+
+
 def run(main, prog):
     """Run a command body; user mistakes -> one line + exit 2, a failed run -> one line + exit 1,
     Ctrl-C -> exit 130, SIGTERM -> one line + exit 143."""
-    previous = signal.signal(signal.SIGTERM, _terminated)
+    # tune's launcher stops its chief and workers with SIGTERM and says why itself. They end at once, as
+    # on SIGKILL (which resuming already covers): unwinding, the chief's gRPC server thread could print a
+    # traceback into the launcher's one line.
+    previous = signal.signal(signal.SIGTERM, _end_now if LAUNCHED in os.environ else _terminated)
     try:
         main()
     except Terminated:
-        if LAUNCHED not in os.environ:  # (tune's launcher, which stops its chief and workers so, says why)
-            print(f"\n{prog}: terminated; rerun the same command to resume", file=sys.stderr)
+        print(f"\n{prog}: terminated; rerun the same command to resume", file=sys.stderr)
         sys.exit(143)
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
