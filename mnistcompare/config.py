@@ -117,6 +117,8 @@ class Config:
     batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
     dropout: float = _opt(0.25, "dropout after each hidden dense layer", low=0, high=1, high_open=True)
     dense_pool: int = _opt(1, "max-pool over units after each hidden dense layer (report 004's MaxPool1d: 2)", low=1)
+    bottleneck: int = _opt(0, "baseline and mlp: a linear layer of this many units before the comparison output "
+                              "(report 004's 128 -> 10 -> 2; 0: none)", low=0, high=65536)
     l2: float = _opt(0.0, "l2 penalty on every kernel", low=0)
     combine: str = _opt("concat", "how the two tower outputs meet", choices=("concat", "difference", "max"))
     output: str = _opt("sigmoid", "the comparison output: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()),
@@ -272,6 +274,8 @@ class Config:
             bad("label_smoothing", f"{self.arch} has no digit outputs to smooth; use --arch siamese, two_tower or digits")
         if self.tta and self.members > 1 and self.member_loss == "each":
             bad("member_loss", "each is not implemented with --tta; use --member-loss ensemble")
+        if self.bottleneck and self.arch not in ("baseline", "mlp"):
+            bad("bottleneck", "only with --arch baseline or mlp (the other nets end in their digit heads)")
         if self.groups > 1 and self.arch != "baseline":
             bad("groups", "more than 1 only with --arch baseline")
         if self.patience and not self.val_split:

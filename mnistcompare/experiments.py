@@ -45,20 +45,84 @@ def _pm(mean, std, digits=3):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def z_score(entry):
-    """(ours - published) / max(published std, our std) on test accuracy; None without a published figure."""
+def z_score(entry, key="test_accuracy"):
+    """(ours - published) / max(published std, our std) on test (or train) accuracy; None without a
+    published figure and std."""
     pub = entry.get("published") or {}
-    if "test_accuracy" not in pub or not entry.get("rounds"):
+    published_key, std_key = (key, "std") if key == "test_accuracy" else (key, "train_std")
+    if published_key not in pub or not entry.get("rounds"):
         return None
-    scale = max(pub.get("std") or 0.0, entry["test_accuracy_std"])
-    return (entry["test_accuracy_mean"] - pub["test_accuracy"]) / scale if scale else None
+    scale = max(pub.get(std_key) or 0.0, entry[f"{key}_std"])
+    return (entry[f"{key}_mean"] - pub[published_key]) / scale if scale else None
+
+
+def strict_score(entry, key="test_accuracy"):
+    """The difference of the two means over its standard error, sqrt(σp²/np + σo²/no): a two-sample test
+    of the means (Welch's t); None where the report gives no std or no number of rounds."""
+    pub = entry.get("published") or {}
+    std_key = "std" if key == "test_accuracy" else "train_std"
+    if key not in pub or pub.get(std_key) is None or not pub.get("rounds") or entry.get("rounds", 0) < 2:
+        return None
+    error = (pub[std_key] ** 2 / pub["rounds"] + entry[f"{key}_std"] ** 2 / entry["rounds"]) ** 0.5
+    return (entry[f"{key}_mean"] - pub[key]) / error if error else None
+
+
+def score_cells(results, errors=False):
+    """Every published cell beside ours: a dict per cell with its label, both values as shown, and for
+    accuracies z and the strict figure (signs as shown: on errors, above means more errors)."""
+    sign = -1 if errors else 1
+
+    def value(mean, std=None, n=None):
+        shown = f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "") if errors else \
+            f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+        return shown + (f" (n {n})" if n else "")
+
+    entries = [e for e in results["entries"] if e["per_round"] and e.get("published")]
+    what = "error %" if errors else "accuracy"
+    cells = []
+    for e in entries:
+        pub = e["published"]
+        for key, label, std_key in (("test_accuracy", f"test {what}", "std"),
+                                    ("train_accuracy", f"train {what}", "train_std")):
+            if key in pub:
+                z, strict = z_score(e, key), strict_score(e, key)
+                cells.append({"cell": f"{e['name']}: {label}", "kind": "accuracy",
+                              "published": value(pub[key], pub.get(std_key), pub.get("rounds")),
+                              "ours": value(e[f"{key}_mean"], e[f"{key}_std"], e["rounds"]),
+                              "z": None if z is None else sign * z,
+                              "strict": None if strict is None else sign * strict})
+        if "params" in pub:
+            diff = pub["params"] - e["params"]
+            cells.append({"cell": f"{e['name']}: parameters", "kind": "params", "published": f"{pub['params']:,}",
+                          "ours": f"{e['params']:,}", "equal": not diff,
+                          "note": "equal" if not diff else f"{diff:+,}: {pub.get('params_note', 'not explained')}"})
+    timed = [e for e in entries if "seconds" in e["published"]]
+    for e in timed[1:]:  # each row's time over the first timed row's, in the report and here
+        ref = timed[0]
+        cells.append({"cell": f"{e['name']}: time ÷ {ref['name']}'s", "kind": "time",
+                      "published": f"{e['published']['seconds'] / ref['published']['seconds']:.2f}",
+                      "ours": f"{e['train_seconds_median'] / ref['train_seconds_median']:.2f}"})
+    return cells
+
+
+def score_counts(cells, claim_lines=()):
+    """How many cells are within 2 by z and by the strict figure, parameter counts equal, claims that hold."""
+    def within(key):
+        scored = [c[key] for c in cells if c.get(key) is not None]
+        return {"cells": len(scored), "within_2": sum(abs(v) <= 2 for v in scored)}
+
+    params = [c for c in cells if c["kind"] == "params"]
+    return {"z": within("z"), "strict": within("strict"),
+            "params": {"cells": len(params), "equal": sum(c["equal"] for c in params)},
+            "claims": {"claims": len(claim_lines), "hold": sum(line.startswith("✓") for line in claim_lines)}}
 
 
 def markdown_table(results, study=None):
-    """Ours beside the published figures, cell by cell, with z; below, each effect the report claims and
-    whether our numbers show it. A study with `errors` shows errors in % (report 004's form). Results run
-    off the report's protocol (`results["off_protocol"]`, the settings that differ) say so first, and give
-    no z and no verdicts."""
+    """Ours, entry by entry; then every published cell beside ours with z and the strict figure, and their
+    counts; each effect the report claims and whether our numbers show it; what was assumed where the
+    report is silent; its figures. A study with `errors` shows errors in % (report 004's form). Results
+    run off the report's protocol (`results["off_protocol"]`, the settings that differ) say so first, and
+    give no z and no verdicts."""
     errors = bool(study and study.errors)
     off = results.get("off_protocol")
 
@@ -67,31 +131,55 @@ def markdown_table(results, study=None):
             return f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
         return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
+    def score(v):
+        return f"{v:+.1f}" if v is not None else "–"
+
     what = "error %" if errors else "accuracy"
     lines = [f"**Off the report's protocol** ({off}): no z and no verdicts on the report's claims.", ""] \
         if off else []
-    lines += [f"| model | test {what} | published | z | train {what} (published) | digit accuracy | params "
-              "(published) | s/round (published) | rounds |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["<!-- --8<-- [start:tables] -->",
+              f"| model | test {what} | train {what} | digit accuracy | params | s/round | rounds |",
+              "|---|---|---|---|---|---|---|"]
     for e in results["entries"]:
-        if not e["per_round"]:
-            continue
-        pub = e.get("published") or {}
-        z = None if off else z_score(e)
-        published_train = f" ({value(pub['train_accuracy'], pub.get('train_std'))})" if "train_accuracy" in pub else ""
-        published_seconds = f" ({pub['seconds']}{' ± ' + str(pub['seconds_std']) if 'seconds_std' in pub else ''})" \
-            if "seconds" in pub else ""
-        lines.append(" | ".join([
-            f"| {e['name']}", value(e["test_accuracy_mean"], e["test_accuracy_std"]),
-            value(pub["test_accuracy"], pub.get("std")) + f" ({pub['source']})" if pub else "–",
-            f"{-z if errors else z:+.1f}" if z is not None else "–",
-            value(e["train_accuracy_mean"], e["train_accuracy_std"]) + published_train,
-            _pm(e["test_digit_accuracy_mean"], e["test_digit_accuracy_std"]) if "test_digit_accuracy_mean" in e
-            else "–",
-            f"{e['params']:,}" + (f" ({pub['params']:,})" if "params" in pub else ""),
-            f"{e['train_seconds_median']:.1f}" + published_seconds, f"{e['rounds']} |"]))
-    if study and study.claims and not off:
-        lines += ["", "Effects the report claims, and what our numbers show:", ""]
-        lines += [f"- {line}" for line in check_claims(results, study.claims)]
+        if e["per_round"]:
+            lines.append(" | ".join([
+                f"| {e['name']}", value(e["test_accuracy_mean"], e["test_accuracy_std"]),
+                value(e["train_accuracy_mean"], e["train_accuracy_std"]),
+                _pm(e["test_digit_accuracy_mean"], e["test_digit_accuracy_std"]) if "test_digit_accuracy_mean" in e
+                else "–", f"{e['params']:,}", f"{e['train_seconds_median']:.1f}", f"{e['rounds']} |"]))
+    cells = score_cells(results, errors)
+    claim_lines = check_claims(results, study.claims) if study and study.claims and not off else []
+    if cells:
+        lines += ["", "Every published cell beside ours (n: rounds). z = (ours − published) / max(σ_published, "
+                      "σ_ours); strict = (ours − published) / √(σ²_published / n_published + σ²_ours / n_ours), "
+                      "the difference of the means over its standard error. Times are ratios between rows.", "",
+                  "| cell | published | ours | z | strict |", "|---|---|---|---|---|"]
+        for c in cells:
+            if c["kind"] == "accuracy":
+                lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | "
+                             f"{'–' if off else score(c['z'])} | {'–' if off else score(c['strict'])} |")
+            elif c["kind"] == "params":
+                lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | {c['note']} | |")
+            else:
+                lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | – | – |")
+        if not off:
+            counts = score_counts(cells, claim_lines)
+            parts = [f"{counts['z']['within_2']} of {counts['z']['cells']} by z",
+                     f"{counts['strict']['within_2']} of {counts['strict']['cells']} by the strict figure"]
+            lines += ["", "Within 2: " + ", ".join(parts) + (
+                f"; parameter counts equal: {counts['params']['equal']} of {counts['params']['cells']}"
+                if counts["params"]["cells"] else "") + "."]
+    if claim_lines:
+        held = sum(line.startswith("✓") for line in claim_lines)
+        lines += ["", f"Effects the report claims, and what our numbers show ({held} of {len(claim_lines)} hold "
+                      "here):", ""]
+        lines += [f"- {line}" for line in claim_lines]
+    if study and study.assumptions:
+        lines += ["", "Assumed where the report is silent:", ""] + [f"- {a}" for a in study.assumptions]
+    lines.append("<!-- --8<-- [end:tables] -->")
+    if study and study.figures:
+        lines += ["", "The report's figures, redrawn from our rounds (mean, min–max band):", ""]
+        lines += [f"![{f.number}: {f.title}]({f.file})" + "\n" for f in study.figures]
     return "\n".join(lines) + "\n"
 
 
@@ -101,8 +189,9 @@ def check_claims(results, claims):
     lines = []
     for claim in claims:
         checks = []
-        for kind, pairs in (("better", claim.better), ("similar", claim.similar), ("faster", claim.faster)):
-            for a, b in pairs:
+        for kind, pairs in (("better", claim.better), ("similar", claim.similar), ("faster", claim.faster),
+                            ("drop", claim.drop)):
+            for a, b, *amount in pairs:
                 if a not in by_name or b not in by_name:
                     checks.append((None, f"{a} / {b}: not measured"))
                     continue
@@ -112,7 +201,11 @@ def check_claims(results, claims):
                     checks.append((x < y, f"{a} {x:.1f} s {'<' if x < y else '>='} {b} {y:.1f} s"))
                     continue
                 x, y = ea["test_accuracy_mean"], eb["test_accuracy_mean"]
-                if kind == "better":
+                if kind == "drop":
+                    close = abs((x - y) - amount[0]) <= 0.05
+                    checks.append((close, f"{a} {x:.3f} → {b} {y:.3f}: {x - y:+.3f} (the report: "
+                                          f"{amount[0]:+.2f})"))
+                elif kind == "better":
                     checks.append((x > y, f"{a} {x:.3f} {'>' if x > y else '<='} {b} {y:.3f}"))
                 else:
                     close = abs(x - y) <= max(ea["test_accuracy_std"], eb["test_accuracy_std"])
@@ -278,7 +371,7 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
 
 def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster,
               off_protocol):
-    from mnistcompare.plots import plot_confusion, plot_curves, plot_pairs, plot_rounds
+    from mnistcompare.plots import plot_confusion, plot_curves, plot_figure, plot_pairs, plot_rounds
 
     path = os.path.join(out, "results.json")
     previous = load_results(path) if os.path.exists(path) and not overwrite else {}
@@ -297,11 +390,17 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     def save(plots=False):
         for record in results["entries"]:
             record.update(summarise(record["per_round"]))
+        if study and not off_protocol:  # the counts a summary of all tables adds up
+            cells = score_cells(results, study.errors)
+            results["scores"] = score_counts(cells, check_claims(results, study.claims))
         write_json(path, results, compact=True)
         write_text(os.path.join(out, "results.md"), markdown_table(results, study))
         if plots and any(r["per_round"] for r in results["entries"]):
             plot_curves(results, os.path.join(out, "curves.png"))
             plot_rounds(results, os.path.join(out, "rounds.png"))
+            for figure in study.figures if study else ():
+                if figure.panels:
+                    plot_figure(results, figure, os.path.join(out, figure.file))
             for record in results["entries"]:
                 matrices = [r["confusion"] for r in record["per_round"] if "confusion" in r]
                 if matrices:

@@ -218,6 +218,8 @@ def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
 def _flat_head(x, cfg, make):
     for i, units in enumerate(cfg.hidden):
         x = make.dense_block(x, units, f"hidden{i}")
+    if cfg.bottleneck:
+        x = make.dense(x, cfg.bottleneck, "bottleneck")
     return make.compare_output(x)
 
 

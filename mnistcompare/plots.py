@@ -50,6 +50,49 @@ def plot_curves(results, path):
     _save(fig, path)
 
 
+def _epochs_band(ax, runs, label, color, linestyle="-"):
+    """Mean over the rounds still running at each epoch (early-stopped rounds end sooner), with the min/max
+    band: report 000's error bars, 'the maximum displacement with respect to the mean'."""
+    length = max(len(r) for r in runs)
+    values = np.full((len(runs), length), np.nan)
+    for i, run in enumerate(runs):
+        values[i, :len(run)] = [np.nan if v is None else v for v in run]
+    epochs = np.arange(1, length + 1)
+    ax.plot(epochs, np.nanmean(values, 0), color=color, label=label, linestyle=linestyle)
+    ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.15)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_figure(results, figure, path):
+    """A report's figure (reports.Figure) redrawn from the rounds' per-epoch histories: each panel's
+    series for each of its entries, mean with a min/max band over the rounds."""
+    by_name = {e["name"]: e for e in results["entries"] if e["per_round"]}
+    panels = figure.panels
+    fig = Figure(figsize=(6.2 * len(panels), 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw=dict(wspace=0.25))[0]
+    fig.suptitle(f"{figure.number} (redrawn): {figure.title}", fontsize=11)
+    for ax, panel in zip(axes, panels):
+        names = [n for n in (panel.entries or by_name) if n in by_name]
+        colors = _colors(len(names) * (len(panel.series) if len(names) == 1 else 1))
+        for i, name in enumerate(names):
+            histories = [r["history"] for r in by_name[name]["per_round"]]
+            for j, (key, what) in enumerate(panel.series):
+                if not all(h.get(key) for h in histories):
+                    continue
+                single = len(names) == 1
+                label = what if single else f"{name}{', ' + what if what else ''}"
+                color = colors[j] if single else colors[i]
+                _epochs_band(ax, [h[key] for h in histories], label, color, "-" if single or j == 0 else "--")
+        rounds = {len(by_name[n]["per_round"]) for n in names}
+        ax.set(title=panel.title or (names[0] if len(names) == 1 else ""), xlabel="epoch", ylabel=panel.ylabel)
+        ax.grid(alpha=0.3)
+        if names:
+            ax.text(0.99, 0.01, f"{'/'.join(map(str, sorted(rounds)))} rounds", transform=ax.transAxes, ha="right",
+                    va="bottom", fontsize=8, color="0.4")
+            ax.legend(fontsize=7 if len(names) > 4 else 8, frameon=False)
+    _save(fig, path)
+
+
 def _colors(n):
     """n distinct colours: matplotlib's default cycle, or tab20 for more than 10 entries."""
     if n <= 10:

@@ -23,10 +23,38 @@ class Entry:
     published: dict = None  # test_accuracy, std and, where given, train_accuracy, train_std, params, seconds, source
 
 
-def published(test, std, source, train=None, train_std=None, params=None, seconds=None, seconds_std=None):
+def published(test, std, source, train=None, train_std=None, params=None, seconds=None, seconds_std=None,
+              rounds=None, params_note=None):
+    """A report's figures for one row; `rounds` its number of rounds (for the strict test), `params_note`
+    why our parameter count differs, read from the report's layer description."""
     return {k: v for k, v in dict(test_accuracy=test, std=std, train_accuracy=train, train_std=train_std,
-                                  params=params, seconds=seconds, seconds_std=seconds_std, source=source).items()
+                                  params=params, seconds=seconds, seconds_std=seconds_std, rounds=rounds,
+                                  params_note=params_note, source=source).items()
             if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """One plot of a report's figure: `series` ((history key, label), ...) over epochs for each of `entries`
+    (names; () for all), mean with a min/max band over the rounds."""
+    series: tuple
+    ylabel: str
+    entries: tuple = ()
+    title: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    """A report's figure, redrawn from our rounds as `file` on the study's page. No panels: drawn by
+    plots.plot_rounds (rounds.png)."""
+    number: str  # the report's own, e.g. "Fig. 2"
+    title: str
+    panels: tuple = ()
+
+    @property
+    def file(self):
+        return "rounds.png" if not self.panels else \
+            "fig-" + "".join(c for c in self.number.lower().replace("fig.", "") if c.isalnum()) + ".png"
 
 
 # -- presets --------------------------------------------------------------------
@@ -99,11 +127,11 @@ def study_report000_table1():
     source = "000 Table I"
     return [
         Entry("Baseline", Config(**R000_BASELINE),
-              published(0.827, 0.013, source, 0.999, 0.001, params=81239, seconds=4.05)),
+              published(0.827, 0.013, source, 0.999, 0.001, params=81239, seconds=4.05, rounds=15)),
         Entry("Non-siamese", Config(**dict(R000_SIAMESE, arch="two_tower", channels=(32, 64, 128), lr=0.0025)),
-              published(0.918, 0.016, source, 0.987, 0.009, params=117516, seconds=8.84)),
+              published(0.918, 0.016, source, 0.987, 0.009, params=117516, seconds=8.84, rounds=15)),
         Entry("Siamese", Config(**dict(R000_SIAMESE, channels=(64, 128, 256))),
-              published(0.948, 0.010, source, 0.991, 0.005, params=192601, seconds=7.59)),
+              published(0.948, 0.010, source, 0.991, 0.005, params=192601, seconds=7.59, rounds=15)),
     ]
 
 
@@ -127,7 +155,10 @@ def study_report001_table2():
                  ("siamese", 1.0, "sharing, no aux"), ("siamese", 0.5, "sharing, aux"))
         for i, (arch, alpha, label) in enumerate(cells):
             entries.append(Entry(f"{tower}: {label}", Config(arch=arch, alpha=alpha, **base),
-                                 published(scores[2 * i], scores[2 * i + 1], "001 Table II")))
+                                 published(scores[2 * i], scores[2 * i + 1], "001 Table II", rounds=10)))
+    # Section III-B's Basic Net, the table's baseline: one hidden layer of 512 units and an output layer
+    entries.append(Entry("Basic Net", Config(arch="mlp", **dict(R001_FCN, hidden=(512,))),
+                         published(0.714, 0.014, "001 section III-B")))
     return entries
 
 
@@ -149,15 +180,23 @@ def study_report002_table1():
     """
     siamese = dict(head=(20, 20), head_activation="linear")
     bn = dict(siamese, arch="siamese", alpha=0.5, conv_batch_norm=True)
-    rows = (("no sharing", dict(siamese, arch="two_tower", alpha=1.0), (0.8074, 0.0089, 145737)),
-            ("sharing", dict(siamese, arch="siamese", alpha=1.0), (0.7790, 0.0152, 73299)),
-            ("sharing, aux", dict(siamese, arch="siamese", alpha=0.5), (0.8373, 0.0220, 73299)),
-            ("sharing, aux, BN", bn, (0.8476, 0.0142, 73299)),
-            ("sharing, aux, BN, dropout", dict(bn, dropout=0.5), (0.8474, 0.0115, 73299)),
-            ("transfer learning", dict(arch="digits", alpha=0.0), (0.9686, 0.0067, 72418)))
+    # The counts, read against the layers: every row counts BatchNorm2d(32) and BatchNorm2d(64) (192), used
+    # or not, and each siamese digit classifier 20 more, the size of a BatchNorm1d(10) (its gamma and beta)
+    # on the 10 outputs, which the report does not describe (so not built; the transfer net has none).
+    unused_bn = "192, its BatchNorm2d(32) and (64), counted though unused"
+    extra = "20, a BatchNorm1d(10) (γ, β) per digit classifier, not described"
+    rows = (("no sharing", dict(siamese, arch="two_tower", alpha=1.0), (0.8074, 0.0089, 145737),
+             f"two classifiers, each {unused_bn}, and {extra}"),
+            ("sharing", dict(siamese, arch="siamese", alpha=1.0), (0.7790, 0.0152, 73299), f"{unused_bn}; {extra}"),
+            ("sharing, aux", dict(siamese, arch="siamese", alpha=0.5), (0.8373, 0.0220, 73299),
+             f"{unused_bn}; {extra}"),
+            ("sharing, aux, BN", bn, (0.8476, 0.0142, 73299), extra),
+            ("sharing, aux, BN, dropout", dict(bn, dropout=0.5), (0.8474, 0.0115, 73299), extra),
+            ("transfer learning", dict(arch="digits", alpha=0.0), (0.9686, 0.0067, 72418), unused_bn))
     base = preset("report002-transfer")
-    return [Entry(name, base.replace(**changes), published(test, std, "002 Table 1", params=params))
-            for name, changes, (test, std, params) in rows]
+    return [Entry(name, base.replace(**changes), published(test, std, "002 Table 1", params=params, rounds=10,
+                                                            params_note=note))
+            for name, changes, (test, std, params), note in rows]
 
 
 # Report 003: a feature module of two conv layers (max-pooling, ReLU) shared by all seven models, Adam 3e-4,
@@ -195,17 +234,17 @@ def study_report003_table1():
         for dropout, score in ((0.0, (mean, std)), (0.5, (drop_mean, drop_std))):
             entries.append(Entry(f"{name}{', dropout' if dropout else ''}", Config(**{**R003, **changes,
                                                                                     "dropout": dropout}),
-                                 published(*score, "003 Table 1")))
+                                 published(*score, "003 Table 1", rounds=10)))
     return entries
 
 
 # Report 004 Tables II-III: 25 epochs, batch 100, Adam, cross-entropy on two logits that pass a ReLU (its
 # tables end the net with "Fully Connected -> 2, ReLU"), l2 0.1, 20 rounds, raw pixels (it never
-# mentions normalising them). Its two consecutive linear
-# layers 128 -> 10 -> 2 (300 -> 10 -> 2 for the CNN) of the nets without the auxiliary loss compute what one
-# linear layer does; they are built as one. With the auxiliary loss the net runs on each image and the two
-# 10-way digit outputs meet in the final linear layer; the loss is the sum of the three terms: our loss is
-# that sum divided by 3 (alpha = 1/3), so l2 is divided by 3 too (the same optimum; Adam ignores the scale).
+# mentions normalising them). The nets without the auxiliary loss end in two linear layers 128 -> 10 -> 2
+# (300 -> 10 -> 2 for the CNN), built as the tables give them (bottleneck 10). With the auxiliary loss the net
+# runs on each image and the two 10-way digit outputs meet in the final linear layer; the loss is the sum of
+# the three terms: our loss is that sum divided by 3 (alpha = 1/3), so l2 is divided by 3 too (the same
+# optimum; Adam ignores the scale).
 R004 = dict(numerics="torch", output="relu-softmax2", epochs=25, batch_size=100, head=(), normalize=False)
 R004_FC = dict(R004, hidden=(200, 256), batch_norm=True, dense_pool=2, dropout=0.5, lr=1e-3)
 R004_CNN = dict(R004, channels=(16, 20), kernel=(5,), padding=("3",), pool=(2,), conv_batch_norm=True, hidden=(300,),
@@ -216,15 +255,22 @@ def study_report004_table4():
     """Report 004 Table IV: Baseline, Baseline + Aux, CNN, CNN + Aux; train and test error, time per round."""
     source = "004 Table IV"
     return [
-        Entry("Baseline", Config(**R004_FC, arch="mlp", l2=0.1),
-              published(0.750, 0.012, source, 0.913, 0.020, seconds=5.8, seconds_std=0.15)),
+        Entry("Baseline", Config(**R004_FC, arch="mlp", l2=0.1, bottleneck=10),
+              published(0.750, 0.012, source, 0.913, 0.020, seconds=5.8, seconds_std=0.15, rounds=20)),
         Entry("Baseline + Aux", Config(**R004_FC, arch="siamese_mlp", alpha=1 / 3, l2=0.1 / 3),
-              published(0.894, 0.005, source, 0.912, 0.007, seconds=10.8, seconds_std=0.4)),
-        Entry("CNN", Config(**R004_CNN, arch="baseline", l2=0.1),
-              published(0.761, 0.0119, source, 0.841, 0.116, seconds=10.5, seconds_std=0.9)),
+              published(0.894, 0.005, source, 0.912, 0.007, seconds=10.8, seconds_std=0.4, rounds=20)),
+        Entry("CNN", Config(**R004_CNN, arch="baseline", l2=0.1, bottleneck=10),
+              published(0.761, 0.0119, source, 0.841, 0.116, seconds=10.5, seconds_std=0.9, rounds=20)),
         Entry("CNN + Aux", Config(**R004_CNN, arch="siamese", alpha=1 / 3, l2=0.1 / 3),
-              published(0.887, 0.041, source, 0.912, 0.048, seconds=21.4, seconds_std=0.9)),
+              published(0.887, 0.041, source, 0.912, 0.048, seconds=21.4, seconds_std=0.9, rounds=20)),
     ]
+
+
+def study_report000_normalisation():
+    """Report 000 section II-B: Table I's three nets with and without standardised pixels; 15 rounds."""
+    return [Entry(f"{entry.name}{', raw pixels' if raw else ''}", entry.config.replace(normalize=not raw),
+                  None if raw else entry.published)
+            for entry in study_report000_table1() for raw in (False, True)]
 
 
 def study_combine():
@@ -236,11 +282,11 @@ def study_combine():
 def study_reports():
     """Each report's headline model with that report's own hyper-parameters."""
     return [
-        Entry("000 siamese (Appendix A)", preset("report000-siamese"), published(0.948, 0.010, "000 Table I")),
+        Entry("000 siamese (Appendix A)", preset("report000-siamese"), published(0.948, 0.010, "000 Table I", rounds=15)),
         Entry("001 tuned CNN", preset("report001-cnn"), published(0.9721, None, "001 Table IV")),
-        Entry("002 transfer learning", preset("report002-transfer"), published(0.9686, 0.0067, "002 Table 1")),
-        Entry("003 direct classification", preset("report003-direct"), published(0.965, 0.007, "003 Table 1")),
-        Entry("004 CNN + aux", preset("report004-cnn-aux"), published(0.887, 0.041, "004 Table IV")),
+        Entry("002 transfer learning", preset("report002-transfer"), published(0.9686, 0.0067, "002 Table 1", rounds=10)),
+        Entry("003 direct classification", preset("report003-direct"), published(0.965, 0.007, "003 Table 1", rounds=10)),
+        Entry("004 CNN + aux", preset("report004-cnn-aux"), published(0.887, 0.041, "004 Table IV", rounds=20)),
     ]
 
 
@@ -251,6 +297,7 @@ class Claim:
     better: tuple = ()  # (a, b): a's test accuracy above b's
     similar: tuple = ()  # (a, b): within one standard deviation of each other
     faster: tuple = ()  # (a, b): a's median fit time below b's
+    drop: tuple = ()  # (a, b, amount): b's test accuracy below a's by amount, within 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +307,8 @@ class Study:
     about: str
     claims: tuple = ()
     errors: bool = False  # show errors in % rather than accuracies (as report 004 does)
+    figures: tuple = ()  # the report's figures of this table, redrawn (Figure)
+    assumptions: tuple = ()  # what the package chose where the report is silent
 
 
 def _both(pairs):
@@ -277,7 +326,12 @@ CLAIMS = {
               faster=(("Siamese", "Non-siamese"),)),
         Claim("the baseline is the fastest to train", faster=(("Baseline", "Siamese"), ("Baseline", "Non-siamese"))),
     ),
+    "report000-normalisation": tuple(
+        Claim(f"without normalising, the {net.lower()} net's accuracy drops by around 15 %",
+              drop=((net, f"{net}, raw pixels", 0.15),)) for net in ("Baseline", "Non-siamese", "Siamese")),
     "report001-table2": (
+        Claim("every sub-net beats the Basic Net", better=tuple((f"{t}: {c}", "Basic Net") for t in ("CNN", "FCN")
+                                                                for c in ("no sharing, no aux", "sharing, aux"))),
         Claim("the auxiliary loss helps, with and without weight sharing, for both sub-nets",
               better=_both((("no sharing, aux", "no sharing, no aux"), ("sharing, aux", "sharing, no aux")))),
         Claim("weight sharing helps, with and without the auxiliary loss, for both sub-nets",
@@ -315,18 +369,92 @@ CLAIMS = {
 }
 
 
+def _curves(number, entry, what):
+    """Report 000's figures: one net's accuracy (train and test) or loss (total on the training pairs,
+    the comparison's on the test pairs) over epochs."""
+    if what == "accuracy":
+        panel = Panel((("compare_accuracy", "train"), ("test_accuracy", "test")), "accuracy", (entry,))
+    else:
+        panel = Panel((("loss", "train, total loss"), ("test_compare_loss", "test, comparison loss")), "loss",
+                      (entry,))
+    return Figure(number, f"{what.capitalize()} of the {entry.lower()} net over epochs", (panel,))
+
+
+R000_FIGURES = (_curves("Fig. 2", "Siamese", "accuracy"), _curves("Fig. 3", "Siamese", "loss"),
+                _curves("Fig. B1", "Baseline", "accuracy"), _curves("Fig. B3", "Baseline", "loss"),
+                _curves("Fig. B2", "Non-siamese", "accuracy"), _curves("Fig. B4", "Non-siamese", "loss"))
+PYTORCH_DEFAULTS = ("Where a report is silent on them, PyTorch's defaults: weight initialisation, BatchNorm's "
+                    "momentum 0.1 and ε 1e-5, Adam's β and ε (`numerics=\"torch\"`, see docs/numerics.md).")
+TIMES = ("Times: the report's seconds are PyTorch's on its machine, ours Keras' on two shared cores; they are "
+         "compared as ratios between the table's rows.")
 STUDIES = {
-    "report000-table1": Study(study_report000_table1, 15, "baseline, non-siamese, siamese (000 Table I)",
-                              CLAIMS["report000-table1"]),
-    "report001-table2": Study(study_report001_table2, 10,
-                              "weight sharing x auxiliary loss, CNN and FCN (001 Table II)", CLAIMS["report001-table2"]),
-    "report002-table1": Study(study_report002_table1, 10,
-                              "sharing, aux, batch-norm, dropout, transfer learning (002 Table 1)",
-                              CLAIMS["report002-table1"]),
-    "report003-table1": Study(study_report003_table1, 10, "seven models, without and with dropout (003 Table 1)",
-                              CLAIMS["report003-table1"]),
-    "report004-table4": Study(study_report004_table4, 20, "FC and CNN, without and with aux (004 Table IV)",
-                              CLAIMS["report004-table4"], errors=True),
+    "report000-table1": Study(
+        study_report000_table1, 15, "baseline, non-siamese, siamese (000 Table I)", CLAIMS["report000-table1"],
+        figures=R000_FIGURES, assumptions=(
+            "The siamese net of Table I has 64-128-256 channels, read from its 192,601 parameters (Appendix A "
+            "draws 16-32-64: 23,833).",
+            "The nets with digit heads weight the three losses equally (the report's 'equal weights'), as their "
+            "mean (α = 1/3): the curves' total loss is a third of the sum.",
+            "Train accuracy: the trained net on its 1000 training pairs, in inference mode (the report does not "
+            "say how it measured it).",
+            PYTORCH_DEFAULTS, TIMES)),
+    "report000-normalisation": Study(
+        study_report000_normalisation, 15, "Table I's nets without standardised pixels (000 section II-B)",
+        CLAIMS["report000-normalisation"], assumptions=(
+            "Standardised: minus the training pairs' pixel mean, over their standard deviation (the report's "
+            "Tensor.mean() and Tensor.std()); raw: the pixels as MNIST stores them, 0 to 255.",
+            "The report gives no table: 'the accuracy of all the networks drops rapidly by around 15 % each', "
+            "read as 15 points of test accuracy, checked to within 5.",
+            PYTORCH_DEFAULTS)),
+    "report001-table2": Study(
+        study_report001_table2, 10, "weight sharing x auxiliary loss, CNN and FCN; the Basic Net (001 Table II)",
+        CLAIMS["report001-table2"], assumptions=(
+            "The sub-nets' 10-unit outputs meet in the layers its search calls C-KL and C-HL, here at KL and HL's "
+            "initial values: one layer of 64 units, built as the sub-nets' layers.",
+            "Dropout 0.2 after every layer but a sub-net's last, the Basic Net's hidden layer included.",
+            "Raw pixels, 0 to 255: the report never mentions normalising them.",
+            "The Basic Net's rounds are not given: its cell is scored by z only.",
+            "The report draws no curves: its figures are the nets' diagrams.",
+            PYTORCH_DEFAULTS)),
+    "report002-table1": Study(
+        study_report002_table1, 10, "sharing, aux, batch-norm, dropout, transfer learning (002 Table 1)",
+        CLAIMS["report002-table1"],
+        figures=(Figure("Fig. 2", "Train loss (the comparison's only) and test accuracy", (
+            Panel((("compare_loss", ""),), "comparison loss on the training pairs", title="train loss"),
+            Panel((("test_accuracy", ""),), "test accuracy", title="test accuracy"))),),
+        assumptions=(
+            "The digit classifier: conv 32 and 64 (3x3, max-pool 2), dense 200 and 10 (the report: two convs, "
+            "two dense layers; the widths fit its transfer net's 72,418 parameters with its two BatchNorm2d).",
+            "The comparison part: three linear layers 20 → 20 → 20 → 1, no activation between them (the report: "
+            "'a linearly separable problem'), sigmoid and binary cross-entropy.",
+            "Batch-norm after the two convolutions in the BN rows (from the counts: see each row's parameters).",
+            "25 epochs (none stated); dropout at PyTorch's 0.5 after the dense layers.",
+            PYTORCH_DEFAULTS)),
+    "report003-table1": Study(
+        study_report003_table1, 10, "seven models, without and with dropout (003 Table 1)",
+        CLAIMS["report003-table1"],
+        figures=(Figure("Fig. 2", "Validation accuracies history without and with dropout", (
+            Panel((("val_compare_accuracy", ""),), "validation accuracy", R003_MODELS, "without dropout"),
+            Panel((("val_compare_accuracy", ""),), "validation accuracy", tuple(f"{m}, dropout" for m in R003_MODELS),
+                  "with dropout"))),),
+        assumptions=(
+            "The feature module: two convolutions of 32 and 64 channels (3x3, each max-pooled by 2, ReLU); "
+            "linear layers of 128 units (the size the report gives its auxiliary model).",
+            "Dropout at PyTorch's 0.5 after the linear layers; batch 100 (the course's size).",
+            "The validation pairs: 200 of the 1000, the other 800 trained on; the test score is the epoch of the "
+            "best validation accuracy's weights.",
+            PYTORCH_DEFAULTS)),
+    "report004-table4": Study(
+        study_report004_table4, 20, "FC and CNN, without and with aux (004 Table IV)", CLAIMS["report004-table4"],
+        errors=True, figures=(
+            Figure("Fig. 1", "Evolution of the training losses",
+                   (Panel((("loss", ""),), "training loss (with aux: the sum of the three, ÷ 3)"),)),
+            Figure("Fig. 2", "Errors and times across rounds")),
+        assumptions=(
+            "ℓ2 0.1 on the kernels (weights, not biases), added to the loss; with the auxiliary loss the three "
+            "terms' mean (α = 1/3), so ℓ2 ÷ 3 too: the same optimum.",
+            "Raw pixels, 0 to 255: the report never mentions normalising them.",
+            PYTORCH_DEFAULTS, TIMES)),
     "combine": Study(study_combine, 10, "concatenate, subtract or max the tower outputs (000 section IV-D)"),
     "reports": Study(study_reports, 10, "each report's headline model"),
 }

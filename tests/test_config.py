@@ -20,7 +20,7 @@ def test_defaults_validate_for_every_arch():
     (dict(padding=("full",)), "--padding"), (dict(patience=5), "--patience"), (dict(combine="sum"), "--combine"),
     (dict(epochs="ten"), "--epochs"), (dict(padding=(1,)), "--padding"), (dict(padding=("²",)), "--padding"), (dict(seed=2 ** 32), "--seed"),
     (dict(numerics="torch,nope"), "--numerics"), (dict(output="logits"), "--output"), (dict(pairs=1, val_split=0.6), "leaves no training pair"),
-    (dict(dense_pool=2, hidden=(75,)), "--dense-pool"),
+    (dict(dense_pool=2, hidden=(75,)), "--dense-pool"), (dict(bottleneck=10), "--bottleneck: only with"),
     (dict(channels=(16, 32, 64, 128), kernel=(3,), pool=(2,)), "shrinks the 14x14 image"),
     (dict(arch="baseline", channels=(8,), kernel=(15,), pool=(1,)), "shrinks the 14x14 image"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
 ])

@@ -74,6 +74,18 @@ def test_report000_presets_match_appendix_a():
             if isinstance(layer, keras.layers.BatchNormalization)] == [0.9] * 4
 
 
+def test_report004_nets_without_aux_end_in_its_two_linear_layers():
+    from mnistcompare.reports import study
+
+    nets = {e.name: build_model(e.config.validate()) for e in study("report004-table4").entries()}
+    # Table II: 392 -> 200, BN, pool 2 -> 256, BN, pool 2 -> 10 -> 2 (linear), ReLU
+    assert count_params(nets["Baseline"]) == (392 * 200 + 200 + 2 * 200) + (100 * 256 + 256 + 2 * 256) + (
+        128 * 10 + 10) + (10 * 2 + 2)
+    for name in ("Baseline", "CNN"):
+        bottleneck = nets[name].get_layer("bottleneck")
+        assert bottleneck.units == 10 and bottleneck.activation.__name__ == "linear"
+
+
 @pytest.mark.parametrize("kernel,padding,pool,activation", [
     (3, "valid", 2, "relu"), (3, "same", 2, "leaky_relu"), (2, "same", 3, "gelu"), (5, "valid", 1, "tanh")])
 def test_pooled_conv_equals_conv_activation_pool(kernel, padding, pool, activation):

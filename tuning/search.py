@@ -33,6 +33,11 @@ class Resumable:
     keras-tuner itself on reload.)
     """
 
+    def save(self):
+        # keras-tuner writes oracle.json in place, at every trial's start and end: a chief killed during that
+        # write left it unreadable. Written beside and renamed, it is always the whole of one state.
+        write_json(self._get_oracle_fname(), self.get_state())
+
     def set_state(self, state):
         ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
                    if self.trials[trial].status != "COMPLETED"}
