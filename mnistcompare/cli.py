@@ -18,7 +18,7 @@ import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.data import find_source
-from mnistcompare.files import check_run, clear_run, make_out, run_folder
+from mnistcompare.files import check_run, clear_run, make_out, run_folder, write_text
 from mnistcompare.reports import PRESETS, preset
 from mnistcompare.workers import LAUNCHED
 
@@ -434,6 +434,13 @@ def evaluate_plans(args, plans, source, top, cluster):
                            off_protocol=off)
         print(markdown_table(results, study), end="")
         print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
+    if args.study == "all":
+        from mnistcompare.experiments import tables_summary
+        from mnistcompare.reports import TABLES
+
+        summary, _ = tables_summary(top, TABLES)
+        write_text(os.path.join(top, "summary.md"), summary)
+        print(f"\nAll tables ({top}/summary.md):\n\n{summary}", end="", flush=True)
 
 
 # -- mnistcompare-predict --------------------------------------------------------

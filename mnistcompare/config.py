@@ -111,8 +111,10 @@ class Config:
     head_activation: str = _opt("same", "activation of the comparison head's hidden layers: same (as --activation), "
                                         "or linear (none: report 002's 'three linear layers')",
                                 choices=("same", "linear", "relu", "leaky_relu", "elu", "gelu"))
-    head_input: str = _opt("logits", "what of each tower the comparison head sees: its digit logits, or their "
-                                     "softmax probabilities (report 002)", choices=("logits", "probs"))
+    head_input: str = _opt("logits", "what of each tower the comparison head sees: its digit logits, their "
+                                     "softmax probabilities (report 002), or its last hidden features, the digit "
+                                     "outputs then read from the head's last layer (report 003's auxiliary model)",
+                           choices=("logits", "probs", "features"))
     activation: str = _opt("relu", "activation of the hidden layers", choices=("relu", "leaky_relu", "elu", "gelu"))
     batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
     dropout: float = _opt(0.25, "dropout after each hidden dense layer", low=0, high=1, high_open=True)
@@ -274,6 +276,11 @@ class Config:
             bad("label_smoothing", f"{self.arch} has no digit outputs to smooth; use --arch siamese, two_tower or digits")
         if self.tta and self.members > 1 and self.member_loss == "each":
             bad("member_loss", "each is not implemented with --tta; use --member-loss ensemble")
+        if self.head_input != "logits" and self.arch not in ("siamese", "two_tower"):
+            bad("head_input", "only with --arch siamese or two_tower (the nets with a comparison head)")
+        if self.head_input == "features" and not (self.hidden and self.head):
+            bad("head_input", "features needs --hidden and --head layers (the features, and the head's last "
+                "layer the digits are read from)")
         if self.bottleneck and self.arch not in ("baseline", "mlp"):
             bad("bottleneck", "only with --arch baseline or mlp (the other nets end in their digit heads)")
         if self.groups > 1 and self.arch != "baseline":

@@ -94,7 +94,7 @@ def score_cells(results, errors=False):
         if "params" in pub:
             diff = pub["params"] - e["params"]
             cells.append({"cell": f"{e['name']}: parameters", "kind": "params", "published": f"{pub['params']:,}",
-                          "ours": f"{e['params']:,}", "equal": not diff,
+                          "ours": f"{e['params']:,}", "equal": not diff, "explained": "params_note" in pub,
                           "note": "equal" if not diff else f"{diff:+,}: {pub.get('params_note', 'not explained')}"})
     timed = [e for e in entries if "seconds" in e["published"]]
     for e in timed[1:]:  # each row's time over the first timed row's, in the report and here
@@ -113,7 +113,8 @@ def score_counts(cells, claim_lines=()):
 
     params = [c for c in cells if c["kind"] == "params"]
     return {"z": within("z"), "strict": within("strict"),
-            "params": {"cells": len(params), "equal": sum(c["equal"] for c in params)},
+            "params": {"cells": len(params), "equal": sum(c["equal"] for c in params),
+                       "explained": sum(not c["equal"] and c["explained"] for c in params)},
             "claims": {"claims": len(claim_lines), "hold": sum(line.startswith("✓") for line in claim_lines)}}
 
 
@@ -166,9 +167,11 @@ def markdown_table(results, study=None):
             counts = score_counts(cells, claim_lines)
             parts = [f"{counts['z']['within_2']} of {counts['z']['cells']} by z",
                      f"{counts['strict']['within_2']} of {counts['strict']['cells']} by the strict figure"]
+            params = counts["params"]
             lines += ["", "Within 2: " + ", ".join(parts) + (
-                f"; parameter counts equal: {counts['params']['equal']} of {counts['params']['cells']}"
-                if counts["params"]["cells"] else "") + "."]
+                f"; parameter counts equal: {params['equal']} of {params['cells']}" + (
+                    f", the other {params['explained']} explained" if params["explained"] else "")
+                if params["cells"] else "") + "."]
     if claim_lines:
         held = sum(line.startswith("✓") for line in claim_lines)
         lines += ["", f"Effects the report claims, and what our numbers show ({held} of {len(claim_lines)} hold "
@@ -181,6 +184,40 @@ def markdown_table(results, study=None):
         lines += ["", "The report's figures, redrawn from our rounds (mean, min–max band):", ""]
         lines += [f"![{f.number}: {f.title}]({f.file})" + "\n" for f in study.figures]
     return "\n".join(lines) + "\n"
+
+
+def tables_summary(folder, names):
+    """(markdown, totals): each report table's counts, read from the `scores` of FOLDER/NAME/results.json
+    (tables run off their protocol have none, and are left out), and their totals."""
+    totals = {"z": {"cells": 0, "within_2": 0}, "strict": {"cells": 0, "within_2": 0},
+              "params": {"cells": 0, "equal": 0, "explained": 0}, "claims": {"claims": 0, "hold": 0}}
+
+    def row(name, scores):
+        z, strict, params, claims = (scores[k] for k in ("z", "strict", "params", "claims"))
+
+        def of(part, whole, extra=""):
+            return f"{part} of {whole}{extra}" if whole else "–"
+
+        counts = of(params["equal"] + params["explained"], params["cells"], f" ({params['equal']} equal)")
+        return (f"| {name} | {of(z['within_2'], z['cells'])} | {of(strict['within_2'], strict['cells'])} | "
+                f"{counts} | {of(claims['hold'], claims['claims'])} |")
+
+    lines = ["| table | within 2 by z | within 2 by the strict figure | parameter counts equal or explained | "
+             "claims that hold |", "|---|---|---|---|---|"]
+    for name in names:
+        path = os.path.join(folder, name, "results.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            scores = json.load(f).get("scores")
+        if not scores:
+            continue
+        for group in totals:
+            for count in totals[group]:
+                totals[group][count] += scores[group][count]
+        lines.append(row(name, scores))
+    lines.append(row("**all**", totals))
+    return "\n".join(lines) + "\n", totals
 
 
 def check_claims(results, claims):
@@ -380,7 +417,9 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         if old and Config.from_dict(old["config"]) != entry.config:
             raise UserError(f"--out {out} holds results of {entry.name!r} with another configuration; "
                             "use another --out or pass --overwrite")
-    records = {name: old for name, old in previous.items()}  # earlier entries first, in their order
+    # the requested entries in their order (a study's), then what else the folder held
+    records = {entry.name: None for entry in entries}
+    records.update({name: old for name, old in previous.items() if name not in records})
     for entry in entries:
         records[entry.name] = {"name": entry.name, "arch": entry.config.arch, "published": entry.published,
                                "config": entry.config.to_dict(),

@@ -114,7 +114,8 @@ class Layers:
 
 
 def build_tower(cfg, make, name="tower", pooled_conv=False):
-    """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10).
+    """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10); with
+    head_input "features", the last dense block's features (the digits are read after the head).
 
     pooled_conv=True: the first conv layer as one PooledConv (for serving).
     """
@@ -122,7 +123,7 @@ def build_tower(cfg, make, name="tower", pooled_conv=False):
     x = make.conv_stack(image, pooled_conv=pooled_conv) if cfg.has_conv else layers.Flatten(name="flatten")(image)
     for i, units in enumerate(cfg.hidden):
         x = make.dense_block(x, units, f"hidden{i}")
-    return keras.Model(image, make.dense(x, 10, "logits"), name=name)
+    return keras.Model(image, x if cfg.head_input == "features" else make.dense(x, 10, "logits"), name=name)
 
 
 def _inputs(mean, std):
@@ -133,11 +134,12 @@ def _inputs(mean, std):
 
 
 def _compare_head(a, b, cfg, make):
+    """(P(a <= b), the head's last layer) from the two towers' outputs."""
     combine = {"concat": layers.Concatenate, "difference": layers.Subtract, "max": layers.Maximum}[cfg.combine]
     x = combine(name=f"combine_{cfg.combine}")([a, b])
     for i, units in enumerate(cfg.head):
         x = make.dense_block(x, units, f"head{i}", None if cfg.head_activation == "same" else cfg.head_activation)
-    return make.compare_output(x)
+    return make.compare_output(x), x
 
 
 def _per_image(fn, inputs, standardize, apart):
@@ -154,10 +156,17 @@ def _per_image(fn, inputs, standardize, apart):
     return fn(standardize(inputs["image_a"])), fn(standardize(inputs["image_b"]))
 
 
-def _towers_and_heads(inputs, logits_a, logits_b, cfg, make):
-    digit_a, digit_b = layers.Softmax(name="digit_a")(logits_a), layers.Softmax(name="digit_b")(logits_b)
-    a, b = (digit_a, digit_b) if cfg.head_input == "probs" else (logits_a, logits_b)
-    compare = _compare_head(a, b, cfg, make)
+def _towers_and_heads(inputs, tower_a, tower_b, cfg, make):
+    """The two towers' outputs (digit logits, or features) -> compare and the two digit outputs."""
+    if cfg.head_input == "features":
+        # Report 003's auxiliary model: the two feature vectors joined, reduced to the head's last layer,
+        # from which both the comparison and each image's digit are read.
+        compare, joint = _compare_head(tower_a, tower_b, cfg, make)
+        tower_a, tower_b = make.dense(joint, 10, "digit_a_logits"), make.dense(joint, 10, "digit_b_logits")
+    digit_a, digit_b = layers.Softmax(name="digit_a")(tower_a), layers.Softmax(name="digit_b")(tower_b)
+    if cfg.head_input != "features":
+        compare, _ = _compare_head(*((digit_a, digit_b) if cfg.head_input == "probs" else (tower_a, tower_b)),
+                                   cfg, make)
     return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name=cfg.arch)
 
 

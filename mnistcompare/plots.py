@@ -85,6 +85,8 @@ def plot_figure(results, figure, path):
                 _epochs_band(ax, [h[key] for h in histories], label, color, "-" if single or j == 0 else "--")
         rounds = {len(by_name[n]["per_round"]) for n in names}
         ax.set(title=panel.title or (names[0] if len(names) == 1 else ""), xlabel="epoch", ylabel=panel.ylabel)
+        if panel.log:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         if names:
             ax.text(0.99, 0.01, f"{'/'.join(map(str, sorted(rounds)))} rounds", transform=ax.transAxes, ha="right",

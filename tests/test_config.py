@@ -21,6 +21,8 @@ def test_defaults_validate_for_every_arch():
     (dict(epochs="ten"), "--epochs"), (dict(padding=(1,)), "--padding"), (dict(padding=("²",)), "--padding"), (dict(seed=2 ** 32), "--seed"),
     (dict(numerics="torch,nope"), "--numerics"), (dict(output="logits"), "--output"), (dict(pairs=1, val_split=0.6), "leaves no training pair"),
     (dict(dense_pool=2, hidden=(75,)), "--dense-pool"), (dict(bottleneck=10), "--bottleneck: only with"),
+    (dict(arch="digits", head_input="probs"), "--head-input: only with"), (dict(head_input="features", head=()),
+                                                                           "--head-input: features needs"),
     (dict(channels=(16, 32, 64, 128), kernel=(3,), pool=(2,)), "shrinks the 14x14 image"),
     (dict(arch="baseline", channels=(8,), kernel=(15,), pool=(1,)), "shrinks the 14x14 image"), (dict(lr=float("nan")), "--lr"), (dict(channels=(8, 0, 4)), "--channels"),
 ])

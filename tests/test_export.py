@@ -63,14 +63,14 @@ def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path):
     assert ("digit_a" in result.stdout) == (arch == "siamese")
 
 
-@pytest.mark.parametrize("arch,members,xla", [(arch, 1, True) for arch in ARCHS] + [
-    ("digits", 2, True), ("siamese", 1, False)])
-def test_serving_layout_gives_the_same_outputs(arch, members, xla, tiny_pairs):
+@pytest.mark.parametrize("arch,members,xla,head_input", [(arch, 1, True, "logits") for arch in ARCHS] + [
+    ("digits", 2, True, "logits"), ("siamese", 1, False, "logits"), ("siamese", 1, True, "features")])
+def test_serving_layout_gives_the_same_outputs(arch, members, xla, head_input, tiny_pairs):
     from mnistcompare.export import serving_model
     from mnistcompare.layers import PooledConv
 
     train, _ = tiny_pairs
-    cfg = Config(arch=arch, members=members, conv_batch_norm=True, **SMALL).validate()
+    cfg = Config(arch=arch, members=members, conv_batch_norm=True, head_input=head_input, **SMALL).validate()
     model = build_model(cfg, 40.0, 50.0)
     rng = np.random.default_rng(0)  # every weight away from its initial value, BatchNorm statistics included
     model.set_weights([np.asarray(w * rng.uniform(0.5, 1.5, w.shape) + rng.uniform(-0.2, 0.2, w.shape), np.float32)

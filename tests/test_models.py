@@ -74,6 +74,20 @@ def test_report000_presets_match_appendix_a():
             if isinstance(layer, keras.layers.BatchNormalization)] == [0.9] * 4
 
 
+def test_report003_auxiliary_model_reads_prediction_and_digits_from_the_joined_features():
+    from mnistcompare.reports import study
+
+    entry = next(e for e in study("report003-table1").entries() if e.name == "WeightSharingAuxiliaryModel")
+    model = build_model(entry.config.validate())
+    assert model.get_layer("tower").output.shape[-1] == 128  # each image's features, shared weights
+    assert model.get_layer("head0_dense").input.shape[-1] == 256 and model.get_layer("head0_dense").units == 100
+    for digit in ("digit_a_logits", "digit_b_logits"):
+        layer = model.get_layer(digit)
+        assert layer.input.shape[-1] == 100 and layer.units == 10
+    conv = 9 * 32 + 32 + 9 * 32 * 64 + 64
+    assert count_params(model) == conv + (64 * 2 * 2 * 128 + 128) + (256 * 100 + 100) + 2 * (100 * 10 + 10) + 101
+
+
 def test_report004_nets_without_aux_end_in_its_two_linear_layers():
     from mnistcompare.reports import study
 

@@ -1,8 +1,11 @@
 """The reports as data: every table's cells and rounds, their parameter counts, z-scores and claims."""
+import json
+import pathlib
+
 import pytest
 
 from mnistcompare.experiments import (check_claims, markdown_table, score_cells, score_counts, strict_score,
-                                      summarise, z_score)
+                                      summarise, tables_summary, z_score)
 from mnistcompare.models import build_model, count_params
 from mnistcompare.reports import ALIASES, PRESETS, STUDIES, TABLES, Claim, Study, preset, study
 
@@ -85,10 +88,10 @@ def test_every_published_cell_is_scored_parameters_compared_and_times_as_ratios(
     assert (cells["fast: time ÷ slow's"]["published"], cells["fast: time ÷ slow's"]["ours"]) == ("0.50", "1.50")
     counts = score_counts(list(cells.values()), ["✓ a", "✗ b"])
     assert counts == {"z": {"cells": 3, "within_2": 2}, "strict": {"cells": 3, "within_2": 2},
-                      "params": {"cells": 2, "equal": 1}, "claims": {"claims": 2, "hold": 1}}
+                      "params": {"cells": 2, "equal": 1, "explained": 1}, "claims": {"claims": 2, "hold": 1}}
     table = markdown_table(results, Study(lambda: [], 10, "", assumptions=("batch 100",)))
     assert "| slow: test accuracy | 0.950 ± 0.010 (n 10) | 0.910 ± 0.014 (n 2) | -2.8 | -3.8 |" in table
-    assert "Within 2: 2 of 3 by z, 2 of 3 by the strict figure; parameter counts equal: 1 of 2." in table
+    assert "Within 2: 2 of 3 by z, 2 of 3 by the strict figure; parameter counts equal: 1 of 2, the other 1 explained." in table
     assert "- batch 100" in table
 
 
@@ -133,3 +136,31 @@ def test_error_tables_show_errors_in_percent_like_report_004():
     table = markdown_table(results, Study(lambda: [], 20, "", errors=True))
     assert "| CNN | 24.0 ± 1.4 |" in table  # error % = 100 (1 - accuracy); above the report: more errors
     assert "| CNN: test error % | 23.9 ± 1.2 (n 20) | 24.0 ± 1.4 (n 2) | +0.1 | +0.1 |" in table
+
+
+DOCS = pathlib.Path(__file__).parent.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_each_committed_table_is_what_its_rounds_give(name):
+    """docs/results/NAME: results.md, the scores and the figures are those its committed rounds give."""
+    results = json.loads((DOCS / name / "results.json").read_text())
+    chosen = study(name)
+    assert [e["name"] for e in results["entries"]][:len(chosen.entries())] == [e.name for e in chosen.entries()]
+    for entry in results["entries"]:
+        assert {k: entry[k] for k in summarise(entry["per_round"])} == pytest.approx(summarise(entry["per_round"]))
+    cells = score_cells(results, chosen.errors)
+    assert results["scores"] == score_counts(cells, check_claims(results, chosen.claims))
+    assert (DOCS / name / "results.md").read_text() == markdown_table(results, chosen)
+    assert all((DOCS / name / figure.file).exists() for figure in chosen.figures)
+
+
+def test_the_readme_counts_are_the_committed_tables():
+    _, totals = tables_summary(str(DOCS), TABLES)
+    assert (DOCS / "summary.md").read_text() == tables_summary(str(DOCS), TABLES)[0]
+    readme = (DOCS.parent.parent / "README.md").read_text()
+    sentence = (f"{totals['z']['within_2']} of their {totals['z']['cells']} accuracy cells are within 2 by z, "
+                f"{totals['strict']['within_2']} of {totals['strict']['cells']} by the strict figure; "
+                f"{totals['claims']['hold']} of "
+                f"{totals['claims']['claims']} claims hold")
+    assert sentence in " ".join(readme.split())
