@@ -148,7 +148,8 @@ def test_rounds_resume_without_duplicates_and_nothing_finished_is_lost(idx_dir, 
     other = [Entry("other", Config(**TINY, lr=0.01).validate())]
     evaluate(other, 1, out, source, log=lines.append)
     saved = json.load(open(os.path.join(out, "results.json")))
-    assert [(e["name"], e["rounds"]) for e in saved["entries"]] == [("tiny", 3), ("other", 1)]
+    # the entries asked for first, in their order (a study's table in the study's order), then the others
+    assert [(e["name"], e["rounds"]) for e in saved["entries"]] == [("other", 1), ("tiny", 3)]
 
     # A different configuration under the same name is refused, unless overwriting.
     changed = [Entry("tiny", Config(**{**TINY, "lr": 0.01}).validate())]
