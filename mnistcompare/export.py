@@ -62,9 +62,6 @@ def export_saved_model(model, cfg, path, xla=True):
     Serving needs --xla_cpu_compilation_enabled for it).
     """
     model = serving_model(model, cfg, xla)
-    answer_spec = {"compare": tf.TensorSpec([None], tf.float32),
-                   **{name: tf.TensorSpec([None, 10], tf.float32) for name in ("digit_a", "digit_b")
-                      if name in model.output_names}}
 
     def outputs(image_a, image_b):
         checks = [tf.debugging.assert_equal(tf.shape(image_a)[0], tf.shape(image_b)[0],
@@ -78,9 +75,12 @@ def export_saved_model(model, cfg, path, xla=True):
             image_a, image_b = (tf.compat.v1.placeholder_with_default(x, [None, *x.shape[1:]])
                                 for x in (image_a, image_b))
 
-        # A batch of no images gets outputs of no rows (TensorFlow's convolutions fail on an empty batch).
-        empty = {name: tf.zeros([0, *value.shape[1:]], value.dtype) for name, value in answer_spec.items()}
-        return tf.cond(tf.shape(image_a)[0] > 0, lambda: answer(image_a, image_b), lambda: empty)
+        # A batch of no images gets outputs of no rows: TensorFlow's convolutions fail on an empty batch, so
+        # it is given one blank pair, whose answer is cut off (a pad of 0 rows otherwise; no tf.cond to trace).
+        n = tf.shape(image_a)[0]
+        pad = [[0, 1 - tf.minimum(n, 1)], [0, 0], [0, 0], [0, 0]]
+        out = answer(tf.pad(image_a, pad), tf.pad(image_b, pad))
+        return {name: value[:n] for name, value in out.items()}
 
     # The model traced once, as one function that every endpoint calls: tracing it inside each of the six
     # endpoints' signatures made most of an export's time.
