@@ -128,6 +128,24 @@ def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     assert best.channels in ((4, 8), (8, 16)) and best.alpha in (0.3, 0.6)
 
 
+def test_a_search_stopped_in_its_first_trial_is_reloaded_not_started_again(idx_dir, tmp_path, monkeypatch):
+    # keras-tuner reloads a project only where its tuner file exists: written before the first trial, a
+    # search killed before that trial's end (its own file already COMPLETED) does not train it twice
+    from mnistcompare.tuning import PROJECT
+    from mnistcompare.tuning.hypermodel import ComparisonHyperModel
+
+    out, seen = tmp_path / "tune", []
+
+    def stopped(self, *args, **kwargs):
+        seen.append(sorted(os.listdir(out / PROJECT)))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ComparisonHyperModel, "fit", stopped)
+    with pytest.raises(SystemExit):
+        tune_main(["--idx-dir", str(idx_dir), *TINY, *GRID, "--quiet", "--out", str(out)])
+    assert "tuner0.json" in seen[0] and "oracle.json" in seen[0], seen
+
+
 def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_dir, tmp_path, cli):
     (tmp_path / "tuning.py").write_text("raise SystemExit('the working directory was imported')\n")
     (tmp_path / "mnistcompare.py").write_text("raise SystemExit('the working directory was imported')\n")

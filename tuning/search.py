@@ -102,6 +102,13 @@ class ComparisonTuner(keras_tuner.Tuner):
                     "tuner_id": self.tuner_id})
         return results
 
+    def on_search_begin(self):
+        # keras-tuner reloads a project only where its tuner file exists, and writes that file first at the
+        # end of the first trial, after the trial's own file: a search killed in between would start again
+        # and train its first trial twice. Written now, before any trial, as the chief's is.
+        super().on_search_begin()
+        self.save()
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         if self.progress.enabled:  # (a worker's output goes to its log: no progress there)
