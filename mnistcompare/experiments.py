@@ -45,26 +45,35 @@ def _pm(mean, std, digits=3):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+STD_KEYS = {"test_accuracy": "std", "train_accuracy": "train_std"}  # a published figure's std, by its key
+
+
 def z_score(entry, key="test_accuracy"):
     """(ours - published) / max(published std, our std) on test (or train) accuracy; None without a
     published figure and std."""
     pub = entry.get("published") or {}
-    published_key, std_key = (key, "std") if key == "test_accuracy" else (key, "train_std")
-    if published_key not in pub or not entry.get("rounds"):
+    if key not in pub or not entry.get("rounds"):
         return None
-    scale = max(pub.get(std_key) or 0.0, entry[f"{key}_std"])
-    return (entry[f"{key}_mean"] - pub[published_key]) / scale if scale else None
+    scale = max(pub.get(STD_KEYS[key]) or 0.0, entry[f"{key}_std"])
+    return (entry[f"{key}_mean"] - pub[key]) / scale if scale else None
 
 
 def strict_score(entry, key="test_accuracy"):
     """The difference of the two means over its standard error, sqrt(σp²/np + σo²/no): a two-sample test
     of the means (Welch's t); None where the report gives no std or no number of rounds."""
     pub = entry.get("published") or {}
-    std_key = "std" if key == "test_accuracy" else "train_std"
-    if key not in pub or pub.get(std_key) is None or not pub.get("rounds") or entry.get("rounds", 0) < 2:
+    std = pub.get(STD_KEYS[key])
+    if key not in pub or std is None or not pub.get("rounds") or entry.get("rounds", 0) < 2:
         return None
-    error = (pub[std_key] ** 2 / pub["rounds"] + entry[f"{key}_std"] ** 2 / entry["rounds"]) ** 0.5
+    error = (std ** 2 / pub["rounds"] + entry[f"{key}_std"] ** 2 / entry["rounds"]) ** 0.5
     return (entry[f"{key}_mean"] - pub[key]) / error if error else None
+
+
+def _shown(mean, std=None, errors=False):
+    """An accuracy as a table shows it: to 3 decimals, or (errors) as the error in %."""
+    if errors:
+        return f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
 
 
 def score_cells(results, errors=False):
@@ -73,20 +82,17 @@ def score_cells(results, errors=False):
     sign = -1 if errors else 1
 
     def value(mean, std=None, n=None):
-        shown = f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "") if errors else \
-            f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-        return shown + (f" (n {n})" if n else "")
+        return _shown(mean, std, errors) + (f" (n {n})" if n else "")
 
     entries = [e for e in results["entries"] if e["per_round"] and e.get("published")]
     what = "error %" if errors else "accuracy"
     cells = []
     for e in entries:
         pub = e["published"]
-        for key, label, std_key in (("test_accuracy", f"test {what}", "std"),
-                                    ("train_accuracy", f"train {what}", "train_std")):
+        for key, std_key in STD_KEYS.items():
             if key in pub:
                 z, strict = z_score(e, key), strict_score(e, key)
-                cells.append({"cell": f"{e['name']}: {label}", "kind": "accuracy",
+                cells.append({"cell": f"{e['name']}: {key.split('_')[0]} {what}", "kind": "accuracy",
                               "published": value(pub[key], pub.get(std_key), pub.get("rounds")),
                               "ours": value(e[f"{key}_mean"], e[f"{key}_std"], e["rounds"]),
                               "z": None if z is None else sign * z,
@@ -127,10 +133,8 @@ def markdown_table(results, study=None):
     errors = bool(study and study.errors)
     off = results.get("off_protocol")
 
-    def value(mean, std=None):  # an accuracy as shown: accuracy, or error in %
-        if errors:
-            return f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-        return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    def value(mean, std=None):
+        return _shown(mean, std, errors)
 
     def score(v):
         return f"{v:+.1f}" if v is not None else "–"
