@@ -158,21 +158,26 @@ def _terminated(signum, frame):
 
 
 def _end_now(signum, frame):
-    _exit(143)
+    _exit(143, True)
 
 
-def _exit(code):
-    # Not sys.exit: the interpreter's shutdown, with TensorFlow's threads still running after an interrupted
-    # fit, crashed once with SIGSEGV in CI. Every finally block has run; nothing is left to write.
+def _exit(code, whole_process):
+    # Not sys.exit for a command: the interpreter's shutdown, with TensorFlow's threads still running after
+    # an interrupted fit, crashed once with SIGSEGV in CI. Every finally block has run; nothing is left to write.
+    if not whole_process:
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
-def run(main, prog):
+def run(main, prog, argv):
     """Run a command body; user mistakes -> one line + exit 2, a failed run -> one line + exit 1,
-    Ctrl-C -> exit 130, SIGTERM -> one line + exit 143."""
-    faulthandler.enable()  # a crash in native code still says where Python was
+    Ctrl-C -> exit 130, SIGTERM -> one line + exit 143. `argv` None: the command line, so the process
+    itself ends on an interrupt; arguments from Python (a test) end it in SystemExit."""
+    whole_process = argv is None
+    if whole_process:
+        faulthandler.enable()  # a crash in native code still says where Python was
     # tune's launcher stops its chief and workers with SIGTERM and says why itself. They end at once, as
     # on SIGKILL (which resuming already covers): unwinding, the chief's gRPC server thread could print a
     # traceback into the launcher's one line.
@@ -181,7 +186,7 @@ def run(main, prog):
         main()
     except Terminated:
         print(f"\n{prog}: terminated; rerun the same command to resume", file=sys.stderr)
-        _exit(143)
+        _exit(143, whole_process)
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
@@ -191,7 +196,7 @@ def run(main, prog):
     except KeyboardInterrupt:
         # train resumes from its last finished epoch, evaluate from its last round, tune from its last trial
         print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
-        _exit(130)
+        _exit(130, whole_process)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -249,7 +254,7 @@ def train_main(argv=None):
             cfg.save(os.path.join(out, "config.json"))  # marks an unfinished run of this configuration
             train_here(cfg, args, train, test, out, strategy, resuming, writes=True)
 
-    run(main, "mnistcompare-train")
+    run(main, "mnistcompare-train", argv)
 
 
 def train_here(cfg, args, train, test, out, strategy, resuming, writes):
@@ -422,7 +427,7 @@ def evaluate_main(argv=None):
             if cluster is not None:
                 cluster.close()
 
-    run(main, "mnistcompare-evaluate")
+    run(main, "mnistcompare-evaluate", argv)
 
 
 def evaluate_plans(args, plans, source, top, cluster):
@@ -523,7 +528,7 @@ def predict_main(argv=None):
             if not args.json:
                 print(f"picture in {args.show}")
 
-    run(main, "mnistcompare-predict")
+    run(main, "mnistcompare-predict", argv)
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def serve_main(argv=None):
               f"http://{args.host}:{args.port}/v1/models/{args.name}:predict", flush=True)
         uvicorn.run(make_app(model), host=args.host, port=args.port, log_level="warning")
 
-    run(main, "mnistcompare-serve")
+    run(main, "mnistcompare-serve", argv)
 
 
 if __name__ == "__main__":

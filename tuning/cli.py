@@ -147,7 +147,7 @@ def tune_main(argv=None):
                 return
             search_grid(args, base, grid, source)
 
-    run(main, "mnistcompare-tune")
+    run(main, "mnistcompare-tune", argv)
 
 
 def check_counts(args):
