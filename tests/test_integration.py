@@ -1,5 +1,4 @@
 """Real MNIST: the reports' protocol end to end."""
-import json
 
 import numpy as np
 import pytest

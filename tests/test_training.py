@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 
 from helpers import SMALL
