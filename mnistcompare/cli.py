@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import faulthandler
 import json
+import multiprocessing.util
 import os
 import re
 import signal
@@ -166,6 +167,9 @@ def _exit(code, whole_process):
     # an interrupted fit, crashed once with SIGSEGV in CI. Every finally block has run; nothing is left to write.
     if not whole_process:
         sys.exit(code)
+    # What Python's exit does for multiprocessing (no public name): evaluate's worker pool releases its
+    # semaphores, else the resource tracker warns of them under the one line.
+    multiprocessing.util._exit_function()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
