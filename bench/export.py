@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from alternate import ROOT, alternate
 
 CHILD = r"""
 import json, os, statistics, sys, tempfile, time
@@ -76,13 +76,7 @@ def main():
     parser.add_argument("--pairs", type=int, default=3, help="alternating (this, previous) pairs (default 3)")
     parser.add_argument("--torch-python", metavar="PY", help="a Python with torch, to time the PyTorch reference")
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.previous, "mnistcompare")):
-        sys.exit(f"export.py: error: --previous {args.previous}: no mnistcompare/ there")
-    runs = {"this": [], "previous": []}
-    for i in range(args.pairs):
-        for name, root in (("this", ROOT), ("previous", args.previous)):
-            runs[name].append(side(root, args))
-            print(f"pair {i + 1} {name}: {json.dumps(runs[name][-1])}", flush=True)
+    runs = alternate(parser, args, lambda root: side(root, args))
     print("\n| model | this: first, later export (s) | previous: first, later (s) | ratio (later) |\n|---|---|---|---|")
     for model in args.preset.split(","):
         cells, later = [], {}

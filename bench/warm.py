@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from alternate import ROOT, alternate
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -63,13 +63,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=0, help="epochs per round (default: the preset's)")
     parser.add_argument("--idx-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
     args = parser.parse_args()
-    if not os.path.isdir(os.path.join(args.previous, "mnistcompare")):
-        sys.exit(f"warm.py: error: --previous {args.previous}: no mnistcompare/ there")
-    runs = {"this": [], "previous": []}
-    for i in range(args.pairs):
-        for name, root in (("this", ROOT), ("previous", args.previous)):
-            runs[name].append(side(root, args))
-            print(f"pair {i + 1} {name}: {json.dumps(runs[name][-1])}", flush=True)
+    runs = alternate(parser, args, lambda root: side(root, args))
     print(f"\n| {args.preset} | warm round, s (median) | first round, s | test accuracy |\n|---|---|---|---|")
     for name, results in runs.items():
         print(f"| {name} | {statistics.median(r['warm'] for r in results):.2f} | "

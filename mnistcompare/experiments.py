@@ -6,6 +6,7 @@ written atomically after every round; rerunning into the same folder
 continues with the rounds that are missing.
 """
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -133,8 +134,7 @@ def markdown_table(results, study=None):
     errors = bool(study and study.errors)
     off = results.get("off_protocol")
 
-    def value(mean, std=None):
-        return _shown(mean, std, errors)
+    value = functools.partial(_shown, errors=errors)
 
     def score(v):
         return f"{v:+.1f}" if v is not None else "–"
