@@ -180,7 +180,7 @@ def run(main, prog, argv):
     Ctrl-C -> exit 130, SIGTERM -> one line + exit 143. `argv` None: the command line, so the process
     itself ends on an interrupt; arguments from Python (a test) end it in SystemExit."""
     whole_process = argv is None
-    if whole_process:
+    if whole_process and sys.stderr is not None:  # (None: started with stderr closed)
         faulthandler.enable()  # a crash in native code still says where Python was
     # tune's launcher stops its chief and workers with SIGTERM and says why itself. They end at once, as
     # on SIGKILL (which resuming already covers): unwinding, the chief's gRPC server thread could print a
