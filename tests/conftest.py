@@ -59,6 +59,36 @@ def cli():
     return run
 
 
+@pytest.fixture
+def main(capsys, monkeypatch):
+    """Runs a command in this process, as a script calling `train_main([...])` does: main("train", "--epochs", 2,
+    ...) -> CompletedProcess of its exit code, stdout and stderr. It saves the seconds of a new process and
+    TensorFlow's start-up; `cli` is for what only a process shows (its start, signals, its exit)."""
+    import subprocess
+
+    from mnistcompare.cli import evaluate_main, predict_main, train_main
+    from mnistcompare.tuning.cli import tune_main
+
+    mains = {"train": train_main, "evaluate": evaluate_main, "predict": predict_main, "tune": tune_main}
+
+    def call(name, *args, env=None, cwd=None):
+        argv = [str(a) for a in args]
+        with monkeypatch.context() as patch:
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            if cwd:
+                patch.chdir(cwd)
+            capsys.readouterr()
+            try:
+                mains[name](argv)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess([f"mnistcompare-{name}", *argv], code, out, err)
+    return call
+
+
 @pytest.fixture(scope="session")
 def trained_run(mnist_dir, tmp_path_factory):
     """One real training of report 000's siamese net (seed 0), shared by the tests that need a trained model:
@@ -67,7 +97,7 @@ def trained_run(mnist_dir, tmp_path_factory):
     import fcntl
     import json
 
-    from helpers import run
+    from mnistcompare.cli import train_main
     from mnistcompare.data import find_source, load_pairs
     from mnistcompare.reports import preset
 
@@ -77,8 +107,7 @@ def trained_run(mnist_dir, tmp_path_factory):
     with open(root / "trained.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / "metrics.json").exists():
-            result = run("train", "--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out",
-                         out, "--quiet")
-            assert result.returncode == 0, result.stderr[-3000:]
+            train_main(["--preset", "report000-siamese", "--seed", "0", "--data-dir", mnist_dir, "--out", str(out),
+                        "--quiet"])
     _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     return out, json.loads((out / "metrics.json").read_text()), test

@@ -68,11 +68,11 @@ def test_help_lists_every_option_with_its_bounds(cli):
         assert version.returncode == 0 and version.stdout.strip() == f"mnistcompare-{command} 0.2.0"
 
 
-def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
+def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, main):
     out = tmp_path / "run"
     common = ["--idx-dir", str(idx_dir), "--pairs", "100", "--test-pairs", "50", "--epochs", "2",
               "--batch-size", "25", "--quiet"]
-    result = cli("train", "--arch", "digits", "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16",
+    result = main("train", "--arch", "digits", "--channels", "4,8", "--kernel", "3", "--pool", "2,1", "--hidden", "16",
                  "--alpha", "0.2", *common, "--out", out, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout
@@ -89,12 +89,12 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, cli):
     assert {"epoch_compare_accuracy", "epoch_compare_loss"} <= tags["test"]
 
     # A finished run is not overwritten by accident.
-    again = cli("train", "--config", out / "config.json", *common, "--out", out)
+    again = main("train", "--config", out / "config.json", *common, "--out", out)
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
     # The saved config reproduces the run exactly (same seed, same data).
     # (--no-xla changes only the export.)
-    rerun = cli("train", "--config", out / "config.json", *common, "--out", tmp_path / "rerun", "--no-xla")
+    rerun = main("train", "--config", out / "config.json", *common, "--out", tmp_path / "rerun", "--no-xla")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     metrics2 = json.loads((tmp_path / "rerun" / "metrics.json").read_text())
     assert metrics2["config"] == metrics["config"]

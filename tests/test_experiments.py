@@ -241,13 +241,13 @@ def test_unreadable_results_file_is_one_clear_error(text, tmp_path):
         evaluate([Entry("tiny", Config(**TINY).validate())], 1, str(tmp_path))
 
 
-def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_dir, tmp_path, cli):
+def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_dir, tmp_path, main):
     runs = {}
     for jobs in (1, 2):
         out = tmp_path / f"jobs{jobs}"
-        result = cli("evaluate", "--preset", "report000-siamese", "--pairs", "100", "--test-pairs", "50",
-                     "--epochs", "2", "--batch-size", "20", "--swap", "--rounds", "2", "--jobs", jobs,
-                     "--idx-dir", idx_dir, "--out", out, "--tensorboard", tmp_path / f"tb{jobs}")
+        result = main("evaluate", "--preset", "report000-siamese", "--pairs", "100", "--test-pairs", "50",
+                      "--epochs", "2", "--batch-size", "20", "--swap", "--rounds", "2", "--jobs", jobs,
+                      "--idx-dir", idx_dir, "--out", out, "--tensorboard", tmp_path / f"tb{jobs}")
         assert result.returncode == 0, result.stderr[-3000:]
         assert [line.split(" round ")[1][:3] for line in result.stdout.splitlines() if " round " in line] == \
             ["1/2", "2/2"]  # logged in round order
@@ -301,10 +301,10 @@ def test_two_evaluations_of_one_folder_at_once_the_second_is_refused(idx_dir, tm
 
 
 @pytest.mark.slow
-def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path, cli):
+def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path, main):
     out = tmp_path / "eval"
-    result = cli("evaluate", "--arch", "siamese,baseline", "--rounds", "2", "--epochs", "2", "--data-dir", mnist_dir,
-                 "--out", out)
+    result = main("evaluate", "--arch", "siamese,baseline", "--rounds", "2", "--epochs", "2", "--data-dir", mnist_dir,
+                  "--jobs", "1", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("] round ") == 4
     results = json.loads((out / "results.json").read_text())
@@ -324,7 +324,7 @@ def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path, cli):
     assert {"test_accuracy", "test_compare_loss", "compare_accuracy"} <= set(history)
 
 
-def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, cli):
+def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, main):
     out = tmp_path / "eval"
     args = ["--arch", "siamese,digits", "--idx-dir", idx_dir, "--rounds", "3", *TINY_FLAGS, "--epochs", "4",
             "--out", out]
@@ -346,7 +346,7 @@ def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, cli):
         assert time.time() < deadline, "worker processes outlived the killed evaluate"
         time.sleep(0.1)
 
-    result = cli("evaluate", *args)
+    result = main("evaluate", *args, "--jobs", "1")  # resumed by one process
     assert result.returncode == 0, result.stderr[-3000:]
     entries = json.loads((out / "results.json").read_text())["entries"]
     for e in entries:

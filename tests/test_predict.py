@@ -38,7 +38,7 @@ def test_mnist_form_is_white_on_black_20_pixels_centred_by_mass():
 
 
 @pytest.mark.slow
-def test_predict_answers_for_png_files_as_serve_mnist_for_the_originals(trained_run, mnist_dir, tmp_path, cli):
+def test_predict_answers_for_png_files_as_serve_mnist_for_the_originals(trained_run, mnist_dir, tmp_path, main):
     import tensorflow as tf
 
     from mnistcompare.data import find_source, load_mnist
@@ -63,7 +63,7 @@ def test_predict_answers_for_png_files_as_serve_mnist_for_the_originals(trained_
         rows += [f"{a}-{name}.{ext},{b}-{name}.{ext}" for a, b in zip(files[::2], files[1::2])]
     (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
 
-    result = cli("predict", out, "--pairs", tmp_path / "pairs.csv", "--json", "--show", tmp_path / "show.png")
+    result = main("predict", out, "--pairs", tmp_path / "pairs.csv", "--json", "--show", tmp_path / "show.png")
     assert result.returncode == 0, result.stderr[-3000:]
     answers = json.loads(result.stdout)
     assert len(answers) == 12 and (tmp_path / "show.png").read_bytes()[:4] == b"\x89PNG"
@@ -75,7 +75,7 @@ def test_predict_answers_for_png_files_as_serve_mnist_for_the_originals(trained_
         if k < 6:  # 28x28: the very images, so the very numbers
             assert row["p_a_le_b"] == pytest.approx(float(expected["compare"][pair]), abs=1e-5)
 
-    one = cli("predict", out, tmp_path / "0-black200.png", tmp_path / "1-white28.png")
+    one = main("predict", out, tmp_path / "0-black200.png", tmp_path / "1-white28.png")
     digit = int(np.argmax(expected["digit_a"][0]))
     assert one.returncode == 0 and one.stdout.count("P(a <= b)") == 1 and f"0-black200.png: {digit} at" in one.stdout
 
@@ -105,7 +105,7 @@ def test_predict_usage_mistakes_are_one_line(tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_a_damaged_saved_model_is_one_line(trained_run, tmp_path, cli):  # D8
+def test_a_damaged_saved_model_is_one_line(trained_run, tmp_path, main):  # D8
     import shutil
 
     out, _, _ = trained_run
@@ -115,5 +115,5 @@ def test_a_damaged_saved_model_is_one_line(trained_run, tmp_path, cli):  # D8
     digit = np.zeros((28, 28), np.uint8)
     digit[4:24, 12:16] = 255
     Image.fromarray(digit).save(tmp_path / "a.png")
-    result = cli("predict", tmp_path, tmp_path / "a.png", tmp_path / "a.png")
+    result = main("predict", tmp_path, tmp_path / "a.png", tmp_path / "a.png")
     assert "cannot load the SavedModel" in one_line(result)

@@ -23,7 +23,7 @@ def test_the_readme_has_python_blocks():
 def test_readme_python_blocks_run_in_order(mnist_dir, tmp_path):
     code = "\n".join(python_blocks(ROOT / "README.md"))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                            env={**os.environ, "TFDS_DATA_DIR": mnist_dir, "README_EPOCHS": "2"})
+                            env={**os.environ, "TFDS_DATA_DIR": mnist_dir, "README_EPOCHS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"test accuracy 0\.\d{3}", result.stdout)
     assert re.search(r"\[[0-9. e-]+\]", result.stdout)  # the SavedModel's answers

@@ -27,7 +27,7 @@ def interrupt_after(proc, out, rows, sig):
     return proc.wait(timeout=120)
 
 
-def test_sigkill_then_rerun_trains_exactly_the_missing_epochs(idx_dir, tmp_path, cli):
+def test_sigkill_then_rerun_trains_exactly_the_missing_epochs(idx_dir, tmp_path, main):
     import keras
 
     out = tmp_path / "run"
@@ -36,10 +36,10 @@ def test_sigkill_then_rerun_trains_exactly_the_missing_epochs(idx_dir, tmp_path,
     done = len(history_rows(out))
     assert 3 <= done < 40 and not (out / "metrics.json").exists()
 
-    other = cli("train", *args[:-2], "--lr", "0.01", "--out", out)  # another config may not mix in
+    other = main("train", *args[:-2], "--lr", "0.01", "--out", out)  # another config may not mix in
     assert "another configuration" in one_line(other)
 
-    result = cli("train", *args)
+    result = main("train", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed_at = int(result.stdout.split("at epoch ")[1].split()[0]) - 1
     assert done - 1 <= resumed_at <= done  # the last epoch's backup may not have been written when killed
@@ -75,38 +75,38 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_pairs):
     assert hc["loss"] != ha["loss"]
 
 
-def test_two_runs_on_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, cli):
+def test_two_runs_on_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, main):
     out = tmp_path / "run"
     first = start("train", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--quiet", "--out", out)
     try:
         wait_for(lambda: len(history_rows(out)) >= 1, first, what="the first epoch")
-        second = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--quiet", "--out", out)
+        second = main("train", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--quiet", "--out", out)
         assert "is in use by pid" in one_line(second)
     finally:
         first.kill()
         first.wait()
 
 
-def test_overwrite_deletes_only_what_a_run_wrote(idx_dir, tmp_path, cli):
+def test_overwrite_deletes_only_what_a_run_wrote(idx_dir, tmp_path, main):
     folder = tmp_path / "thesis"
     (folder / "backup").mkdir(parents=True)
     (folder / "backup" / "thesis.tex").write_text("x")
     args = ["--idx-dir", idx_dir, *DENSE, "--epochs", "1", "--quiet"]
-    refused = cli("train", *args, "--out", ".", "--overwrite", cwd=folder)
+    refused = main("train", *args, "--out", ".", "--overwrite", cwd=folder)
     assert "holds files but no run" in one_line(refused)
     assert (folder / "backup" / "thesis.tex").read_text() == "x"
 
     run = tmp_path / "run"
-    assert cli("train", *args, "--out", run).returncode == 0
+    assert main("train", *args, "--out", run).returncode == 0
     (run / "saved_model" / "1" / "notes.txt").write_text("mine")
-    again = cli("train", *args, "--out", run, "--overwrite")
+    again = main("train", *args, "--out", run, "--overwrite")
     assert again.returncode == 0, again.stderr[-2000:]
     assert (run / "saved_model" / "1" / "notes.txt").read_text() == "mine" and (run / "metrics.json").exists()
 
 
-def test_a_diverging_run_ends_with_one_line_and_is_not_saved_as_finished(idx_dir, tmp_path, cli):
+def test_a_diverging_run_ends_with_one_line_and_is_not_saved_as_finished(idx_dir, tmp_path, main):
     out = tmp_path / "nan"
-    result = cli("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--lr", "1e9", "--no-batch-norm", "--quiet",
+    result = main("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--lr", "1e9", "--no-batch-norm", "--quiet",
                  "--out", out)
     assert "diverged at epoch" in one_line(result, code=1)
     assert not (out / "metrics.json").exists() and not (out / "saved_model").exists()
@@ -119,13 +119,13 @@ def _limit_file_size(size):
     return limit
 
 
-def test_a_full_disk_is_one_line_and_the_rerun_resumes(idx_dir, tmp_path, cli):
+def test_a_full_disk_is_one_line_and_the_rerun_resumes(idx_dir, tmp_path, main):
     out = tmp_path / "run"  # config.json (~2 KB) fits, the first backup (~20 KB) does not
     args = command("train", "--idx-dir", idx_dir, *DENSE, "--epochs", "2", "--quiet", "--out", out)
     full = subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=_limit_file_size(12_000))
     assert "cannot write" in one_line(full, code=1) and "backup" in full.stderr
     assert not [p for p in out.rglob(".tmp-*")]  # no half-written file left behind
-    rerun = cli("train", "--idx-dir", idx_dir, *DENSE, "--epochs", "2", "--quiet", "--out", out)
+    rerun = main("train", "--idx-dir", idx_dir, *DENSE, "--epochs", "2", "--quiet", "--out", out)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
 
 
@@ -149,7 +149,7 @@ def test_a_failed_write_is_one_clear_error_and_leaves_the_old_file(tmp_path, mon
     assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left behind
 
 
-def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_path, cli):
+def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_path, main):
     # (the many ways an IDX file can be broken are tests of data.py: here, that the command says it in one line)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -164,8 +164,8 @@ def test_data_and_output_mistakes_are_one_line_and_write_nothing(idx_dir, tmp_pa
         (["--idx-dir", idx_dir, "--pairs", "300", "--out", tmp_path / "o2"], "300 pairs need 600 images"),
     ]
     for args, message in cases:
-        result = cli("train", *args, "--pairs", "100", "--test-pairs", "50") if "--pairs" not in args else \
-            cli("train", *args)
+        result = main("train", *args, "--pairs", "100", "--test-pairs", "50") if "--pairs" not in args else \
+            main("train", *args)
         assert message in one_line(result), (args, result.stderr)
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 3))
 

@@ -2,8 +2,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -90,12 +88,12 @@ def test_bad_grids_exit_2_with_one_line(spec, idx_dir, tmp_path, cli):
     assert spec in one_line(cli("tune", "--idx-dir", idx_dir, "--grid", spec, "--out", tmp_path / "t"))
 
 
-def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
+def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, main):
     out = tmp_path / "tune"
     args = ["--idx-dir", idx_dir, *TINY, *GRID, "--final-rounds", "1", "--out", out]
     first = killed_after_a_finished_trial(args, out)
 
-    result = cli("tune", *args, "--tensorboard", tmp_path / "tb")
+    result = main("tune", *args, "--tensorboard", tmp_path / "tb")
     assert result.returncode == 0, result.stderr[-3000:]
     after = trial_files(out)
     assert len(after) == 4
@@ -114,12 +112,12 @@ def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, cli):
     assert (out / "final" / "results.json").exists()
 
     # A rerun trains nothing.
-    again = cli("tune", *args[:-4], "--final-rounds", "0", "--out", out)
+    again = main("tune", *args[:-4], "--final-rounds", "0", "--out", out)
     assert again.returncode == 0 and trial_files(out) == after and "Running Trial" not in again.stdout
 
     # Another search into the same folder is refused, and leaves its outputs as they are.
     outputs = {name: (out / name).read_bytes() for name in ("trials.md", "best_config.json")}
-    other = cli("tune", "--idx-dir", idx_dir, *TINY, "--grid", "lr=0.001,0.01", "--out", out)
+    other = main("tune", "--idx-dir", idx_dir, *TINY, "--grid", "lr=0.001,0.01", "--out", out)
     assert "holds another search" in one_line(other)
     assert {name: (out / name).read_bytes() for name in outputs} == outputs
 
@@ -155,25 +153,25 @@ def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_di
     assert len(trial_files(tmp_path / "t")) == 2
 
 
-def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_dir, tmp_path):
+def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_dir, tmp_path, main, monkeypatch):
+    import mnistcompare.training as training
+
     out = tmp_path / "tune"
-    code = ("import sys, mnistcompare.training as s\n"
-            "train = s.train_round\n"
-            "def failing(cfg, *a, **k):\n"
-            "    if cfg.alpha == 0.6: raise ValueError('boom')\n"
-            "    return train(cfg, *a, **k)\n"
-            "s.train_round = failing\n"
-            "from mnistcompare.tuning.cli import tune_main; tune_main()")
+    train = training.train_round
+
+    def failing(cfg, *args, **kwargs):
+        if cfg.alpha == 0.6:
+            raise ValueError("boom")
+        return train(cfg, *args, **kwargs)
+
     args = ["--idx-dir", idx_dir, *TINY, "--grid", "alpha=0.3,0.6", "--final-rounds", "0", "--out", out]
-    failed = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
-    # (the test's own import of the search module lets TensorFlow print its start-up lines first)
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "train_round", failing)
+        failed = main("tune", *args)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert "failed in round 1: ValueError: boom" in failed.stderr.strip().splitlines()[-1]
     assert len(trial_files(out)) == 1  # the point that worked is kept, the failed one is not dropped silently
-    from helpers import run
-
-    assert run("tune", *args).returncode == 0
+    assert main("tune", *args).returncode == 0
     assert sorted(points(out)) == [(0.3,), (0.6,)]
 
 
@@ -387,12 +385,12 @@ def test_keras_tuners_sampling_tuners_finish_on_a_tiny_space(tuner, idx_dir, tmp
     assert len(table) == 2 + len(done) and "lr" in table[0]
 
 
-def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, cli):
+def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, main):
     out = tmp_path / "random"
     args = ["--idx-dir", idx_dir, *TINY, "--epochs", "3", "--tuner", "random", "--max-trials", "4",
             "--grid", "alpha=0..1", "--final-rounds", "0", "--quiet", "--out", out]
     first = killed_after_a_finished_trial(args, out)
-    result = cli("tune", *args)
+    result = main("tune", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     after = completed(out)
     assert len(after) == 4 and all(after[t] == first[t] for t in first)

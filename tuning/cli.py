@@ -113,7 +113,6 @@ def tune_parser():
 
 
 def tune_main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
     args = tune_parser().parse_args(argv)
 
     def main():
@@ -143,7 +142,8 @@ def tune_main(argv=None):
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
             save_search(args.out, search)
             if args.workers:
-                launch_workers(without_flag(without_flag(argv, "--workers"), "--overwrite"), args.workers, args.out)
+                given = sys.argv[1:] if argv is None else argv
+                launch_workers(without_flag(without_flag(given, "--workers"), "--overwrite"), args.workers, args.out)
                 return
             search_grid(args, base, grid, source)
 
