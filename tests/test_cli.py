@@ -68,6 +68,7 @@ def test_help_lists_every_option_with_its_bounds(cli):
         assert version.returncode == 0 and version.stdout.strip() == f"mnistcompare-{command} 0.2.0"
 
 
+@pytest.mark.slow
 def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, main):
     out = tmp_path / "run"
     common = ["--idx-dir", str(idx_dir), "--pairs", "100", "--test-pairs", "50", "--epochs", "2",

@@ -179,9 +179,9 @@ def test_rotation_and_zoom_change_images_not_labels(tiny_pairs):
 
 
 def test_erase_blanks_one_square_cut_off_at_the_edges(tiny_pairs):
-    image = np.full((1, 14, 14, 1), 100.0, np.float32)
-    one = Pairs(image, image, np.array([1]), np.array([2]))
-    outs = [_batches(_dataset(one, 1, s, erase=4))[0][0][0, ..., 0] for s in range(40)]
+    images = np.full((40, 14, 14, 1), 100.0, np.float32)  # one batch: each image draws its own square
+    same = Pairs(images, images, np.ones(40, int), np.full(40, 2))
+    outs = list(_batches(_dataset(same, 40, 0, erase=4))[0][0][..., 0])
     blanked = [np.argwhere(o == 0) for o in outs]
     for o, where in zip(outs, blanked):
         assert set(np.unique(o)) <= {0.0, 100.0}

@@ -124,6 +124,7 @@ def test_every_study_builds_valid_entries():
         study("nope")
 
 
+@pytest.mark.slow
 def test_rounds_resume_without_duplicates_and_nothing_finished_is_lost(idx_dir, tmp_path):
     source = find_source(idx_dir=str(idx_dir))
     tiny = [Entry("tiny", Config(**TINY).validate())]
@@ -170,6 +171,7 @@ def test_a_diverging_round_ends_the_evaluation_and_results_stay_strict_json(idx_
     assert [(e["name"], e["rounds"]) for e in saved["entries"]] == [("fine", 1), ("diverging", 0)]
 
 
+@pytest.mark.slow
 def test_an_interrupted_evaluation_ends_its_own_workers_and_no_other_process(idx_dir, tmp_path):
     import multiprocessing
 
@@ -241,6 +243,7 @@ def test_unreadable_results_file_is_one_clear_error(text, tmp_path):
         evaluate([Entry("tiny", Config(**TINY).validate())], 1, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_dir, tmp_path, main):
     runs = {}
     for jobs in (1, 2):
@@ -260,6 +263,7 @@ def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_d
     assert all("epoch_compare_accuracy" in t for t in tags.values())
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_evaluate_with_one_line_and_keeps_finished_rounds(idx_dir, tmp_path):
     out = tmp_path / "out"
     proc = start("evaluate", "--arch", "siamese", *TINY_FLAGS, "--epochs", "30", "--rounds", "8", "--jobs", "2",
@@ -324,6 +328,7 @@ def test_evaluate_two_archs_on_real_mnist(mnist_dir, tmp_path, main):
     assert {"test_accuracy", "test_compare_loss", "compare_accuracy"} <= set(history)
 
 
+@pytest.mark.slow
 def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, main):
     out = tmp_path / "eval"
     args = ["--arch", "siamese,digits", "--idx-dir", idx_dir, "--rounds", "3", *TINY_FLAGS, "--epochs", "4",

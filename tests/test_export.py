@@ -39,6 +39,7 @@ print("ok", " ".join(keys))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,xla", [("siamese", True), ("siamese", False), ("baseline", True)])
 def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path):
     from mnistcompare.data import Pairs, pool
@@ -126,6 +127,7 @@ def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_
         assert endpoint in cli.stdout
 
 
+@pytest.mark.slow
 def test_an_ensemble_with_test_time_views_deploys_to_tflite(tiny_pairs, tmp_path):
     """`best`'s export: several members (each tower's first conv its own XLA function: TFLite's converter
     mixed up one function shared by the members, their outputs off by 0.1) and rotated and scaled views."""
@@ -146,6 +148,7 @@ def test_an_ensemble_with_test_time_views_deploys_to_tflite(tiny_pairs, tmp_path
     assert result.stdout.strip() == "ok ['compare', 'digit_a', 'digit_b']"
 
 
+@pytest.mark.slow
 def test_wrong_inputs_to_the_saved_model_are_refused_clearly(tmp_path):
     from mnistcompare.export import export_saved_model
 

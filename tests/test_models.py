@@ -225,6 +225,7 @@ def test_torch_numerics_initialisers_epsilons_and_slope():
     assert {l.epsilon for l in model.get_layer("tower").layers if isinstance(l, keras.layers.BatchNormalization)} == {1e-5}
 
 
+@pytest.mark.slow
 def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     train, _ = tiny_pairs
     for arch in ("siamese", "digits"):

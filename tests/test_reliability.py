@@ -27,6 +27,7 @@ def interrupt_after(proc, out, rows, sig):
     return proc.wait(timeout=120)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_trains_exactly_the_missing_epochs(idx_dir, tmp_path, main):
     import keras
 
@@ -119,6 +120,7 @@ def _limit_file_size(size):
     return limit
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(idx_dir, tmp_path, main):
     out = tmp_path / "run"  # config.json (~2 KB) fits, the first backup (~20 KB) does not
     args = command("train", "--idx-dir", idx_dir, *DENSE, "--epochs", "2", "--quiet", "--out", out)

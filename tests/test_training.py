@@ -62,6 +62,7 @@ def test_progress_bar_shows_every_epoch(tiny_pairs, capsys):
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "loss:" in out
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_through_the_same_loop_as_one_process():
     # A fresh process: logical devices must be configured before TensorFlow starts.
     code = r"""

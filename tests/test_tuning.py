@@ -91,6 +91,7 @@ def test_bad_grids_exit_2_with_one_line(spec, idx_dir, tmp_path, cli):
     assert spec in one_line(cli("tune", "--idx-dir", idx_dir, "--grid", spec, "--out", tmp_path / "t"))
 
 
+@pytest.mark.slow
 def test_grid_resumes_after_a_kill_and_writes_outputs(idx_dir, tmp_path, main):
     out = tmp_path / "tune"
     args = ["--idx-dir", idx_dir, *DENSE, *DENSE_GRID, "--final-rounds", "1", "--out", out]
@@ -147,6 +148,7 @@ def test_a_search_stopped_in_its_first_trial_is_reloaded_not_started_again(idx_d
     assert "tuner0.json" in seen[0] and "oracle.json" in seen[0], seen
 
 
+@pytest.mark.slow
 def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_dir, tmp_path, cli):
     (tmp_path / "tuning.py").write_text("raise SystemExit('the working directory was imported')\n")
     (tmp_path / "mnistcompare.py").write_text("raise SystemExit('the working directory was imported')\n")
@@ -156,6 +158,7 @@ def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_di
     assert len(trial_files(tmp_path / "t")) == 2
 
 
+@pytest.mark.slow
 def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_dir, tmp_path, main, monkeypatch):
     import mnistcompare.training as training
 
@@ -388,6 +391,7 @@ def test_keras_tuners_sampling_tuners_finish_on_a_tiny_space(tuner, idx_dir, tmp
     assert len(table) == 2 + len(done) and "lr" in table[0]
 
 
+@pytest.mark.slow
 def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, main):
     out = tmp_path / "random"
     args = ["--idx-dir", idx_dir, *DENSE, "--epochs", "3", "--tuner", "random", "--max-trials", "4",
@@ -404,6 +408,7 @@ def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):
     assert "--study runs the report's own grids" in line
 
 
+@pytest.mark.slow
 def test_a_staged_study_starts_each_stage_from_the_best_of_the_one_before_and_writes_its_page(idx_dir, tmp_path,
                                                                                               monkeypatch):
     import mnistcompare.reports as reports
