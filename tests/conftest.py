@@ -65,11 +65,10 @@ def main(capsys, monkeypatch):
     ...) -> CompletedProcess of its exit code, stdout and stderr. It saves the seconds of a new process and
     TensorFlow's start-up; `cli` is for what only a process shows (its start, signals, its exit)."""
     import subprocess
+    from importlib.metadata import entry_points
 
-    from mnistcompare.cli import evaluate_main, predict_main, train_main
-    from mnistcompare.tuning.cli import tune_main
-
-    mains = {"train": train_main, "evaluate": evaluate_main, "predict": predict_main, "tune": tune_main}
+    mains = {e.name.removeprefix("mnistcompare-"): e for e in entry_points(group="console_scripts")
+             if e.name.startswith("mnistcompare-")}  # the installed commands' own functions
 
     def call(name, *args, env=None, cwd=None):
         argv = [str(a) for a in args]
@@ -80,7 +79,7 @@ def main(capsys, monkeypatch):
                 patch.chdir(cwd)
             capsys.readouterr()
             try:
-                mains[name](argv)
+                mains[name].load()(argv)
                 code = 0
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import TINY, fake_mnist, write_idx
+from helpers import DENSE, fake_mnist, one_line, write_idx
 
 DAMAGES = {"half": lambda data: data[:len(data) // 2], "empty": lambda data: b"",
            "garbage": lambda data: b"PK\x03\x04\x00garbage\xff" * 37}
@@ -25,7 +25,7 @@ def folders(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     base = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     root = base / "written"
-    common = ["--idx-dir", str(root / "idx"), *TINY, "--arch", "mlp", "--quiet"]  # (files, not models: the fastest)
+    common = ["--idx-dir", str(root / "idx"), *DENSE, "--quiet"]
     args = {"train": [*common, "--epochs", "2"], "evaluate": [*common, "--epochs", "1", "--jobs", "1"],
             "tune": [*common, "--epochs", "1", "--grid", "dropout=0.0,0.5", "--runs-per-trial", "1",
                      "--final-rounds", "0", "--val-pairs", "50"]}
@@ -61,15 +61,6 @@ def _write(root, args):
     Image.fromarray(digit).save(root / "a.png")  # written last: the folders are ready
 
 
-def _one_line_exit_2(main, argv, capsys):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as ended:
-        main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert ended.value.code == 2 and len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
-
-
 def _damaged_copy(folders, name, path, damage, tmp_path):
     root, _ = folders
     copy = tmp_path / name
@@ -91,18 +82,15 @@ CASES = [("train", "unfinished", "config.json"), ("train", "unfinished", "histor
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("command, name, path", CASES, ids=[f"{c}:{p}" for c, _, p in CASES])
-def test_a_damaged_file_is_one_line_and_exit_2(command, name, path, damage, folders, tmp_path, capsys):
-    from mnistcompare.cli import evaluate_main, predict_main, train_main
-    from mnistcompare.tuning.cli import tune_main
-
+def test_a_damaged_file_is_one_line_and_exit_2(command, name, path, damage, folders, tmp_path, main):
     root, args = folders
     folder, file = _damaged_copy(folders, name, path, damage, tmp_path)
     damaged = file.read_bytes()
-    main, argv = {"train": (train_main, [*args["train"], "--out", folder]),
-                  "evaluate": (evaluate_main, [*args["evaluate"], "--rounds", "2", "--out", folder]),
-                  "tune": (tune_main, [*args["tune"], "--out", folder]),
-                  "predict": (predict_main, [folder, root / "a.png", root / "a.png"])}[command]
-    line = _one_line_exit_2(main, argv, capsys)
+    argv = {"train": [*args["train"], "--out", folder],
+            "evaluate": [*args["evaluate"], "--rounds", "2", "--out", folder],
+            "tune": [*args["tune"], "--out", folder],
+            "predict": [folder, root / "a.png", root / "a.png"]}[command]
+    line = one_line(main(command, *argv))
     assert file.name.split("-")[0] in line or "SavedModel" in line, line  # names what is damaged
     assert file.read_bytes() == damaged  # nothing written over it
 
@@ -115,14 +103,12 @@ def test_a_damaged_file_is_one_line_and_exit_2(command, name, path, damage, fold
     (lambda e: e["per_round"][0].update(confusion=[[1]]), "confusion is not a 10x10 matrix"),
     (lambda e: e.update(config={"arch": 3}), "entry 'mlp'"),
 ])
-def test_an_edited_results_json_is_one_line_naming_the_field(edit, message, folders, tmp_path, capsys):  # D6
-    from mnistcompare.cli import evaluate_main
-
+def test_an_edited_results_json_is_one_line_naming_the_field(edit, message, folders, tmp_path, main):  # D6
     root, args = folders
     folder = tmp_path / "evaluate"
     shutil.copytree(root / "evaluate", folder)
     results = json.loads((folder / "results.json").read_text())
     edit(results["entries"][0])
     (folder / "results.json").write_text(json.dumps(results))
-    line = _one_line_exit_2(evaluate_main, [*args["evaluate"], "--rounds", "2", "--out", folder], capsys)
+    line = one_line(main("evaluate", *args["evaluate"], "--rounds", "2", "--out", folder))
     assert "results.json" in line and message in line and "--overwrite" in line, line

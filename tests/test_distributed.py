@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import TINY, run, start, wait_for
+from helpers import DENSE, TINY, run, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,7 @@ def tf_config(ports, index):
 
 
 def test_two_workers_train_as_one_process_and_a_dead_worker_ends_the_other(idx_dir, tmp_path):
-    # (the dense net: what is tested is the strategy, and it traces and exports in half the siamese net's time)
-    args = ["--idx-dir", idx_dir, *TINY, "--arch", "mlp", "--batch-size", "30", "--epochs", "3", "--dropout", "0",
-            "--quiet"]
+    args = ["--idx-dir", idx_dir, *DENSE, "--batch-size", "30", "--epochs", "3", "--dropout", "0", "--quiet"]
     ports = free_ports(2)
     workers = [start("train", *args, "--strategy", "multiworker", "--out", tmp_path / f"out{i}",
                      env={"TF_CONFIG": tf_config(ports, i)}, stdout=subprocess.PIPE) for i in range(2)]
@@ -51,7 +49,7 @@ def test_two_workers_train_as_one_process_and_a_dead_worker_ends_the_other(idx_d
     assert abs(two["train_accuracy"] - one["train_accuracy"]) <= 0.02, (two, one)
 
     ports = free_ports(2)
-    long = ["--idx-dir", idx_dir, *TINY, "--arch", "mlp", "--batch-size", "30", "--epochs", "5000", "--quiet"]
+    long = ["--idx-dir", idx_dir, *DENSE, "--batch-size", "30", "--epochs", "5000", "--quiet"]
     survivor, victim = (start("train", *long, "--strategy", "multiworker", "--out", tmp_path / f"k{i}",
                               env={"TF_CONFIG": tf_config(ports, i)}) for i in range(2))
     wait_for(lambda: len((tmp_path / "k0" / "history.csv").read_text().splitlines()) > 2

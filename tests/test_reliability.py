@@ -10,15 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import SMALL, TINY, command, history_rows, one_line, start, wait_for, write_idx
+from helpers import DENSE, SMALL, TINY, command, history_rows, one_line, start, wait_for, write_idx
 from mnistcompare.cli import config_from_args, entries_from_args, evaluate_parser, train_parser
 from mnistcompare.errors import UserError
 from mnistcompare.tuning.cli import tune_parser
 from mnistcompare.tuning.grid import parse_grid
-
-
-# For what is about files, not models: the dense net trains and exports in half the siamese net's time.
-DENSE = [*TINY, "--arch", "mlp"]
 
 
 def interrupt_after(proc, out, rows, sig):
@@ -108,7 +104,7 @@ def test_overwrite_deletes_only_what_a_run_wrote(idx_dir, tmp_path, main):
 def test_a_diverging_run_ends_with_one_line_and_is_not_saved_as_finished(idx_dir, tmp_path, main):
     out = tmp_path / "nan"
     result = main("train", "--idx-dir", idx_dir, *TINY, "--epochs", "2", "--lr", "1e9", "--no-batch-norm", "--quiet",
-                 "--out", out)
+                  "--out", out)
     assert "diverged at epoch" in one_line(result, code=1)
     assert not (out / "metrics.json").exists() and not (out / "saved_model").exists()
 
