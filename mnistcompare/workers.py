@@ -64,7 +64,7 @@ def connect(address):
 
     def make():
         try:
-            made["client"] = Client(address, timeout=5)
+            made["client"] = Client(address, timeout=CONNECT_TIMEOUT)
         except Exception as e:  # noqa: BLE001 (handed to the caller's thread)
             made["error"] = e
 
@@ -83,6 +83,7 @@ def connect(address):
     return made["client"]
 
 
+CONNECT_TIMEOUT = 5  # seconds to retry a refused connection to a Dask scheduler
 CONNECT_DEADLINE = 20.0  # seconds for a Dask scheduler to answer
 
 

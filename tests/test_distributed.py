@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import DENSE, TINY, run, start, wait_for
+from helpers import DENSE, TINY, start, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -66,14 +66,14 @@ def _dask(*args):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_rounds_on_a_dask_cluster_survive_a_killed_worker_with_the_numbers_of_one_process(idx_dir, tmp_path):
+def test_rounds_on_a_dask_cluster_survive_a_killed_worker_with_the_numbers_of_one_process(idx_dir, tmp_path, main):
     port = free_ports(1)[0]
     address = f"tcp://127.0.0.1:{port}"
     scheduler = _dask("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard")
     workers = [_dask("worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard")
                for _ in range(2)]
     try:
-        args = ["--arch", "siamese", "--idx-dir", idx_dir, *TINY, "--epochs", "30", "--rounds", "4"]
+        args = ["--idx-dir", idx_dir, *DENSE, "--epochs", "30", "--rounds", "4"]
         evaluation = start("evaluate", *args, "--cluster", address, "--out", tmp_path / "cluster")
         results = tmp_path / "cluster" / "results.json"
 
@@ -90,7 +90,7 @@ def test_rounds_on_a_dask_cluster_survive_a_killed_worker_with_the_numbers_of_on
         for process in (*workers, scheduler):
             process.kill()
             process.wait()
-    alone = run("evaluate", *args, "--jobs", "1", "--out", tmp_path / "alone")
+    alone = main("evaluate", *args, "--jobs", "1", "--out", tmp_path / "alone")
     assert alone.returncode == 0, alone.stderr[-3000:]
     cluster, local = ([(r["round"], r["test_accuracy"], r["history"]["loss"]) for r in
                        json.loads((tmp_path / name / "results.json").read_text())["entries"][0]["per_round"]]
@@ -98,11 +98,13 @@ def test_rounds_on_a_dask_cluster_survive_a_killed_worker_with_the_numbers_of_on
     assert cluster == local  # every round once, in order, with the numbers of one process
 
 
-def test_an_unreachable_cluster_is_one_line(idx_dir, tmp_path):
+def test_an_unreachable_cluster_is_one_line(idx_dir, tmp_path, main, monkeypatch):
     from helpers import one_line
+    from mnistcompare import workers
 
+    monkeypatch.setattr(workers, "CONNECT_TIMEOUT", 1)  # Dask retries a refused connection until then
     port = free_ports(1)[0]
-    result = run("evaluate", "--idx-dir", idx_dir, *TINY, "--rounds", "1", "--cluster", f"tcp://127.0.0.1:{port}",
+    result = main("evaluate", "--idx-dir", idx_dir, *TINY, "--rounds", "1", "--cluster", f"tcp://127.0.0.1:{port}",
                  "--out", tmp_path / "out")
     assert "cannot reach a Dask scheduler" in one_line(result)
     assert not (tmp_path / "out").exists()  # a refused command writes nothing

@@ -184,11 +184,10 @@ def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_d
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", ["tuner0", "chief"])
 def test_a_killed_worker_or_chief_ends_the_search_in_seconds_and_the_rerun_trains_each_point_once(
-        victim, idx_dir, tmp_path, cli):
+        victim, idx_dir, tmp_path, main):
     out = tmp_path / "tune"
-    args = ["--idx-dir", idx_dir, *TINY, "--epochs", "30", "--grid", "channels=4,8", "--grid", "alpha=0.3,0.6",
-            "--final-rounds", "0", "--workers", "2", "--out", out]
-    launcher = start("tune", *args)
+    args = ["--idx-dir", idx_dir, *DENSE, "--epochs", "30", *DENSE_GRID, "--final-rounds", "0", "--out", out]
+    launcher = start("tune", *args, "--workers", "2")
     try:
         def process(role):
             return [pid for pid in children(launcher.pid)
@@ -208,7 +207,7 @@ def test_a_killed_worker_or_chief_ends_the_search_in_seconds_and_the_rerun_train
     done = completed(out)
     assert 1 <= len(done) < 4
 
-    result = cli("tune", *args)
+    result = main("tune", *args)  # the search a folder holds is its grid and protocol, whoever trains it
     assert result.returncode == 0, result.stderr[-3000:]
     after = trial_files(out)
     assert all(after[t] == done[t] for t in done)  # finished trials kept, not retrained
