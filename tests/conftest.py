@@ -110,3 +110,57 @@ def trained_run(mnist_dir, tmp_path_factory):
                         "--quiet"])
     _, test = load_pairs(preset("report000-siamese"), find_source(data_dir=mnist_dir))
     return out, json.loads((out / "metrics.json").read_text()), test
+
+
+PLAIN_TENSORFLOW = r"""
+import contextlib, io, json, sys, traceback
+sys.modules["mnistcompare"] = None  # importing it fails: the programs are a user's, without the package
+replies = sys.stdout
+for request in map(json.loads, sys.stdin):
+    sys.argv, out, err, code = ["-c", *request["argv"]], io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            exec(compile(request["code"], "<program>", "exec"), {"__name__": "__main__"})
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    replies.write(json.dumps({"returncode": code, "stdout": out.getvalue(), "stderr": err.getvalue()}) + "\n")
+    replies.flush()
+"""
+
+
+@pytest.fixture(scope="session")
+def plain_tf(tmp_path_factory):
+    """Runs a program of plain TensorFlow and Keras, which cannot import mnistcompare, as a user's would:
+    plain_tf(code, *argv) -> CompletedProcess (exit 1 and the traceback if it raised). The programs run one
+    after another in one Python process kept for the session: a process each paid TensorFlow's start-up
+    (about 5 s of CPU) each time."""
+    import json
+    import select
+    import subprocess
+    import sys
+
+    log = tmp_path_factory.mktemp("plain_tf") / "stderr.txt"
+    server = {}
+
+    def call(code, *argv, timeout=300):
+        if "process" not in server or server["process"].poll() is not None:
+            server["process"] = subprocess.Popen([sys.executable, "-c", PLAIN_TENSORFLOW], stdin=subprocess.PIPE,
+                                                 stdout=subprocess.PIPE, stderr=open(log, "a"), text=True)
+        process = server["process"]
+        process.stdin.write(json.dumps({"code": code, "argv": [str(a) for a in argv]}) + "\n")
+        process.stdin.flush()
+        if not select.select([process.stdout], [], [], timeout)[0]:
+            process.kill()
+        reply = process.stdout.readline()
+        if not reply:  # it died (or hung, and was killed)
+            process.kill()
+            return subprocess.CompletedProcess(argv, process.wait(), "", log.read_text()[-3000:])
+        return subprocess.CompletedProcess(argv, **json.loads(reply))
+
+    yield call
+    if "process" in server:
+        server["process"].stdin.close()
+        server["process"].wait(timeout=60)

@@ -1,5 +1,5 @@
-"""The SavedModel contract, checked from a process that never imports mnistcompare."""
-import subprocess
+"""The SavedModel contract, checked by programs of plain TensorFlow that never import mnistcompare."""
+import pathlib
 import sys
 
 import numpy as np
@@ -41,7 +41,7 @@ print("ok", " ".join(keys))
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,xla", [("siamese", True), ("siamese", False), ("baseline", True)])
-def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path):
+def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path, plain_tf):
     from mnistcompare.data import Pairs, pool
     from mnistcompare.export import export_saved_model
 
@@ -56,9 +56,7 @@ def test_saved_model_round_trip_without_mnistcompare(arch, xla, tmp_path):
     np.save(tmp_path / "raw_a.npy", raw_a)
     np.save(tmp_path / "raw_b.npy", raw_b)
     np.save(tmp_path / "expected.npy", expected)
-    code = "import sys; sys.modules['mnistcompare'] = None\n" + CHECK  # importing it would fail
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path), arch], capture_output=True, text=True,
-                            timeout=300)
+    result = plain_tf(CHECK, tmp_path, arch)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("ok compare")
     assert ("digit_a" in result.stdout) == (arch == "siamese")
@@ -110,25 +108,22 @@ print("ok", sorted(served))
 
 
 @pytest.mark.slow
-def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_run, tmp_path):
+def test_default_export_deploys_to_tflite_tfsmlayer_and_saved_model_cli(trained_run, tmp_path, plain_tf):
     out, _, test = trained_run
     (tmp_path / "saved_model").symlink_to(out / "saved_model" / "1")
     np.savez(tmp_path / "pairs.npz", a=test.image_a, b=test.image_b)  # 1000 test pairs
-    code = "import sys; sys.modules['mnistcompare'] = None\n" + DEPLOY  # plain TensorFlow and Keras
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    result = plain_tf(DEPLOY, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok ['compare', 'digit_a', 'digit_b']"
-    import os
-
-    cli = subprocess.run([os.path.join(os.path.dirname(sys.executable), "saved_model_cli"), "show", "--all", "--dir",
-                          str(out / "saved_model" / "1")], capture_output=True, text=True, timeout=120)
-    assert cli.returncode == 0
+    script = pathlib.Path(sys.executable).parent / "saved_model_cli"  # TensorFlow's command, as installed
+    cli = plain_tf(script.read_text(), "show", "--all", "--dir", out / "saved_model" / "1")
+    assert cli.returncode == 0, cli.stderr[-3000:]
     for endpoint in ("signature_def['serve']", "signature_def['serve_mnist']", "signature_def['serving_default']"):
         assert endpoint in cli.stdout
 
 
 @pytest.mark.slow
-def test_an_ensemble_with_test_time_views_deploys_to_tflite(tiny_pairs, tmp_path):
+def test_an_ensemble_with_test_time_views_deploys_to_tflite(tiny_pairs, tmp_path, plain_tf):
     """`best`'s export: several members (each tower's first conv its own XLA function: TFLite's converter
     mixed up one function shared by the members, their outputs off by 0.1) and rotated and scaled views."""
     from mnistcompare.export import export_saved_model
@@ -142,14 +137,13 @@ def test_an_ensemble_with_test_time_views_deploys_to_tflite(tiny_pairs, tmp_path
                        for w in model.get_weights()])
     export_saved_model(model, cfg, str(tmp_path / "saved_model"))
     np.savez(tmp_path / "pairs.npz", a=train.image_a, b=train.image_b)
-    code = "import sys; sys.modules['mnistcompare'] = None\n" + DEPLOY
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    result = plain_tf(DEPLOY, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok ['compare', 'digit_a', 'digit_b']"
 
 
 @pytest.mark.slow
-def test_wrong_inputs_to_the_saved_model_are_refused_clearly(tmp_path):
+def test_wrong_inputs_to_the_saved_model_are_refused_clearly(tmp_path, plain_tf):
     from mnistcompare.export import export_saved_model
 
     cfg = Config(**SMALL).validate()
@@ -185,6 +179,5 @@ for out in (m.serve(z, z), m.serve_mnist(raw, raw), m.signatures["serving_defaul
     assert {k: tuple(v.shape) for k, v in out.items()} == {"compare": (0,), "digit_a": (0, 10), "digit_b": (0, 10)}
 print("ok")
 """
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "saved_model")], capture_output=True,
-                            text=True, timeout=300)
+    result = plain_tf(code, tmp_path / "saved_model")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
