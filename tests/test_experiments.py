@@ -360,21 +360,6 @@ def test_evaluate_killed_and_rerun_has_every_round_once(idx_dir, tmp_path, main)
     assert result.stdout.count("] round ") == 6 - before  # only the missing rounds were trained
 
 
-@pytest.mark.parametrize("user_value, enabled", [(None, True), ("0", False)])
-def test_commands_run_onednn_unless_the_user_says_otherwise(user_value, enabled):
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    if user_value is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = user_value
-    code = ("from mnistcompare.runtime import start_tensorflow; start_tensorflow()\n"
-            "from tensorflow.python.util import _pywrap_util_port\n"
-            "print(_pywrap_util_port.IsMklEnabled())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [str(enabled)]
-
-
 def test_op_threads_are_a_share_of_the_cores_plus_one():
     from mnistcompare.runtime import op_threads
 
@@ -382,22 +367,27 @@ def test_op_threads_are_a_share_of_the_cores_plus_one():
     assert [op_threads(n, cpus=8) for n in (1, 2, 4, 8)] == [9, 5, 3, 2]
 
 
-@pytest.mark.parametrize("user_value, rounds_at_once", [(None, 1), (None, 2), ("5", 1)])
-def test_each_process_gets_its_share_of_the_cores_unless_the_user_says_otherwise(user_value, rounds_at_once):
+@pytest.mark.parametrize("user, rounds_at_once", [({}, 1), ({}, 2), (
+    {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTEROP_THREADS": "5"}, 1)])
+def test_each_process_runs_onednn_and_gets_its_share_of_the_cores_unless_the_user_says_otherwise(user,
+                                                                                              rounds_at_once):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")}
-    if user_value is not None:
-        env["TF_NUM_INTEROP_THREADS"] = user_value
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")}
     code = ("from mnistcompare.runtime import available_cpus, start_tensorflow\n"
             f"start_tensorflow(rounds_at_once={rounds_at_once})\n"
             "start_tensorflow(rounds_at_once=7)  # a later start keeps the first one's threads\n"
             "import tensorflow as tf\n"
-            "print(available_cpus(), tf.config.threading.get_inter_op_parallelism_threads(),\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled(), available_cpus(),\n"
+            "      tf.config.threading.get_inter_op_parallelism_threads(),\n"
             "      tf.config.threading.get_intra_op_parallelism_threads())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    cpus, inter, intra = map(int, out.stdout.split())
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **user}, capture_output=True, text=True,
+                         check=True)
+    onednn, cpus, inter, intra = out.stdout.split()
+    assert onednn == str("TF_ENABLE_ONEDNN_OPTS" not in user)
     # 0: TensorFlow's own choice, which reads the user's TF_NUM_INTEROP_THREADS
-    assert inter == (0 if user_value else max(1, cpus // rounds_at_once) + 1)
-    assert intra == 1
+    assert int(inter) == (0 if user else max(1, int(cpus) // rounds_at_once) + 1)
+    assert int(intra) == 1
