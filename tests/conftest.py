@@ -19,8 +19,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        # Under pytest -n, the slow tests first and the quick ones after: the processes then end together,
-        # where one of them finishing a long test alone added up to a minute.
+        # Under pytest -n, the slow tests first and the quick ones after (with --dist worksteal, setup.cfg):
+        # the processes then end together, not one of them alone on a long test.
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
