@@ -13,8 +13,8 @@ SHARED_TFDS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / 
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: trains on real MNIST or starts several processes (deselect with "
-                                       "-m 'not slow')")
+    config.addinivalue_line("markers", "slow: over about five seconds: trains on real MNIST or many models, or starts "
+                                       "processes (deselect with -m 'not slow')")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -37,6 +37,7 @@ def test_user_mistakes_exit_2_with_one_line(args, message, tmp_path, cli):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_missing_data_without_any_setting_fails_fast_offline(tmp_path, cli):
     import time
 

@@ -266,7 +266,7 @@ def test_rounds_in_worker_processes_give_the_numbers_of_rounds_in_this_one(idx_d
 @pytest.mark.slow
 def test_a_killed_worker_ends_evaluate_with_one_line_and_keeps_finished_rounds(idx_dir, tmp_path):
     out = tmp_path / "out"
-    proc = start("evaluate", "--arch", "siamese", *TINY_FLAGS, "--epochs", "30", "--rounds", "8", "--jobs", "2",
+    proc = start("evaluate", "--arch", "mlp", *TINY_FLAGS, "--epochs", "30", "--rounds", "8", "--jobs", "2",
                  "--idx-dir", idx_dir, "--out", out)
     try:
         wait_for(lambda: rounds_in(out) > 0, proc, what="a finished round")
@@ -292,7 +292,7 @@ def test_evaluate_user_mistakes(args, message, tmp_path, idx_dir, cli):
 
 def test_two_evaluations_of_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, cli):
     out = tmp_path / "eval"
-    first = start("evaluate", "--arch", "siamese", *TINY_FLAGS, "--epochs", "40", "--rounds", "3", "--jobs", "1",
+    first = start("evaluate", "--arch", "mlp", *TINY_FLAGS, "--epochs", "40", "--rounds", "3", "--jobs", "1",
                   "--idx-dir", idx_dir, "--out", out)
     try:
         wait_for(lambda: (out / ".lock").exists() and (out / ".lock").stat().st_size > 0, first, what="the lock")
@@ -367,6 +367,7 @@ def test_op_threads_are_a_share_of_the_cores_plus_one():
     assert [op_threads(n, cpus=8) for n in (1, 2, 4, 8)] == [9, 5, 3, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("user, rounds_at_once", [({}, 1), ({}, 2), (
     {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTEROP_THREADS": "5"}, 1)])
 def test_each_process_runs_onednn_and_gets_its_share_of_the_cores_unless_the_user_says_otherwise(user,

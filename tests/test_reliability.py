@@ -49,6 +49,7 @@ def test_sigkill_then_rerun_trains_exactly_the_missing_epochs(idx_dir, tmp_path,
     assert not (out / "backup").exists()  # a finished run keeps no backup
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(idx_dir, tmp_path):
     out = tmp_path / "run"
     proc = start("train", "--idx-dir", idx_dir, *TINY, "--epochs", "60", "--quiet", "--out", out)
@@ -59,6 +60,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(idx_dir, tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 60
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics(tiny_pairs):
     from mnistcompare.config import Config
     from mnistcompare.training import train_round
@@ -72,6 +74,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(tiny_pairs):
     assert hc["loss"] != ha["loss"]
 
 
+@pytest.mark.slow
 def test_two_runs_on_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, main):
     out = tmp_path / "run"
     first = start("train", "--idx-dir", idx_dir, *TINY, "--epochs", "200", "--quiet", "--out", out)
@@ -84,6 +87,7 @@ def test_two_runs_on_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path,
         first.wait()
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_only_what_a_run_wrote(idx_dir, tmp_path, main):
     folder = tmp_path / "thesis"
     (folder / "backup").mkdir(parents=True)
@@ -303,6 +307,7 @@ def test_a_disk_full_at_each_write_of_evaluate_then_the_rerun_writes_every_artif
                         "--quiet"], tmp_path, monkeypatch, capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "evaluate"])
 def test_sigterm_ends_a_run_with_one_line_and_exit_143(command, idx_dir, tmp_path):
     out = tmp_path / "run"

@@ -112,6 +112,7 @@ class _StopAfter(keras.callbacks.Callback):
         self.started += 1
 
 
+@pytest.mark.slow
 def test_a_resumed_round_trains_exactly_the_missing_epochs_and_ends_as_if_never_stopped(tiny_pairs, tmp_path):
     train, test = tiny_pairs  # 64 pairs at batch 16: 4 steps per epoch
     cfg = Config(**SMALL, epochs=5, batch_size=16, dropout=0.3, swap=True, shift=1).validate()

@@ -309,6 +309,7 @@ SMALL = Config(arch="mlp", pairs=64, test_pairs=32, epochs=1, batch_size=32, cha
                pool=(2, 1), hidden=(16,), head=(8,))
 
 
+@pytest.mark.slow
 def test_a_users_random_search_standardises_with_the_training_pairs_and_scores_each_trial(tiny_pairs, tmp_path):
     import keras_tuner as kt
 
@@ -363,6 +364,7 @@ def test_ranges_parse_for_the_tuners_that_sample_and_are_refused_by_a_grid():
         parse_grid(["lr=1e-4..1e-2"], Config())
 
 
+@pytest.mark.slow
 def test_best_model_of_a_search_scores_its_trials_validation_accuracy(idx_dir, tmp_path):
     from mnistcompare.data import find_source, load_pairs
     from mnistcompare.training import accuracy
@@ -380,6 +382,7 @@ def test_best_model_of_a_search_scores_its_trials_validation_accuracy(idx_dir, t
     assert abs(accuracy(model, val)["accuracy"] - best.score) <= 0.005
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "hyperband"])
 def test_keras_tuners_sampling_tuners_finish_on_a_tiny_space(tuner, idx_dir, tmp_path):
     out = tmp_path / tuner
