@@ -20,8 +20,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # Under pytest -n, the slow tests first and the quick ones after (with --dist worksteal, setup.cfg):
-        # the processes then end together, not one of them alone on a long test.
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        # the processes then end together, not one of them alone on a long test. Those of the trained model
+        # lead, in the first process's share: the other one does not wait for it to be trained.
+        items.sort(key=lambda item: ("trained_run" not in item.fixturenames, item.get_closest_marker("slow") is None))
 
 
 @pytest.fixture
