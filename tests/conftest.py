@@ -4,7 +4,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from helpers import fake_mnist, write_idx
+from helpers import fake_idx_dir, fake_mnist
 from mnistcompare.runtime import tensorflow_environment
 
 tensorflow_environment()  # before any test imports TensorFlow: the commands' own settings
@@ -28,16 +28,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def idx_dir(tmp_path):
     """A folder with the four IDX files of a tiny fake MNIST (400 train, 200 test images)."""
-    folder = tmp_path / "idx"
-    folder.mkdir()
-    for (images_name, labels_name), n, seed, gz in (
-            (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), 400, 1, True),
-            (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), 200, 2, False)):
-        images, labels = fake_mnist(n, seed)
-        ext = ".gz" if gz else ""
-        write_idx(folder / (images_name + ext), images)
-        write_idx(folder / (labels_name + ext), labels)
-    return folder
+    return fake_idx_dir(tmp_path / "idx")
 
 
 @pytest.fixture

@@ -37,6 +37,19 @@ def fake_mnist(n, seed):
     return images.clip(0, 255).astype(np.uint8), labels
 
 
+def fake_idx_dir(folder):
+    """`folder` made, with the four IDX files of a tiny fake MNIST (400 train, 200 test images)."""
+    folder.mkdir()
+    for (images_name, labels_name), n, seed, gz in (
+            (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), 400, 1, True),
+            (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), 200, 2, False)):
+        images, labels = fake_mnist(n, seed)
+        ext = ".gz" if gz else ""
+        write_idx(folder / (images_name + ext), images)
+        write_idx(folder / (labels_name + ext), labels)
+    return folder
+
+
 def command(name, *args):
     return [os.path.join(BIN, f"mnistcompare-{name}"), *map(str, args)]
 

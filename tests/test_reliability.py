@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import DENSE, SMALL, TINY, command, history_rows, one_line, start, wait_for, write_idx
+from helpers import DENSE, SMALL, TINY, command, fake_idx_dir, history_rows, one_line, start, wait_for, write_idx
 from mnistcompare.cli import config_from_args, entries_from_args, evaluate_parser, train_parser
 from mnistcompare.errors import UserError
 from mnistcompare.tuning.cli import tune_parser
@@ -260,51 +260,62 @@ def _files(out):
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".lock")
 
 
-def _each_write_fails_then_the_rerun_completes(main, args, tmp_path, monkeypatch, capsys, saved_model=False):
-    """For each write of a run: a run whose disk fills up there ends with one line naming that write, and the
-    same command, with space again, writes every artifact of an uninterrupted run and no temporary file.
-    The disk stays full after an odd-numbered write fails (every later write fails too: the first failure
-    must be the one reported), and only that write fails after an even-numbered one (a big file that did
-    not fit, while later small ones do: nothing it held may be lost)."""
-    reference = tmp_path / "reference"
-    with monkeypatch.context() as patched:
-        counter = DiskFull(reference).install(patched)
-        main([*args, "--out", str(reference)])
-    expected, writes = _files(reference), counter.count
-    assert writes >= 5 and any(".tmp-" in path for path in counter.paths) == saved_model, counter.paths
+# A run's writes, in order; a new one is to be added here (and so tested failing).
+WRITES = {"train": ("config.json", "history.csv", "backup", "model.keras", "saved_model (written)",
+                    "saved_model (renamed)", "pairs.png", "metrics.json"),
+          "evaluate": ("pairs.png", "results.json", "results.md", "results.json", "results.md", "curves.png",
+                       "rounds.png")}
+
+
+@pytest.fixture(scope="module")
+def full_disk_runs(tmp_path_factory):
+    """Per command: its arguments and what an uninterrupted run of it writes (the files, and each write's
+    path), run once per test process."""
+    from mnistcompare.cli import evaluate_main, train_main
+
+    data = fake_idx_dir(tmp_path_factory.mktemp("full-disk") / "idx")
+    runs = {}
+
+    def run(command):
+        if command not in runs:
+            main, extra = {"train": (train_main, []), "evaluate": (evaluate_main, ["--rounds", "1", "--jobs", "1"])}[
+                command]
+            args = ["--idx-dir", str(data), *DENSE, "--epochs", "1", *extra, "--quiet"]
+            reference = data.parent / command
+            with pytest.MonkeyPatch.context() as patched:
+                counter = DiskFull(reference).install(patched)
+                main([*args, "--out", str(reference)])
+            runs[command] = main, args, _files(reference), counter.paths
+        return runs[command]
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, fail_from", [(command, n + 1) for command in WRITES
+                                                for n in range(len(WRITES[command]))],
+                         ids=[f"{command}-{n + 1}-{name}" for command in WRITES
+                              for n, name in enumerate(WRITES[command])])
+def test_a_disk_full_at_each_write_then_the_rerun_writes_every_artifact(command, fail_from, full_disk_runs,
+                                                                        tmp_path, monkeypatch, capsys):  # D1, D2
+    """A run whose disk fills up at this write ends with one line naming that write, and the same command,
+    with space again, writes every artifact of an uninterrupted run and no temporary file. The disk stays full
+    after an odd-numbered write fails (every later write fails too: the first failure must be the one
+    reported), and only that write fails after an even-numbered one (a big file that did not fit, while later
+    small ones do: nothing it held may be lost)."""
+    main, args, expected, writes = full_disk_runs(command)
+    assert len(writes) == len(WRITES[command]), writes  # a write added: name it in WRITES
+    assert any(".tmp-" in path for path in writes) == (command == "train"), writes  # the SavedModel's counted
     capsys.readouterr()
-    for fail_from in range(1, writes + 1):
-        out = tmp_path / f"full-{fail_from}"
-        with monkeypatch.context() as patched, pytest.raises(SystemExit) as failed:
-            disk = DiskFull(out, fail_from, once=fail_from % 2 == 0).install(patched)
-            main([*args, "--out", str(out)])
-        err = capsys.readouterr().err.strip().splitlines()
-        name = os.path.basename(str(disk.failed)).split(".tmp-")[-1].split("-")[0]  # (a renamed temporary)
-        assert failed.value.code == 1 and len(err) == 1 and "No space left on device" in err[0], (fail_from, err)
-        assert name in err[0], (fail_from, disk.failed, err)  # the first failure is the one reported
-        main([*args, "--out", str(out)])  # the same command, with space again
-        assert _files(out) == expected, fail_from  # every artifact, no temporary file
-        capsys.readouterr()
-
-
-@pytest.mark.slow
-def test_a_disk_full_at_each_write_of_train_then_the_rerun_writes_every_artifact(idx_dir, tmp_path, monkeypatch,
-                                                                                 capsys):  # D1
-    from mnistcompare.cli import train_main
-
-    _each_write_fails_then_the_rerun_completes(
-        train_main, ["--idx-dir", str(idx_dir), *DENSE, "--epochs", "1", "--quiet"], tmp_path, monkeypatch, capsys,
-        saved_model=True)  # its write counted too
-
-
-@pytest.mark.slow
-def test_a_disk_full_at_each_write_of_evaluate_then_the_rerun_writes_every_artifact(idx_dir, tmp_path, monkeypatch,
-                                                                                    capsys):  # D2
-    from mnistcompare.cli import evaluate_main
-
-    _each_write_fails_then_the_rerun_completes(
-        evaluate_main, ["--idx-dir", str(idx_dir), *DENSE, "--epochs", "1", "--rounds", "1", "--jobs", "1",
-                        "--quiet"], tmp_path, monkeypatch, capsys)
+    out = tmp_path / "full"
+    with monkeypatch.context() as patched, pytest.raises(SystemExit) as failed:
+        disk = DiskFull(out, fail_from, once=fail_from % 2 == 0).install(patched)
+        main([*args, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    name = os.path.basename(str(disk.failed)).split(".tmp-")[-1].split("-")[0]  # (a renamed temporary)
+    assert failed.value.code == 1 and len(err) == 1 and "No space left on device" in err[0], err
+    assert name in err[0], (disk.failed, err)  # the first failure is the one reported
+    main([*args, "--out", str(out)])  # the same command, with space again
+    assert _files(out) == expected  # every artifact, no temporary file
 
 
 @pytest.mark.slow
