@@ -284,8 +284,8 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     if done and writes:
         history.load(done)  # checked before anything trains
     if done >= cfg.epochs:
-        print(f"resuming the unfinished run in {out}/: its {cfg.epochs} epochs are trained, its outputs not yet "
-              "written", flush=True)
+        print(f"resuming the unfinished run in {out}/: every epoch of it is trained ({cfg.epochs}), its outputs "
+              "not yet written", flush=True)
     elif done:
         print(f"resuming the unfinished run in {out}/ at epoch {done + 1} of {cfg.epochs}", flush=True)
     elif resuming:
