@@ -134,8 +134,8 @@ for request in map(json.loads, sys.stdin):
 def plain_tf(tmp_path_factory):
     """Runs a program of plain TensorFlow and Keras, which cannot import mnistcompare, as a user's would:
     plain_tf(code, *argv) -> CompletedProcess (exit 1 and the traceback if it raised). The programs run one
-    after another in one Python process kept for the session: a process each paid TensorFlow's start-up
-    (about 5 s of CPU) each time."""
+    after another in one Python process kept for the session, rather than a process each paying TensorFlow's
+    start-up (about 5 s of CPU)."""
     import json
     import select
     import subprocess
