@@ -3,6 +3,7 @@ is needed and a notebook's or a program's matplotlib backend is left alone."""
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from mnistcompare.files import atomic_path
@@ -141,18 +142,17 @@ def plot_pairs(examples, path, title):
     comparison above; below, the model's P(a <= b) and its answer, and where it has digit heads, the digits
     they read (marked where they order the pair otherwise than P does); mistakes of the comparison first,
     framed in red."""
-    from matplotlib.patches import Rectangle
-
     n = len(examples["p"])
     columns = 6
     rows = -(-n // columns)
     # One axes holding every pair, in pixel units (a cell: its pair, 29 wide, 14 high, and room for the text
     # above and below): thirty axes of their own made most of a training run's time in drawing.
     width, height, above = 37, 26, 4
-    fig = Figure(figsize=(2.2 * columns, 1.55 * rows + 0.6))
+    inches, title_inches = 1.55 * rows + 0.6, 0.6
+    fig = Figure(figsize=(2.2 * columns, inches))
     fig.suptitle(f"{title}\nabove: true digits; below: the model's P(a ≤ b) and its answer, and the digits its "
                  "digit heads read (✱ where they order the pair otherwise)", fontsize=10)
-    ax = fig.add_axes((0, 0, 1, 1 - 0.6 / (1.55 * rows + 0.6)))
+    ax = fig.add_axes((0, 0, 1, 1 - title_inches / inches))  # the pairs below the title
     canvas = np.full((rows * height, columns * width), 255.0)
     gap = np.full((14, 1), 128.0)  # a grey line between the two images
     for i in range(n):

@@ -141,13 +141,13 @@ def plain_tf(tmp_path_factory):
     import subprocess
     import sys
 
-    log = tmp_path_factory.mktemp("plain_tf") / "stderr.txt"
-    server = {}
+    log_path = tmp_path_factory.mktemp("plain_tf") / "stderr.txt"
+    log, server = open(log_path, "a"), {}
 
     def call(code, *argv, timeout=300):
         if "process" not in server or server["process"].poll() is not None:
             server["process"] = subprocess.Popen([sys.executable, "-c", PLAIN_TENSORFLOW], stdin=subprocess.PIPE,
-                                                 stdout=subprocess.PIPE, stderr=open(log, "a"), text=True)
+                                                 stdout=subprocess.PIPE, stderr=log, text=True)
         process = server["process"]
         process.stdin.write(json.dumps({"code": code, "argv": [str(a) for a in argv]}) + "\n")
         process.stdin.flush()
@@ -156,10 +156,11 @@ def plain_tf(tmp_path_factory):
         reply = process.stdout.readline()
         if not reply:  # it died (or hung, and was killed)
             process.kill()
-            return subprocess.CompletedProcess(argv, process.wait(), "", log.read_text()[-3000:])
+            return subprocess.CompletedProcess(argv, process.wait(), "", log_path.read_text()[-3000:])
         return subprocess.CompletedProcess(argv, **json.loads(reply))
 
     yield call
     if "process" in server:
         server["process"].stdin.close()
         server["process"].wait(timeout=60)
+    log.close()
