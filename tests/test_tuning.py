@@ -10,6 +10,7 @@ from helpers import children, event_tags, one_line, running, start, wait_for
 from mnistcompare.config import Config
 from mnistcompare.errors import UserError
 from mnistcompare.tuning.cli import tune_main
+from mnistcompare.tuning.hypermodel import ComparisonHyperModel
 from mnistcompare.tuning.grid import apply, parse_grid, parse_values
 
 TINY = ["--pairs", "100", "--val-pairs", "50", "--test-pairs", "50", "--epochs", "1", "--batch-size", "50",
@@ -243,6 +244,30 @@ def test_a_search_saved_before_a_config_field_existed_still_resumes(tmp_path):
     changed = {**search, "base": Config(label_smoothing=0.1).to_dict()}
     with pytest.raises(UserError, match="holds another search"):
         check_search(tmp_path, changed, overwrite=False)
+
+
+def test_keras_tuners_files_are_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    # keras-tuner writes them in place: a search killed during the write of tuner0.json left it unreadable,
+    # and the rerun could only start the search again
+    from mnistcompare.tuning import PROJECT
+    from mnistcompare.tuning.search import ComparisonTuner, make_oracle
+
+    tuner = ComparisonTuner(oracle=make_oracle("grid", {"alpha": [0.3, 0.6]}), hypermodel=ComparisonHyperModel(
+        Config(), {"alpha": [0.3, 0.6]}), directory=tmp_path, project_name=PROJECT, progress=False)
+    trial = tuner.oracle.create_trial(tuner.tuner_id)
+    tuner.save()
+    files = sorted((tmp_path / PROJECT).rglob("*.json"))
+    before = {path: path.read_bytes() for path in files}
+    assert {path.name for path in files} == {"oracle.json", "tuner0.json", "trial.json"}
+
+    def killed(*args):  # the process dies between writing each file and putting it in place
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", killed)
+    trial.status = "COMPLETED"
+    for save in (tuner.save, tuner.oracle.save, lambda: tuner.oracle._save_trial(trial)):
+        with pytest.raises(KeyboardInterrupt):
+            save()
+    assert {path: path.read_bytes() for path in files} == before  # each still the whole of its last state
 
 
 def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(tmp_path):

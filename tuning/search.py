@@ -34,9 +34,13 @@ class Resumable:
     """
 
     def save(self):
-        # keras-tuner writes oracle.json in place, at every trial's start and end: a chief killed during that
-        # write left it unreadable. Written beside and renamed, it is always the whole of one state.
+        # keras-tuner writes its files in place (oracle.json at every trial's start and end, trial.json,
+        # tuner0.json): a process killed during a write left the file unreadable and the search lost. Each is
+        # written beside and renamed, so it is always the whole of one state.
         write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        write_text(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), json.dumps(trial.get_state()))
 
     def set_state(self, state):
         ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
@@ -101,6 +105,12 @@ class ComparisonTuner(keras_tuner.Tuner):
                    {"config": self.hypermodel.trained.to_dict(), "rounds": self.hypermodel.rounds,
                     "tuner_id": self.tuner_id})
         return results
+
+    def save(self):
+        # keras-tuner's own, with its tuner file written beside and renamed (see Resumable.save)
+        if not self._is_worker():
+            self.oracle.save()
+        write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
 
     def on_search_begin(self):
         # keras-tuner reloads a project only where its tuner file exists, and writes that file first at the
