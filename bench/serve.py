@@ -1,6 +1,6 @@
 """Serving throughput of an exported SavedModel: pairs/s through `serve` and `serve_mnist`.
 
-    python bench/serve.py [--saved-model DIR] [--preset report000-siamese] [--batch 1024] [--seconds 5] [--no-xla]
+    python bench/serve.py [--saved-model DIR] [--preset report000-siamese] [--batch 1024] [--seconds 5] [--xla]
 
 Without --saved-model, exports the preset's model (untrained: the cost of a
 forward pass does not depend on the weights) to a temporary folder. The model
@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--preset", default="report000-siamese", choices=PRESETS)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per endpoint")
-    parser.add_argument("--no-xla", dest="xla", action="store_false", help="export as mnistcompare-train --no-xla does")
+    parser.add_argument("--xla", action="store_true", help="export as mnistcompare-train --xla does")
     args = parser.parse_args()
 
     from mnistcompare.runtime import quiet_tensorflow

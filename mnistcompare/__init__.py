@@ -9,44 +9,18 @@ tables), `plots`, `export` (SavedModel), `predict` (your own images), `cli`
 (the command-line programs), `serve` (TF Serving's REST API and the drawing
 page) and `tuning` (keras-tuner searches).
 
-Importing the package loads no TensorFlow. Its Keras layers are registered
-as soon as Keras is imported, so `import mnistcompare` is all that
-`keras.models.load_model("model.keras")` needs.
+Importing the package loads no TensorFlow; it sets the environment TensorFlow
+starts with where the user has not (`runtime.tensorflow_environment`), so
+that a script computes the numbers the commands compute. The package's Keras
+layers are registered with Keras when `mnistcompare.layers` is imported (as
+every module that builds or trains a model does): `import mnistcompare.layers`
+is what `keras.models.load_model("model.keras")` needs.
 """
-import importlib
-import importlib.abc
-import importlib.util
-import sys
-
+from mnistcompare import runtime
 from mnistcompare.config import ARCHS, Config
 from mnistcompare.errors import RunError, UserError
 
 __version__ = "0.2.0"
 __all__ = ["ARCHS", "Config", "RunError", "UserError", "__version__"]
 
-
-class _RegisterLayersAfterKeras(importlib.abc.MetaPathFinder):
-    """Imports mnistcompare.layers (which registers its layers with Keras) right after Keras itself,
-    without importing Keras, and so TensorFlow, before anything asks for it."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "keras":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_register(module):
-            exec_module(module)
-            importlib.import_module("mnistcompare.layers")
-
-        spec.loader.exec_module = exec_then_register
-        return spec
-
-
-if "keras" in sys.modules:
-    importlib.import_module("mnistcompare.layers")
-else:
-    sys.meta_path.insert(0, _RegisterLayersAfterKeras())
+runtime.tensorflow_environment()

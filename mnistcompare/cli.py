@@ -15,10 +15,11 @@ import re
 import signal
 import sys
 import time
+import warnings
 
 import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections
-from mnistcompare.errors import RunError, UserError
+from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 from mnistcompare.data import find_source
 from mnistcompare.files import check_run, clear_run, make_out, run_folder, write_text
 from mnistcompare.reports import PRESETS, preset
@@ -94,7 +95,7 @@ def add_config_flag(group, f):
 
 
 def add_data_arguments(parser):
-    group = parser.add_argument_group("MNIST (see the README's 'Getting MNIST')")
+    group = parser.add_argument_group("MNIST (see docs/getting-mnist.md)")
     group.add_argument("--data-dir", help="TFDS data dir holding mnist/ (default: $TFDS_DATA_DIR)")
     group.add_argument("--idx-dir", help="folder with the four MNIST IDX files, gzipped or not")
     group.add_argument("--npz", metavar="FILE", help="Keras' mnist.npz (default when nothing else is found: "
@@ -186,6 +187,13 @@ def run(main, prog, argv):
     # on SIGKILL (which resuming already covers): unwinding, the chief's gRPC server thread could print a
     # traceback into the launcher's one line.
     previous = signal.signal(signal.SIGTERM, _end_now if LAUNCHED in os.environ else _terminated)
+    shown = warnings.showwarning
+
+    def one_line(message, category, *args, **kwargs):  # the package's warnings as one line, as its errors
+        if not issubclass(category, MnistcompareWarning):
+            return shown(message, category, *args, **kwargs)
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+    warnings.showwarning = one_line
     try:
         main()
     except Terminated:
@@ -203,6 +211,7 @@ def run(main, prog, argv):
         _exit(130, whole_process)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
 
 
 # -- mnistcompare-train ----------------------------------------------------------
@@ -223,9 +232,10 @@ def train_parser():
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
                         help="tf.distribute strategy: mirrored = all local GPUs; multiworker = several processes or "
                              "machines described by TF_CONFIG, the chief alone writing --out (default: none)")
-    parser.add_argument("--no-xla", dest="xla", action="store_false",
-                        help="export a SavedModel without XLA-compiled parts, for servers that run no XLA (TF "
-                             "Serving without --xla_cpu_compilation_enabled); it serves about a third fewer pairs/s")
+    parser.add_argument("--xla", action="store_true",
+                        help="export a faster SavedModel whose first conv layer is XLA-compiled; where it is "
+                             "served, XLA must run (TF Serving: --xla_cpu_compilation_enabled=true). Default: a "
+                             "SavedModel that runs wherever TensorFlow does")
     return parser
 
 
@@ -262,16 +272,17 @@ def train_main(argv=None):
 
 
 def train_here(cfg, args, train, test, out, strategy, resuming, writes):
+    from mnistcompare.callbacks import Checkpoint, HistoryFile
     from mnistcompare.export import export_saved_model
     from mnistcompare.files import atomic_path, write_json
-    from mnistcompare.training import Checkpoint, HistoryFile, train_round
+    from mnistcompare.training import as_saved, distributed_model, fit_split, new_model, train_round
 
     name = args.preset or cfg.arch
     checkpoint = Checkpoint(os.path.join(out, "backup"), write=writes)
     # Order matters: the history row of an epoch is written before its backup,
     # so a run killed in between redoes that epoch and rewrites that row.
     history = HistoryFile(os.path.join(out, "history.csv"))
-    callbacks = [history] if writes else []
+    callbacks = [history, checkpoint] if writes else [checkpoint]
     if args.tensorboard and writes:
         import keras
 
@@ -280,7 +291,9 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
 
     from mnistcompare.runtime import peer_failure
 
-    done = checkpoint.epoch_files()[-1][0] if resuming and checkpoint.epoch_files() else 0
+    fit_pairs = fit_split(cfg, train)[0]
+    model = new_model(cfg, fit_pairs) if strategy is None else distributed_model(cfg, strategy, fit_pairs)
+    done = checkpoint.restore(model)  # (a peer of a multi-worker run restores the chief's backup too)
     if done and writes:
         history.load(done)  # checked before anything trains
     if done >= cfg.epochs:
@@ -291,14 +304,15 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     elif resuming:
         print(f"restarting the unfinished run in {out}/: no epoch of it was finished", flush=True)
     try:
-        model, metrics, _ = train_round(cfg, train, test, callbacks=callbacks,
+        model, metrics, _ = train_round(cfg, train, test, model=model, initial_epoch=done, callbacks=callbacks,
                                         verbose=0 if args.quiet else 1 if sys.stdout.isatty() else 2,
-                                        curves=True, strategy=strategy, checkpoint=checkpoint)
+                                        curves=True, strategy=strategy)
     except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
             tf.errors.CancelledError) as e:
         if args.strategy != "multiworker":
             raise
         raise peer_failure(e) from None
+    model = as_saved(model, cfg, fit_pairs)
     if not writes:
         print(f"{name}: worker done (test accuracy {metrics['test_accuracy']:.4f}); the chief writes the outputs")
         return
@@ -435,7 +449,7 @@ def evaluate_main(argv=None):
 
 
 def evaluate_plans(args, plans, source, top, cluster):
-    from mnistcompare.experiments import evaluate, markdown_table
+    from mnistcompare.experiments import console_text, evaluate, markdown_table
 
     for name, entries, rounds, study in plans:
         out = os.path.join(top, name) if len(plans) > 1 else top
@@ -450,7 +464,7 @@ def evaluate_plans(args, plans, source, top, cluster):
                            log=lambda line: print(line, flush=True), jobs=args.jobs, study=study,
                            tensorboard=tensorboard, progress=not args.quiet, cluster=cluster,
                            off_protocol=off)
-        print(markdown_table(results, study), end="")
+        print(console_text(markdown_table(results, study), out), end="")
         print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
     if args.study == "all":
         from mnistcompare.experiments import tables_summary
@@ -458,7 +472,7 @@ def evaluate_plans(args, plans, source, top, cluster):
 
         summary, _ = tables_summary(top, TABLES)
         write_text(os.path.join(top, "summary.md"), summary)
-        print(f"\nAll tables ({top}/summary.md):\n\n{summary}", end="", flush=True)
+        print(f"\nAll tables ({top}/summary.md):\n\n{console_text(summary, top)}", end="", flush=True)
 
 
 # -- mnistcompare-predict --------------------------------------------------------

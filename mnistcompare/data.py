@@ -19,7 +19,7 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 WHERE = ("set TFDS_DATA_DIR or pass --data-dir (a TFDS data dir holding mnist/), --idx-dir (a folder with the "
-         "four MNIST IDX files) or --npz (Keras' mnist.npz); see the README's 'Getting MNIST'")
+         "four MNIST IDX files) or --npz (Keras' mnist.npz); see docs/getting-mnist.md")
 DOWNLOAD_TIMEOUT = 10  # seconds a network operation may wait: offline, the download fails fast
 
 
@@ -236,6 +236,50 @@ class Pairs:
         return labels
 
 
+def as_pairs(x, y=None, what="x"):
+    """(Pairs, batch size or None) from what Keras' `fit` takes: Pairs; dicts of arrays, features
+    {"image_a", "image_b"} ([N,14,14,1] or [N,14,14], pixel scale) and targets {"digit_a", "digit_b"} (the
+    comparison target is digit_a <= digit_b; a "compare" given is checked against it); or a finite
+    `tf.data.Dataset` of (features, targets) such dicts, batched (its batch size is returned) or not."""
+    if isinstance(x, Pairs) and y is None:
+        return x, None
+    batch_size = None
+    if type(x).__module__.startswith("tensorflow") and hasattr(x, "element_spec"):  # a tf.data.Dataset
+        if y is not None:
+            raise UserError(f"{what} is a tf.data.Dataset: its elements hold the targets, give no y")
+        x, y, batch_size = _from_dataset(x, what)
+    if not (isinstance(x, dict) and isinstance(y, dict)):
+        raise UserError(f"{what}: expected Pairs, dicts of arrays (x {{image_a, image_b}}, y {{digit_a, digit_b}}) "
+                        f"or a tf.data.Dataset of such dicts, got {type(x).__name__}")
+    missing = [k for k in ("image_a", "image_b") if k not in x] + [k for k in ("digit_a", "digit_b") if k not in y]
+    if missing:
+        raise UserError(f"{what}: no {', '.join(missing)}; the targets are the two digits (digit_a, digit_b), from "
+                        "which the comparison target digit_a <= digit_b is computed")
+    pairs = Pairs(x["image_a"], x["image_b"], *(np.asarray(y[k]).reshape(-1) for k in ("digit_a", "digit_b")))
+    if "compare" in y and not np.array_equal(np.asarray(y["compare"], np.float32).reshape(-1), pairs.target):
+        raise UserError(f"{what}: the compare targets are not digit_a <= digit_b")
+    return pairs, batch_size
+
+
+def _from_dataset(dataset, what):
+    """(features, targets, batch size or None) of a finite tf.data.Dataset, read whole."""
+    import tensorflow as tf
+
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise UserError(f"{what}: the tf.data.Dataset repeats forever; give it once (no .repeat())")
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(s, dict) for s in spec)):
+        raise UserError(f"{what}: the tf.data.Dataset's elements must be (features, targets), two dicts")
+    shape = spec[0]["image_a"].shape if "image_a" in spec[0] else None
+    batched = shape is not None and (shape.rank == 4 or (shape.rank == 3 and shape[-1] != 1))
+    parts = list(dataset.as_numpy_iterator())
+    if not parts:
+        raise UserError(f"{what}: the tf.data.Dataset is empty")
+    join = np.concatenate if batched else np.stack
+    features, targets = ({k: join([p[i][k] for p in parts]) for k in parts[0][i]} for i in (0, 1))
+    return features, targets, len(parts[0][1][next(iter(parts[0][1]))]) if batched else None
+
+
 def pairs_from(images, labels, indices):
     """Pairs of consecutive `indices`: (i0, i1), (i2, i3), ..."""
     a, b = indices[0::2], indices[1::2]
@@ -286,9 +330,8 @@ def steps_per_epoch(n_pairs, batch_size):
 
 
 def labels_for(labels, outputs):
-    """The labels of the `outputs` a model is trained on (its `output_names`): the comparison, the digits
-    where it has digit heads, and the digits again for its members' own outputs."""
-    labels = dict(labels, members_a=labels["digit_a"], members_b=labels["digit_b"])
+    """The labels of the `outputs` a model is trained on (its `output_names`): the comparison, and the digits
+    where it has digit heads."""
     return {name: labels[name] for name in outputs}
 
 
@@ -300,8 +343,8 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
 
     training=True: the batches of epochs `first_epoch` .. `cfg.epochs` - 1,
     back to back (pass `steps_per_epoch` to fit). Each epoch's order
-    (`cfg.shuffle`) and augmentation (`cfg.swap`, shift, rotate, zoom,
-    elastic, erase) are drawn from (seed, epoch) alone, so a run resumed at
+    (`cfg.shuffle`) and augmentation (`cfg.swap`, shift, rotate, zoom)
+    are drawn from (seed, epoch) alone, so a run resumed at
     any epoch sees the batches an uninterrupted run would have seen.
     training=False: the pairs once, in order, as they are (validation, test).
     Labels: those of `outputs`, a model's `output_names` (default: `compare`
@@ -316,7 +359,7 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
             tf.data.AUTOTUNE)
     n = len(pairs)
     x, y = tf.nest.map_structure(tf.constant, (x, y))
-    moves = (cfg.shift, cfg.rotate, cfg.zoom, cfg.elastic, cfg.erase)
+    moves = (cfg.shift, cfg.rotate, cfg.zoom)
     augment = cfg.swap or any(moves)
 
     def epoch_batches(epoch):
@@ -342,72 +385,23 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
 
 def augment_batch(batch, seed, swap, moves):
     """(features, labels) of a batch, each pair swapped with probability 1/2 (`swap`; the compare
-    label follows), each image moved by `moves` = (shift, rotate, zoom, elastic, erase), then a square
-    of `erase` pixels blanked; `seed`: [2] ints."""
+    label follows), then each image moved by `moves` = (shift, rotate, zoom); `seed`: [2] ints."""
     import tensorflow as tf
 
     features, labels = batch
     a, b = features["image_a"], features["image_b"]
     da, db = labels["digit_a"], labels["digit_b"]
+    # Five seeds, as when two more moves drew from the last two: the seeds of these stay as they were.
     seeds = tf.random.experimental.stateless_split(seed, 5)
     if swap:
         flip = tf.random.stateless_uniform(tf.shape(da), seeds[0]) < 0.5
         a, b = tf.where(flip[:, None, None, None], b, a), tf.where(flip[:, None, None, None], a, b)
         da, db = tf.where(flip, db, da), tf.where(flip, da, db)
-    shift, rotate, zoom, elastic, erase = moves
-    if elastic:
-        a, b = _elastic(a, elastic, seeds[3]), _elastic(b, elastic, seeds[4])
+    shift, rotate, zoom = moves
     if shift or rotate or zoom:
         a, b = _affine(a, shift, rotate, zoom, seeds[1]), _affine(b, shift, rotate, zoom, seeds[2])
-    if erase:  # seeds of their own, so that the other moves draw as they did before erase existed
-        fold = tf.random.experimental.stateless_fold_in
-        a, b = _erase(a, erase, fold(seed, 5)), _erase(b, erase, fold(seed, 6))
     labels = {"compare": tf.cast(da <= db, tf.float32)[:, None], "digit_a": da, "digit_b": db}
     return {"image_a": a, "image_b": b}, labels
-
-
-def _elastic(images, alpha, seed, sigma=2.0):
-    """Elastic distortion (Simard et al. 2003): each pixel moved by a random field, uniform in [-1, 1],
-    smoothed by a Gaussian of `sigma` pixels and scaled by `alpha`; bilinear, background 0 outside. On
-    14x14 images alpha ~ 8 with sigma 2 moves pixels as Simard's alpha 34, sigma 4 did on 28x28."""
-    import tensorflow as tf
-
-    n, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
-    radius = int(3 * sigma)
-    g = tf.exp(-tf.range(-radius, radius + 1, dtype=tf.float32) ** 2 / (2 * sigma ** 2))
-    g /= tf.reduce_sum(g)
-    kernel = tf.tile((g[:, None] * g[None, :])[:, :, None, None], [1, 1, 2, 1])
-    field = tf.random.stateless_uniform([n, h, w, 2], seed, -1.0, 1.0)
-    field = alpha * tf.nn.depthwise_conv2d(field, kernel, [1, 1, 1, 1], "SAME")
-    rows, cols = tf.meshgrid(tf.range(h, dtype=tf.float32), tf.range(w, dtype=tf.float32), indexing="ij")
-    # Sample a copy padded with one ring of zeros: a point outside reads the ring's zeros.
-    padded = tf.reshape(tf.pad(images[..., 0], [[0, 0], [1, 1], [1, 1]]), [n, (h + 2) * (w + 2)])
-    y = tf.clip_by_value(rows[None] + field[..., 0] + 1, 0.0, h + 1.0)
-    x = tf.clip_by_value(cols[None] + field[..., 1] + 1, 0.0, w + 1.0)
-    y0, x0 = tf.minimum(tf.floor(y), h), tf.minimum(tf.floor(x), w)
-    wy, wx = y - y0, x - x0
-    y0, x0 = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
-
-    def at(dy, dx):
-        return tf.gather(padded, tf.reshape((y0 + dy) * (w + 2) + x0 + dx, [n, -1]), batch_dims=1)
-
-    top = at(0, 0) * tf.reshape(1 - wx, [n, -1]) + at(0, 1) * tf.reshape(wx, [n, -1])
-    bottom = at(1, 0) * tf.reshape(1 - wx, [n, -1]) + at(1, 1) * tf.reshape(wx, [n, -1])
-    out = top * tf.reshape(1 - wy, [n, -1]) + bottom * tf.reshape(wy, [n, -1])
-    return tf.reshape(out, [n, h, w, 1])
-
-
-def _erase(images, size, seed):
-    """Cutout: a size x size square of each image set to the background, 0, centred at a random pixel
-    (its top-left corner size // 2 before it) and cut off where it leaves the image."""
-    import tensorflow as tf
-
-    n, h, w = tf.unstack(tf.shape(images)[:3])
-    centre = tf.random.stateless_uniform([n, 1, 1], seed, 0, h * w, tf.int32)  # a pixel's index
-    top, left = centre // w - size // 2, centre % w - size // 2
-    rows, cols = tf.range(h)[None, :, None], tf.range(w)[None, None, :]
-    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
-    return tf.where(inside[..., None], tf.zeros_like(images), images)
 
 
 def _affine(images, max_shift, max_degrees, max_zoom, seed):

@@ -8,3 +8,7 @@ class UserError(Exception):
 class RunError(Exception):
     """A run that cannot go on (diverged, a worker or peer died, a full disk): one line, exit 1.
     What finished is kept; rerunning the same command resumes."""
+
+
+class MnistcompareWarning(UserWarning):
+    """Something the user should know that does not stop the run (the commands print it as one line)."""

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import statistics
 import sys
 import threading
@@ -190,6 +191,19 @@ def markdown_table(results, study=None):
     return "\n".join(lines) + "\n"
 
 
+def console_text(markdown, folder):
+    """A results page as a terminal shows it: without the page's markers for the documentation site, its bold
+    marks, and with each picture as the path of its file."""
+    lines = []
+    for line in markdown.splitlines():
+        if line.startswith("<!-- --8<--"):
+            continue
+        picture = re.fullmatch(r"!\[(.*)\]\((.*)\)", line.strip())
+        lines.append(f"{picture.group(1)}: {os.path.join(folder, picture.group(2))}" if picture else
+                     line.replace("**", ""))
+    return "\n".join(lines) + "\n"
+
+
 def tables_summary(folder, names):
     """(markdown, totals): each report table's counts, read from the `scores` of FOLDER/NAME/results.json
     (tables run off their protocol have none, and are left out), and their totals."""
@@ -354,14 +368,14 @@ def train_job(job, cache=None):
         import keras
 
         from mnistcompare.data import load_pairs
-        from mnistcompare.training import ModelCache, Predictor, examples, train_round
+        from mnistcompare.training import ModelCache, Predictor, examples, fit_split, train_round
 
         if cache is None:
             _CACHE = cache = _CACHE or ModelCache()
         train, test = load_pairs(cfg, source)
         callbacks = [keras.callbacks.TensorBoard(tensorboard, write_graph=False)] if tensorboard else []
-        model, metrics, history = train_round(cfg, train, test, callbacks=callbacks, verbose=0, curves=True,
-                                              cache=cache)
+        model, metrics, history = train_round(cfg, train, test, model=cache.get(cfg, fit_split(cfg, train)[0]),
+                                              callbacks=callbacks, verbose=0, curves=True)
         return metrics, history, examples(Predictor.of(model)(test), test) if pictures else None
 
 

@@ -7,10 +7,17 @@
     # -> {"compare": [B] P(a <= b), "digit_a": [B,10], "digit_b": [B,10]} (digits where the model has them)
 
 `serve` is also the `serving_default` signature. The SavedModel holds the
-trained model's inference form (`serving_model`): the same outputs, served faster.
+trained model's inference form (`serving_model`): the same outputs, served
+faster. By default it runs wherever TensorFlow runs (a stock TF Serving, the
+TF1 session loader, TFLite, TFSMLayer); `xla=True` makes a faster form that
+needs XLA where it is served (docs/deploying.md).
 """
 import os
 import shutil
+
+from mnistcompare.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with their kernels (runtime.py)
 
 import keras
 import numpy as np
@@ -22,13 +29,14 @@ from mnistcompare.layers import PooledConv
 from mnistcompare.models import build_model
 
 
-def serving_model(model, cfg, xla=True):
+def serving_model(model, cfg, xla=False):
     """`model` rebuilt for inference, with its weights (`build_model(..., serving=True)`).
 
     Shared towers are called on each image apart rather than on the stacked
     pair, so the two calls run in parallel, and (xla=True) a tower's first conv
     layer, its BatchNorm folded in, becomes one XLA-compiled PooledConv. The
-    outputs are the same; on 2 CPU cores it serves about 1.5x more pairs/s.
+    outputs are the same; the XLA form serves more pairs/s on a CPU
+    (docs/performance.md), where XLA is at hand.
     """
     twin = build_model(cfg, serving=True, xla=xla)
     _copy_weights(model, twin)
@@ -53,13 +61,13 @@ def _copy_weights(source, target):
             layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
-def export_saved_model(model, cfg, path, xla=True):
+def export_saved_model(model, cfg, path, xla=False):
     """Write `model` (built from `cfg`) as a SavedModel with the endpoints above.
 
     Each endpoint takes the two images as two arguments, or as one dict
-    {"image_a", "image_b"} (what keras.layers.TFSMLayer passes). xla=False
-    leaves out the XLA-compiled PooledConv, for servers that run no XLA (TF
-    Serving needs --xla_cpu_compilation_enabled for it).
+    {"image_a", "image_b"} (what keras.layers.TFSMLayer passes). xla=True
+    adds the XLA-compiled PooledConv (see `serving_model`): a server must then
+    run XLA (TF Serving only with --xla_cpu_compilation_enabled=true).
     """
     model = serving_model(model, cfg, xla)
 
@@ -79,7 +87,9 @@ def export_saved_model(model, cfg, path, xla=True):
         # it is given one blank pair, whose answer is cut off (a pad of 0 rows otherwise; no tf.cond to trace).
         n = tf.shape(image_a)[0]
         pad = [[0, 1 - tf.minimum(n, 1)], [0, 0], [0, 0], [0, 0]]
-        out = answer(tf.pad(image_a, pad), tf.pad(image_b, pad))
+        # (the image's shape restated by a reshape: with padding computed in the graph it would be unknown, which
+        # TFLite's built-in convolution does not take)
+        out = answer(*(tf.reshape(tf.pad(x, pad), [-1, *x.shape[1:]]) for x in (image_a, image_b)))
         return {name: value[:n] for name, value in out.items()}
 
     # The model traced once, as one function that every endpoint calls: tracing it inside each of the six

@@ -1,6 +1,10 @@
 """Small serialisable layers the models need (no Lambda layers)."""
 import math
 
+from mnistcompare.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with their kernels (runtime.py)
+
 import keras
 import numpy as np
 import tensorflow as tf  # PooledConv only: XLA compilation
@@ -62,27 +66,6 @@ class SplitPair(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return [input_shape, input_shape]
-
-
-@keras.saving.register_keras_serializable(package="mnistcompare")
-class DigitCrossentropy(keras.losses.Loss):
-    """Cross-entropy of digit probabilities against digit labels [B], with what Keras' sparse loss
-    lacks: one-hot targets smoothed by `label_smoothing`, and probabilities of every ensemble member
-    ([B, members, 10], the `members_a` / `members_b` outputs), whose losses are averaged."""
-
-    def __init__(self, label_smoothing=0.0, name="digit_crossentropy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.label_smoothing = label_smoothing
-
-    def call(self, y_true, y_pred):
-        target = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), y_pred.shape[-1])
-        if len(y_pred.shape) == 3:
-            target = ops.broadcast_to(ops.expand_dims(target, 1), ops.shape(y_pred))
-        loss = keras.losses.categorical_crossentropy(target, y_pred, label_smoothing=self.label_smoothing)
-        return ops.mean(loss, axis=-1) if len(y_pred.shape) == 3 else loss
-
-    def get_config(self):
-        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 @keras.saving.register_keras_serializable(package="mnistcompare")

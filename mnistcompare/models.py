@@ -9,6 +9,10 @@ pixels' mean/std (stored in the model), and return a dict of outputs:
 import math
 import random
 
+from mnistcompare.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with their kernels (runtime.py)
+
 import keras
 from keras import layers
 
@@ -196,32 +200,20 @@ def build_digits(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     towers = [build_tower(cfg, make, f"tower{k}", xla) for k in suffixes]
     softmaxes = [layers.Softmax(name=f"probs{k}") for k in suffixes]
     average = layers.Average(name="probs") if cfg.members > 1 else None
-    # member_loss "each", for training: every member's probabilities as outputs [B, members, 10] of their own,
-    # so that each member has its own digit loss (the served model averages them as usual)
-    each = cfg.members > 1 and cfg.member_loss == "each" and not serving
-    rows = [layers.Reshape((1, 10), name=f"member{k}") for k in suffixes] if each else None
     # tta: at inference, each image's views (made at pixel scale, before standardising)
     views = InferenceViews(cfg.tta_rotate, cfg.tta_zoom, name="tta_views") if cfg.tta else None
     mean_of_views = MeanOfViews(views.count, name="tta_mean") if cfg.tta else None
 
     def classify(images):
         probs = [softmax(tower(images)) for tower, softmax in zip(towers, softmaxes)]
-        if each:
-            return layers.Concatenate(axis=1, name="members")([row(p) for row, p in zip(rows, probs)])
         probs = average(probs) if average else probs[0]
         return mean_of_views(probs) if mean_of_views else probs
 
     p_a, p_b = _per_image(classify, inputs, (lambda x: standardize(views(x))) if views else standardize,
                           serving or "apart" in cfg.torch_parts)
-    outputs = {}
-    if each:
-        outputs = {"members_a": layers.Identity(name="members_a")(p_a),
-                   "members_b": layers.Identity(name="members_b")(p_b)}
-        mean = layers.GlobalAveragePooling1D(name="probs")
-        p_a, p_b = mean(outputs["members_a"]), mean(outputs["members_b"])
     digit_a, digit_b = layers.Identity(name="digit_a")(p_a), layers.Identity(name="digit_b")(p_b)
     compare = ExactCompare(name="compare")([digit_a, digit_b])
-    return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b, **outputs}, name="digits")
+    return keras.Model(inputs, {"compare": compare, "digit_a": digit_a, "digit_b": digit_b}, name="digits")
 
 
 def _flat_head(x, cfg, make):
@@ -249,7 +241,7 @@ def build_mlp(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
     return keras.Model(inputs, {"compare": _flat_head(x, cfg, make)}, name="mlp")
 
 
-def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=True, synchronized=False):
+def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=False, synchronized=False):
     """The model a Config describes, standardising with the given pixel statistics.
 
     serving=True builds the inference form of the same model (see

@@ -118,6 +118,12 @@ def find_saved_model(path):
     raise UserError(f"{path}: neither a run folder of mnistcompare-train (with saved_model/) nor a SavedModel folder")
 
 
+def version_of(folder):
+    """The version a SavedModel folder is served as: its name in a base of versions (BASE/<version>), else 1."""
+    name = os.path.basename(os.path.normpath(folder))
+    return str(int(name)) if name.isascii() and name.isdigit() else "1"
+
+
 def read_pairs_file(path):
     """(image_a, image_b) paths, one pair per line of a CSV file; relative paths are taken from the file's folder."""
     import csv

@@ -32,27 +32,60 @@ def available_cpus():
 DEFAULT_JOBS = available_cpus()  # rounds side by side (evaluate --jobs, tune's final rounds)
 
 
-def tensorflow_environment():
-    """The environment TensorFlow is imported with, where the user has not set it: quiet, and oneDNN's kernels.
+ENVIRONMENT = {
+    # 3: not even C++ errors, such as Grappler's harmless "remapper failed" on LeakyReLU gradients in a loop,
+    # or CUDA's "failed call to cuInit" on a machine without a GPU; a real failure still raises in Python.
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    # TensorFlow 2.21 turns oneDNN on by itself only on CPUs with AVX-512-class instructions; on an AVX2-only
+    # CPU it falls back to Eigen's kernels, which train these nets slower and to other numbers
+    # (docs/performance.md).
+    "TF_ENABLE_ONEDNN_OPTS": "1",
+    # Each op on one thread (see choose_threads): oneDNN's sums then add in one order, so a round's numbers do
+    # not depend on the cores (one round, seed 0: 0.588 with it, 0.585 with TensorFlow's default on 2 cores).
+    "TF_NUM_INTRAOP_THREADS": "1",
+}
+NUMERICS = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS")  # the settings that change the numbers
 
-    TensorFlow 2.21 turns oneDNN on by itself only on CPUs with AVX-512-class
-    instructions; on an AVX2-only CPU it falls back to Eigen's kernels, which
-    train these nets much slower for the same accuracy (docs/performance.md).
-    """
-    # 3: not even C++ errors, such as Grappler's harmless "remapper failed" on LeakyReLU gradients
-    # in a loop; a real failure still raises in Python. Set the variable to see them.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+def tensorflow_environment():
+    """The environment TensorFlow is imported with (ENVIRONMENT), where the user has not set it. TensorFlow
+    reads it when it loads: if it loaded before without those that change the numbers, one warning says so."""
+    unset = [name for name in NUMERICS if name not in os.environ]
+    if "tensorflow" in sys.modules and unset:
+        import warnings
+
+        from mnistcompare.errors import MnistcompareWarning
+
+        warnings.warn(f"TensorFlow was imported before mnistcompare, without {' and '.join(unset)}: its kernels "
+                      "then differ from the commands', and the numbers can too; import mnistcompare before "
+                      "TensorFlow", MnistcompareWarning, stacklevel=3)
+    for name, value in ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def keras_backend():
+    """The backend Keras will load, as Keras chooses it: $KERAS_BACKEND, else keras.json's, else TensorFlow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 def quiet_tensorflow():
-    """Import TensorFlow and Keras with their C++ start-up messages (absl, oneDNN) kept off stderr.
+    """Import TensorFlow and Keras with their C++ start-up messages (absl, oneDNN, CUDA) kept off stderr.
 
     TensorFlow prints them from C++ whatever TF_CPP_MIN_LOG_LEVEL says, so the
     stderr file descriptor is pointed at /dev/null for the import only.
     """
     if "tensorflow" in sys.modules:
         return
+    if keras_backend() != "tensorflow":
+        raise UserError(f"Keras' backend is {keras_backend()!r} (KERAS_BACKEND or keras.json); mnistcompare runs on "
+                        "its TensorFlow backend: unset KERAS_BACKEND, or set it to tensorflow")
     tensorflow_environment()
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
@@ -87,7 +120,8 @@ def choose_threads(rounds_at_once=1):
     not depend on how many rounds run at once. Independent ops (the members of
     an ensemble, a siamese net's two towers) still run side by side: with one
     spare thread, a core is not left idle while an op waits for its inputs
-    (measured in docs/performance.md). TF_NUM_INTRAOP_THREADS and
+    (measured in docs/performance.md). TF_NUM_INTRAOP_THREADS (which
+    `import mnistcompare` sets to 1 where it is not set) and
     TF_NUM_INTEROP_THREADS, when set, win.
     """
     global _THREADS_SET
@@ -97,10 +131,16 @@ def choose_threads(rounds_at_once=1):
         return
     _THREADS_SET = True
     with contextlib.suppress(RuntimeError):  # TensorFlow already ran an op: it keeps its threads
-        if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
-            tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(_int_env("TF_NUM_INTRAOP_THREADS", 1))
         if not os.environ.get("TF_NUM_INTEROP_THREADS"):
             tf.config.threading.set_inter_op_parallelism_threads(op_threads(rounds_at_once))
+
+
+def _int_env(name, default):
+    try:
+        return max(0, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
 
 
 def op_threads(rounds_at_once=1, cpus=None):

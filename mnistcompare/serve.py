@@ -23,34 +23,27 @@ from mnistcompare.errors import UserError
 
 MAX_BODY = 8 * 1024 * 1024  # bytes of a request: 1,000 pairs of raw 28x28 images as JSON text fit
 MAX_BATCH = 1024  # instances of one request
+# the page's icon: "a ≤ b" in two squares
+FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+           'fill="#1f2937"/><text x="16" y="23" font-size="18" font-family="sans-serif" text-anchor="middle" '
+           'fill="#fff">≤</text></svg>')
 
 
 class ServedModel:
-    """A SavedModel's signatures as TF Serving describes and calls them."""
+    """A SavedModel's signatures as TF Serving describes and calls them: `version` is the number it is served
+    under (its folder's name in a base of versions)."""
 
-    def __init__(self, folder, name):
+    def __init__(self, folder, name, version="1"):
         import tensorflow as tf
 
-        self.folder, self.name, self.tf = folder, name, tf
+        self.folder, self.name, self.version, self.tf = folder, name, version, tf
         self.model = tf.saved_model.load(folder)
         self.signatures = dict(self.model.signatures)
+        self.signature_defs = signature_defs(folder)
 
     def metadata(self):
-        from tensorflow.core.framework import types_pb2
-
-        def spec(tensor_spec):
-            return {"dtype": types_pb2.DataType.Name(tensor_spec.dtype.as_datatype_enum),
-                    "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""}
-                                             for d in tensor_spec.shape], "unknown_rank": False},
-                    "name": f"{tensor_spec.name}:0"}
-
-        defs = {}
-        for key, fn in self.signatures.items():
-            defs[key] = {"inputs": {k: spec(v) for k, v in fn.structured_input_signature[1].items()},
-                         "outputs": {k: spec(v) for k, v in fn.structured_outputs.items()},
-                         "method_name": "tensorflow/serving/predict"}
-        return {"model_spec": {"name": self.name, "signature_name": "", "version": "1"},
-                "metadata": {"signature_def": {"signature_def": defs}}}
+        return {"model_spec": {"name": self.name, "signature_name": "", "version": self.version},
+                "metadata": {"signature_def": {"signature_def": self.signature_defs}}}
 
     def inputs(self, signature_name):
         if signature_name not in self.signatures:
@@ -116,6 +109,28 @@ class BadRequest(Exception):
     pass
 
 
+def signature_defs(folder):
+    """The SavedModel's signatures as TF Serving's metadata gives them: read from its saved_model.pb, tensor
+    names included (serving_default_image_a:0, ...)."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(folder, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+
+    def tensor(info):
+        shape = info.tensor_shape
+        return {"dtype": types_pb2.DataType.Name(info.dtype),
+                "tensor_shape": {"dim": [{"size": str(d.size), "name": d.name} for d in shape.dim],
+                                 "unknown_rank": shape.unknown_rank},
+                "name": info.name}
+
+    return {key: {"inputs": {k: tensor(v) for k, v in sig.inputs.items()},
+                  "outputs": {k: tensor(v) for k, v in sig.outputs.items()}, "method_name": sig.method_name}
+            for key, sig in proto.meta_graphs[0].signature_def.items()}
+
+
 def draw_answer(model, body):
     """The drawing page's request: two grayscale drawings (any size, light on dark) -> the 28x28 images in
     MNIST form, the 14x14 images the net reads, and the model's answer."""
@@ -145,12 +160,18 @@ def draw_answer(model, body):
 
 def make_app(model):
     """The Starlette application: TF Serving's REST API under /v1/models/NAME, the drawing page at /."""
+    from starlette import convertors
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     page = resources.files("mnistcompare").joinpath("static", "draw.html").read_text()
+
+    class ModelName(convertors.StringConvertor):  # a model's name ends before ':' (/v1/models/NAME:predict)
+        regex = "[^/:]+"
+    convertors.register_url_convertor("model", ModelName())
 
     def error(message, status=400):
         return JSONResponse({"error": message}, status_code=status)
@@ -172,23 +193,25 @@ def make_app(model):
         except (ValueError, RecursionError):
             return None, error("the request is not valid JSON")
 
-    def known(request):
-        return request.path_params["name"] == model.name and request.path_params.get("version", "1") == "1"
+    def missing(request):
+        """TF Serving's 404 for a model name or version that is not served here, else None."""
+        name, version = request.path_params["name"], request.path_params.get("version")
+        if name != model.name:
+            return error(f"Servable not found for request: Latest({name})", 404)
+        if version is not None and version != model.version:
+            return error(f"Servable not found for request: Specific({name}, {version})", 404)
+        return None
 
     async def status(request):
-        if not known(request):
-            return error(f"Servable not found for request: {request.path_params['name']}", 404)
-        return JSONResponse({"model_version_status": [
-            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+        return missing(request) or JSONResponse({"model_version_status": [
+            {"version": model.version, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
 
     async def metadata(request):
-        if not known(request):
-            return error(f"Servable not found for request: {request.path_params['name']}", 404)
-        return JSONResponse(model.metadata())
+        return missing(request) or JSONResponse(model.metadata())
 
     async def predict(request):
-        if not known(request):
-            return error(f"Servable not found for request: {request.path_params['name']}", 404)
+        if refused := missing(request):
+            return refused
         body, refused = await body_of(request)
         if refused:
             return refused
@@ -209,11 +232,19 @@ def make_app(model):
     async def index(request):
         return HTMLResponse(page.replace("MODEL_NAME", model.name))
 
-    routes = [Route("/", index), Route("/draw", draw, methods=["POST"])]
-    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
+    async def favicon(request):
+        return Response(FAVICON, media_type="image/svg+xml")
+
+    async def http_error(request, exc):  # unknown paths (404) and methods (405): JSON, as TF Serving answers
+        what = "Malformed request" if exc.status_code == 404 else "Method not allowed"
+        return JSONResponse({"error": f"{what}: {request.method} {request.url.path}"}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    routes = [Route("/", index), Route("/favicon.ico", favicon), Route("/draw", draw, methods=["POST"])]
+    for prefix in ("/v1/models/{name:model}", "/v1/models/{name:model}/versions/{version}"):
         routes += [Route(prefix, status), Route(prefix + "/metadata", metadata),
                    Route(prefix + ":predict", predict, methods=["POST"])]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
 def serve_parser():
@@ -240,7 +271,7 @@ def serve_main(argv=None):
     args = serve_parser().parse_args(argv)
 
     def main():
-        from mnistcompare.predict import find_saved_model
+        from mnistcompare.predict import find_saved_model, version_of
 
         if not 0 < args.port < 65536:
             raise UserError(f"--port: must be in 1..65535, got {args.port}")
@@ -262,11 +293,12 @@ def serve_main(argv=None):
 
         quiet_tensorflow()
         try:
-            model = ServedModel(folder, args.name)
+            model = ServedModel(folder, args.name, version_of(folder))
         except Exception as e:  # noqa: BLE001 (a damaged file fails in many ways)
             raise UserError(f"{folder}: cannot load the SavedModel ({type(e).__name__}); export it again") from None
-        print(f"serving {folder} as {args.name!r}: http://{args.host}:{args.port}/ (drawing page), "
-              f"http://{args.host}:{args.port}/v1/models/{args.name}:predict", flush=True)
+        url = f"http://{args.host}:{args.port}"
+        print(f"serving {folder} as {args.name!r}, version {model.version}: {url}/ (drawing page), "
+              f"{url}/v1/models/{args.name}:predict", flush=True)
         uvicorn.run(make_app(model), host=args.host, port=args.port, log_level="warning")
 
     run(main, "mnistcompare-serve", argv)

@@ -1,52 +1,46 @@
 """One round: Config + pairs -> compiled model -> `model.fit` on a tf.data pipeline -> metrics.
 
-Every round, with or without a tf.distribute strategy, trains through Keras'
-own `fit` on `data.to_dataset`, with `steps_per_execution` set to a whole
-epoch (one graph call per epoch). A `ModelCache` keeps compiled models across
-rounds, so that each configuration is traced once per process.
+`train_round` is one straight path: a model (new, or one given) -> `fit` on
+`data.to_dataset`, with `steps_per_execution` set to a whole epoch (one graph
+call per epoch) -> scores. The variations hand it their model: `ModelCache.get`
+(a configuration traced once per process, re-initialised for each round),
+`Checkpoint.restore` (a killed run's state, with its `initial_epoch`) and
+`distributed_model` (made under a tf.distribute strategy).
 """
 import contextlib
-import csv
-import glob
 import json
-import math
-import zipfile
-import os
-import re
 import time
 import weakref
+
+from mnistcompare.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with their kernels (runtime.py)
 
 import keras
 import numpy as np
 
+from mnistcompare.callbacks import Diverged, TestCurve
 from mnistcompare.config import Config
-from mnistcompare.errors import RunError, UserError
 from mnistcompare.data import labels_for, normalisation, steps_per_epoch, to_dataset
-from mnistcompare.files import atomic_path
-from mnistcompare.layers import DigitCrossentropy
+from mnistcompare.errors import RunError
 from mnistcompare.models import build_model, count_params
 
 
-def loss_weights(alpha, each=False):
-    """loss = alpha*compare + (1 - alpha)/2 * (digit_a + digit_b); each=True: the digit terms are
-    each member's own loss (the `members_a` / `members_b` outputs), and the averaged digits only scored."""
+def loss_weights(alpha):
+    """loss = alpha*compare + (1 - alpha)/2 * (digit_a + digit_b)."""
     digits = (1 - alpha) / 2
-    if each:
-        return {"compare": alpha, "digit_a": 0.0, "digit_b": 0.0, "members_a": digits, "members_b": digits}
     return {"compare": alpha, "digit_a": digits, "digit_b": digits}
 
 
 def make_optimizer(cfg: Config, steps_per_epoch):
     lr = cfg.lr
     if cfg.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * steps_per_epoch,
-                                                    alpha=cfg.lr_floor)
+        lr = keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps=cfg.epochs * steps_per_epoch)
     elif cfg.schedule == "exponential":
         lr = keras.optimizers.schedules.ExponentialDecay(cfg.lr, steps_per_epoch, cfg.lr_decay, staircase=True)
-    ema = dict(use_ema=True, ema_momentum=cfg.ema) if cfg.ema else {}
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **ema)
-    return keras.optimizers.Adam(lr, epsilon=1e-8 if "adam-eps" in cfg.torch_parts else 1e-7, **ema)
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return keras.optimizers.Adam(lr, epsilon=1e-8 if "adam-eps" in cfg.torch_parts else 1e-7)
 
 
 def compile_model(model, cfg: Config, steps_per_epoch, distributed=False):
@@ -60,15 +54,9 @@ def compile_model(model, cfg: Config, steps_per_epoch, distributed=False):
     weights = {"compare": 1.0}
     if "digit_a" in model.output_names:
         for name in ("digit_a", "digit_b"):
-            # Keras' own sparse loss where it suffices, so earlier results repeat to the last bit.
-            losses[name] = DigitCrossentropy(cfg.label_smoothing) if cfg.label_smoothing else \
-                keras.losses.SparseCategoricalCrossentropy()
+            losses[name] = keras.losses.SparseCategoricalCrossentropy()
             metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-        each = "members_a" in model.output_names
-        if each:
-            losses.update(members_a=DigitCrossentropy(cfg.label_smoothing),
-                          members_b=DigitCrossentropy(cfg.label_smoothing))
-        weights = loss_weights(cfg.alpha, each)
+        weights = loss_weights(cfg.alpha)
     # A whole epoch per graph call: Keras then runs the steps in a tf.while_loop over the iterator, which
     # saves the per-step overhead of a call from Python (on nets this small, about as long as the step).
     # Not under a strategy: TensorFlow 2.21 fails there ("You must feed a value for placeholder tensor").
@@ -76,6 +64,28 @@ def compile_model(model, cfg: Config, steps_per_epoch, distributed=False):
                   metrics=metrics, steps_per_execution=1 if distributed else steps_per_epoch)
     model.optimizer.build(model.trainable_variables)  # its variables made now, not inside a traced loop
     return model
+
+
+def fit_split(cfg: Config, train_pairs):
+    """(pairs fit trains on, pairs it validates on or None): `--val-split` holds out the last part."""
+    if not cfg.val_split:
+        return train_pairs, None
+    return train_pairs.split(round(len(train_pairs) * cfg.val_split))
+
+
+def pixel_stats(cfg: Config, fit_pairs):
+    """(mean, std) the model standardises with: the training pixels', or (0, 1) with --no-normalize."""
+    return normalisation(fit_pairs) if cfg.normalize else (0.0, 1.0)
+
+
+def new_model(cfg: Config, fit_pairs):
+    """A compiled model of `cfg`, freshly initialised from its seed, standardising with `fit_pairs`."""
+    # Every draw of a round is seeded from cfg.seed already (initialisers, dropout, data); this also seeds
+    # Python's, NumPy's and TensorFlow's global generators for a user's own code. Not for a cached model:
+    # TensorFlow's set_seed clears the kernel caches, which the next epoch would rebuild (docs/performance.md).
+    keras.utils.set_random_seed(cfg.seed)
+    return compile_model(build_model(cfg, *pixel_stats(cfg, fit_pairs)), cfg,
+                         steps_per_epoch(len(fit_pairs), cfg.batch_size))
 
 
 _PREDICTORS = weakref.WeakKeyDictionary()
@@ -109,7 +119,7 @@ class Predictor:
         return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
 
 
-def predict(model, pairs, batch_size=2000):
+def model_outputs(model, pairs, batch_size=2000):
     """Outputs of `model` on `pairs` as numpy (see Predictor)."""
     return Predictor.of(model)(pairs, batch_size)
 
@@ -130,44 +140,6 @@ def accuracy(model, pairs, predictor=None):
     """Compare accuracy and, where the model has digit heads, digit accuracy (both images)."""
     out = (predictor or Predictor.of(model))(pairs)
     return {k: v for k, v in scores(out, pairs).items() if not k.endswith("loss")}
-
-
-class TestCurve(keras.callbacks.Callback):
-    """Adds `test_accuracy` and `test_compare_loss` (binary cross-entropy of the comparison, the one
-    loss every architecture has) to each epoch's logs, for per-epoch curves; times itself so that
-    the fit time can leave it out. `twin`: a model that `predictor` reads, given the trained model's
-    weights before each epoch's scores (a model without test-time views: reading every test image
-    in each view, after every epoch, would cost more than the epoch; the final scores read them).
-    `log_dirs`: TensorBoard log folders; each gets a run `test` beside Keras' `train` and `validation`,
-    under the training run's names (epoch_compare_accuracy, epoch_compare_loss), so the curves overlay."""
-
-    def __init__(self, pairs, predictor, twin=None, log_dirs=()):
-        super().__init__()
-        self.pairs, self.predictor, self.twin, self.seconds = pairs, predictor, twin, 0.0
-        self.log_dirs, self.writers = log_dirs, []
-
-    def on_train_begin(self, logs=None):
-        import tensorflow as tf
-
-        self.writers = [tf.summary.create_file_writer(os.path.join(d, "test")) for d in self.log_dirs]
-
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-
-        start = time.perf_counter()
-        if self.twin is not None:
-            self.twin.set_weights(self.model.get_weights())
-        result = scores(self.predictor(self.pairs), self.pairs)
-        logs.update(test_accuracy=result["accuracy"], test_compare_loss=result["compare_loss"])
-        for writer in self.writers:
-            with writer.as_default(step=epoch):
-                tf.summary.scalar("epoch_compare_accuracy", result["accuracy"])
-                tf.summary.scalar("epoch_compare_loss", result["compare_loss"])
-        self.seconds += time.perf_counter() - start
-
-    def on_train_end(self, logs=None):
-        for writer in self.writers:
-            writer.close()
 
 
 def confusion(out, pairs):
@@ -192,125 +164,6 @@ def examples(out, pairs, count=30, mistakes=18):
             "p": p[order], "predicted_a": guess["a"], "predicted_b": guess["b"]}
 
 
-class HistoryFile(keras.callbacks.Callback):
-    """history.csv, rewritten atomically after every epoch; a resumed run first `load`s the rows of the epochs
-    it resumes after (rows from that epoch on are dropped and redone)."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path, self.rows = path, []
-
-    @property
-    def epochs(self):
-        return len(self.rows)
-
-    def load(self, epochs):
-        """Keep the rows of the first `epochs` epochs of the file, which must hold them all."""
-        try:
-            with open(self.path, newline="") as f:
-                rows = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if v != ""}
-                        for row in csv.DictReader(f, strict=True)]
-            self.rows = [row for row in rows if row["epoch"] < epochs]
-            if [row["epoch"] for row in self.rows] != list(range(epochs)):
-                raise ValueError(f"not the rows of epochs 1 to {epochs}")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, csv.Error) as e:
-            raise UserError(f"{self.path} is damaged ({type(e).__name__}); pass --overwrite to start the run "
-                            "again") from None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.rows = [row for row in self.rows if row["epoch"] < epoch]
-        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, keys, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-
-class Checkpoint(keras.callbacks.Callback):
-    """The whole training state after every epoch, to resume an interrupted run exactly.
-
-    Not keras.callbacks.BackupAndRestore: its file (`save_weights`) leaves out
-    the dropout layers' seed states, so a resumed run draws other dropout masks
-    and ends with other numbers; and it writes the weights and the epoch as two
-    files, in place, so a kill between or during them resumes at the wrong epoch.
-
-    Every variable of the model and its optimizer (weights, BatchNorm
-    statistics, dropout seed states, optimizer slots and step counter) goes to
-    FOLDER/epoch-NNNN.npz, written to a temporary file and renamed: a crash or
-    a full disk at any byte leaves the previous epoch's file whole. `restore`
-    loads the newest and returns how many epochs it holds. `write=False`: a
-    process that restores but never writes (a multi-worker peer).
-    """
-
-    PATTERN = re.compile(r"epoch-(\d{4,})\.npz$")
-
-    def __init__(self, folder, write=True):
-        super().__init__()
-        self.folder, self.write = folder, write
-
-    def state_variables(self, model):
-        return list(model.variables) + list(model.optimizer.variables)
-
-    def epoch_files(self):
-        found = [(int(m.group(1)), path) for path in glob.glob(os.path.join(self.folder, "epoch-*.npz"))
-                 if (m := self.PATTERN.search(os.path.basename(path)))]
-        return sorted(found)
-
-    def restore(self, model):
-        """Load the newest epoch file into `model`; the number of finished epochs (0: none)."""
-        files = self.epoch_files()
-        if not files:
-            return 0
-        epochs, path = files[-1]
-        variables = self.state_variables(model)
-        try:
-            with np.load(path) as data:
-                values = [data[f"v{i}"] for i in range(len(data.files))]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise UserError(f"the backup {path} is damaged ({type(e).__name__}); delete it to redo that epoch, "
-                            "or pass --overwrite to start again") from None
-        if len(values) != len(variables) or any(v.shape != tuple(x.shape) for v, x in zip(values, variables)):
-            raise UserError(f"the backup {path} does not match this model; pass --overwrite to start again")
-        for variable, value in zip(variables, values):
-            variable.assign(value)
-        return epochs
-
-    def clear(self):
-        """Delete the epoch files (and the folder, if nothing else is in it)."""
-        # with the temporary file of a write that a kill cut short
-        for path in [p for _, p in self.epoch_files()] + glob.glob(os.path.join(self.folder, ".tmp-*.npz")):
-            os.unlink(path)
-        if os.path.isdir(self.folder) and not os.listdir(self.folder):
-            os.rmdir(self.folder)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.write:
-            return
-        os.makedirs(self.folder, exist_ok=True)
-        path = os.path.join(self.folder, f"epoch-{epoch + 1:04d}.npz")
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self.state_variables(self.model))})
-            f.flush()
-            os.fsync(f.fileno())
-        for _, old in self.epoch_files()[:-1]:
-            os.unlink(old)
-
-
-class Diverged(keras.callbacks.Callback):
-    """Ends training with RunError as soon as the loss is no longer finite, before the other callbacks see
-    the epoch (so nothing of it is saved); keras.callbacks.TerminateOnNaN stops, but lets the epoch be saved."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise RunError(f"training diverged at epoch {self.epoch + 1} (loss {float(loss)}); nothing of that "
-                           "epoch is saved: lower --lr, or check the data")
-
-
 class ModelCache:
     """Compiled models kept across rounds, so that each configuration is built, compiled and traced once
     per process: Keras keeps a model's traced train function until it is compiled again.
@@ -326,9 +179,10 @@ class ModelCache:
     def __init__(self, size=4):
         self.size, self.entries = size, {}
 
-    def get(self, cfg: Config, mean, std, steps):
-        """A compiled model for `cfg`, initialised as if new."""
-        fresh = build_model(cfg, mean, std)  # cheap: no tracing
+    def get(self, cfg: Config, fit_pairs):
+        """A compiled model for `cfg`, initialised as `new_model` would initialise it."""
+        fresh = build_model(cfg, *pixel_stats(cfg, fit_pairs))  # cheap: no tracing
+        steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
         key = self.key(cfg)
         entry = self.entries.pop(key, None)
         if entry is None:
@@ -343,9 +197,10 @@ class ModelCache:
         self.keep(key, entry)
         return entry[0]
 
-    def adopt(self, cfg: Config, model, steps):
+    def adopt(self, cfg: Config, model, fit_pairs):
         """Keep `model` (built for `cfg`, e.g. by a keras-tuner HyperModel) as the model of `cfg`: the rounds
         of `cfg` then train it, re-initialised for each; compiled again if it was for another epoch length."""
+        steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
         if model.optimizer is None or model.steps_per_execution != steps:
             compile_model(model, cfg, steps)
         self.keep(self.key(cfg), self.entry(model))
@@ -369,23 +224,10 @@ class ModelCache:
             self.entries.pop(next(iter(self.entries)))
 
 
-def refresh_batch_norm(model, x, batch_size, updates=60):
-    """BatchNorm's moving statistics re-estimated over the training images `x` (no augmentation), in at least
-    `updates` forward passes in training mode: after `--ema`, those collected in training belong to the raw
-    weights, not to their average."""
-    import tensorflow as tf
-
-    data = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
-    passes = -(-updates // steps_per_epoch(len(x["image_a"]), batch_size))
-    step = tf.function(lambda batch: model(batch, training=True))
-    for batch in data.repeat(passes):
-        step(batch)
-
-
 class _VectorLogs(keras.Model):
     """A model whose train and test steps return each value as a vector of one: Keras 3.15's fit averages
     the replicas' values along axis 0 under MultiWorkerMirroredStrategy, which fails for scalars
-    (tensorflow#72388). For training only: train_round returns the same layers as a plain Model."""
+    (tensorflow#72388). For training only: `as_saved` gives the same layers as a plain Model, to save."""
 
     def train_step(self, data):
         return {name: keras.ops.reshape(value, [1]) for name, value in super().train_step(data).items()}
@@ -394,7 +236,7 @@ class _VectorLogs(keras.Model):
         return {name: keras.ops.reshape(value, [1]) for name, value in super().test_step(data).items()}
 
 
-def distributed_model(cfg, mean, std, steps, strategy, pairs):
+def distributed_model(cfg, strategy, fit_pairs):
     """A compiled model whose variables, optimizer and metrics are made under `strategy`'s scope, for `fit`
     under that scope.
 
@@ -410,14 +252,16 @@ def distributed_model(cfg, mean, std, steps, strategy, pairs):
     # PyTorch's way (numerics part "apart") normalises each replica's batch, as its DistributedDataParallel
     # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
     synchronized = "apart" not in cfg.torch_parts
+    keras.utils.set_random_seed(cfg.seed)  # as new_model
+    steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
     with strategy.scope():
-        built = build_model(cfg, mean, std, synchronized=synchronized)
+        built = build_model(cfg, *pixel_stats(cfg, fit_pairs), synchronized=synchronized)
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     model = (_VectorLogs if multiworker else keras.Model)(built.input, built.output, name=built.name)
     with strategy.scope():
         compile_model(model, cfg, steps, distributed=True)
-        x, y = tf.nest.map_structure(lambda t: t[:2], (pairs.features(), labels_for(pairs.labels(),
-                                                                                    model.output_names)))
+        x, y = tf.nest.map_structure(lambda t: t[:2], (fit_pairs.features(), labels_for(fit_pairs.labels(),
+                                                                                        model.output_names)))
         y_pred = model(x, training=False)
         model.compute_loss(x, y, y_pred)
         model.compute_metrics(x, y, y_pred)
@@ -425,24 +269,26 @@ def distributed_model(cfg, mean, std, steps, strategy, pairs):
     return model
 
 
-def fit_split(cfg: Config, train_pairs):
-    """(pairs fit trains on, pairs it validates on or None): `--val-split` holds out the last part."""
-    if not cfg.val_split:
-        return train_pairs, None
-    return train_pairs.split(round(len(train_pairs) * cfg.val_split))
+def as_saved(model, cfg: Config, fit_pairs):
+    """`model` as it is saved: a model of `distributed_model` as the plain, compiled keras.Model of its layers
+    that every other round gives (its class is for training only)."""
+    if not isinstance(model, _VectorLogs):
+        return model
+    return compile_model(keras.Model(model.input, model.output, name=model.name), cfg,
+                         steps_per_epoch(len(fit_pairs), cfg.batch_size))
 
 
-def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="auto", curves=False, cache=None,
-                strategy=None, checkpoint=None):
-    """Train one round from freshly initialised weights with `model.fit`; returns (model, metrics, history dict).
+def train_round(cfg: Config, train_pairs, test_pairs, model=None, initial_epoch=0, callbacks=(), verbose="auto",
+                curves=False, strategy=None):
+    """Train one round with `model.fit`; returns (model, metrics, history dict).
 
-    `curves=True` also logs the test accuracy after every epoch (left out of the
-    fit time, as is the final evaluation). With a `ModelCache`, a model of the
-    same configuration trained earlier in this process is re-initialised instead
-    of rebuilt and retraced (the model returned is then reused by later rounds).
-    With a tf.distribute `strategy`, the model is built under its scope and fit
-    splits each batch across its replicas. With a `Checkpoint`, a run interrupted
-    earlier resumes from its last finished epoch and trains only the rest.
+    `model`: the compiled model to train, as it is (default: `new_model`, freshly
+    initialised from cfg.seed); `initial_epoch`: the epochs it has already been
+    trained (a restored backup; the batches of the later epochs are those an
+    uninterrupted run draws). `strategy`: a tf.distribute strategy; the model
+    is made under it (`distributed_model`) and fit runs in its scope.
+    `curves=True` also logs the test accuracy after every epoch (`TestCurve`,
+    left out of the fit time, as is the final evaluation).
     """
     if len(train_pairs) == 0 or len(test_pairs) == 0:
         raise RunError("no training or test pairs to train on")
@@ -451,59 +297,51 @@ def train_round(cfg: Config, train_pairs, test_pairs, callbacks=(), verbose="aut
     if strategy is not None and smallest_batch < strategy.num_replicas_in_sync:
         raise RunError(f"a batch of {smallest_batch} pairs cannot be split across "
                        f"{strategy.num_replicas_in_sync} replicas; change --batch-size or --pairs")
-    mean, std = normalisation(fit_pairs) if cfg.normalize else (0.0, 1.0)
-    steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
+    if model is None:
+        model = new_model(cfg, fit_pairs) if strategy is None else distributed_model(cfg, strategy, fit_pairs)
     callbacks = [Diverged(), *callbacks]
     if cfg.patience and val_pairs is not None:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_compare_accuracy", mode="max", patience=cfg.patience, restore_best_weights=True))
-
-    if cache is None or strategy is not None or checkpoint is not None:
-        # Every draw of a round is seeded from cfg.seed already (initialisers, dropout, data); this also seeds
-        # Python's, NumPy's and TensorFlow's global generators for a user's own code. Not for a cached model:
-        # TensorFlow's set_seed clears the kernel caches, which the next epoch would rebuild (docs/performance.md).
-        keras.utils.set_random_seed(cfg.seed)
-    if strategy is not None:
-        model = distributed_model(cfg, mean, std, steps, strategy, fit_pairs)
-    elif cache is not None and checkpoint is None:  # (a restored model is never shared)
-        model = cache.get(cfg, mean, std, steps)
-    else:
-        model = compile_model(build_model(cfg, mean, std), cfg, steps)
-    initial_epoch = 0
-    if checkpoint is not None:
-        initial_epoch = checkpoint.restore(model)
-        callbacks.append(checkpoint)
-    predictor = Predictor.of(model)
+    test_curve = None
     if curves:
-        twin = build_model(cfg.without_views()) if cfg.tta else None
         boards = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
-        test_curve = TestCurve(test_pairs, Predictor.of(twin) if twin else predictor, twin,
-                               [board.log_dir for board in boards])
+        test_curve = TestCurve(test_scorer(cfg, test_pairs), [board.log_dir for board in boards])
         # after TensorBoard, which would log its values in the training run; before the rest, which record them
         callbacks = [callbacks[0], *boards, test_curve, *(c for c in callbacks[1:] if c not in boards)]
     outputs = model.output_names
     start = time.perf_counter()
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         history = model.fit(to_dataset(fit_pairs, cfg, initial_epoch, outputs=outputs), epochs=cfg.epochs,
-                            steps_per_epoch=steps, initial_epoch=initial_epoch, callbacks=callbacks,
+                            steps_per_epoch=steps_per_epoch(len(fit_pairs), cfg.batch_size),
+                            initial_epoch=initial_epoch, callbacks=callbacks,
                             verbose=1 if verbose == "auto" else verbose, shuffle=False,  # to_dataset shuffles
                             validation_data=to_dataset(val_pairs, cfg, training=False, outputs=outputs)
                             if val_pairs is not None else None)
-    if isinstance(model, _VectorLogs):  # the same layers, as the Model every other round returns
-        model = compile_model(keras.Model(model.input, model.output, name=model.name), cfg, steps)
-        predictor = Predictor.of(model)
-    if cfg.ema:  # fit ended on the weights' moving average
-        refresh_batch_norm(model, fit_pairs.features(), cfg.batch_size)
-    seconds = time.perf_counter() - start - (test_curve.seconds if curves else 0.0)
-    metrics = round_metrics(model, predictor, cfg, fit_pairs, val_pairs, test_pairs)
+    seconds = time.perf_counter() - start - (test_curve.seconds if test_curve else 0.0)
+    metrics = round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs)
     metrics.update(train_seconds=round(seconds, 3), epochs=initial_epoch + len(history.history.get("loss", [])),
                    resumed_at_epoch=initial_epoch)
     return model, metrics, history.history
 
 
-def round_metrics(model, predictor, cfg, fit_pairs, val_pairs, test_pairs):
+def test_scorer(cfg: Config, pairs):
+    """score(model) -> `scores` of a model on `pairs`. A model with test-time views is scored through a twin
+    without them, given its weights: reading every view after every epoch would cost more than the epoch."""
+    if not cfg.tta:
+        return lambda model: scores(Predictor.of(model)(pairs), pairs)
+    twin = build_model(cfg.without_views())
+
+    def score(model):
+        twin.set_weights(model.get_weights())
+        return scores(Predictor.of(twin)(pairs), pairs)
+    return score
+
+
+def round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs):
     """Accuracies of a trained model (compare and, where it has them, digits, with the test digits'
     confusion matrix), with what defines the round."""
+    predictor = Predictor.of(model)
     train, out = accuracy(model, fit_pairs, predictor), predictor(test_pairs)
     test = scores(out, test_pairs)
     metrics = {

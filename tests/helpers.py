@@ -2,6 +2,7 @@
 import csv
 import gzip
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -118,3 +119,14 @@ def event_tags(folder):
                 for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
                     found.setdefault(os.path.relpath(root, folder), set()).update(v.tag for v in event.summary.value)
     return found
+
+
+def xla_functions(saved_model):
+    """Names of the functions of a SavedModel folder that must be compiled by XLA (attribute _XlaMustCompile):
+    what a server without XLA, a stock TF Serving, cannot run."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((pathlib.Path(saved_model) / "saved_model.pb").read_bytes())
+    return sorted(f.signature.name for graph in proto.meta_graphs for f in graph.graph_def.library.function
+                  if f.attr["_XlaMustCompile"].b)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from helpers import event_tags, one_line
+from helpers import xla_functions, event_tags, one_line
 from mnistcompare.cli import train_parser
 
 
@@ -59,7 +59,7 @@ def test_help_lists_every_option_with_its_bounds(cli):
     text = train_parser().format_help()
     for flag in ("--arch", "--preset", "--config", "--alpha", "--epochs", "--batch-size", "--lr", "--optimizer",
                  "--pairs", "--seed", "--data-dir", "--idx-dir", "--npz", "--no-download", "--out", "--swap",
-                 "--shift", "--combine", "--no-xla", "--numerics", "--version"):
+                 "--shift", "--combine", "--xla", "--numerics", "--version"):
         assert flag in text
     assert "dropout after each hidden dense layer; in [0, 1) (default: 0.25)" in " ".join(text.split())
     for command in ("train", "evaluate", "tune"):
@@ -95,16 +95,15 @@ def test_train_writes_every_output_and_config_reruns(idx_dir, tmp_path, main):
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
     # The saved config reproduces the run exactly (same seed, same data).
-    # (--no-xla changes only the export.)
-    rerun = main("train", "--config", out / "config.json", *common, "--out", tmp_path / "rerun", "--no-xla")
+    # (--xla changes only the export.)
+    rerun = main("train", "--config", out / "config.json", *common, "--out", tmp_path / "rerun", "--xla")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     metrics2 = json.loads((tmp_path / "rerun" / "metrics.json").read_text())
     assert metrics2["config"] == metrics["config"]
     assert metrics2["test_accuracy"] == metrics["test_accuracy"]
     assert metrics2["train_accuracy"] == metrics["train_accuracy"]
-    compiled = [b"_XlaMustCompile" in (run_dir / "saved_model" / "1" / "saved_model.pb").read_bytes()
-                for run_dir in (out, tmp_path / "rerun")]
-    assert compiled == [True, False]
+    compiled = [bool(xla_functions(run_dir / "saved_model" / "1")) for run_dir in (out, tmp_path / "rerun")]
+    assert compiled == [False, True]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -140,3 +139,8 @@ def test_epochs_bench_refuses_a_bad_option_before_training(flag, message, profil
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "epochs.py")
     result = subprocess.run([sys.executable, script, flag, *profile], capture_output=True, text=True, timeout=120)
     assert message in one_line(result)
+
+
+def test_a_keras_backend_other_than_tensorflow_is_one_line(idx_dir, tmp_path, cli):
+    line = one_line(cli("train", "--idx-dir", idx_dir, "--out", tmp_path / "run", env={"KERAS_BACKEND": "jax"}))
+    assert "Keras' backend is 'jax'" in line and "KERAS_BACKEND" in line

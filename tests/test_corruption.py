@@ -62,12 +62,16 @@ def _write(root, args):
 
 
 def _damaged_copy(folders, name, path, damage, tmp_path):
+    """A copy of a written folder with every file matching `path` damaged (both backups of a run: with one left
+    whole, a run resumes from it); the copy and its last damaged file."""
     root, _ = folders
     copy = tmp_path / name
     shutil.copytree(root / name, copy)
-    (file,) = copy.glob(path)
-    file.write_bytes(DAMAGES[damage](file.read_bytes()))
-    return copy, file
+    files = sorted(copy.glob(path))
+    assert files, path
+    for file in files:
+        file.write_bytes(DAMAGES[damage](file.read_bytes()))
+    return copy, files[-1]
 
 
 CASES = [("train", "unfinished", "config.json"), ("train", "unfinished", "history.csv"),

@@ -392,3 +392,14 @@ def test_each_process_runs_onednn_and_gets_its_share_of_the_cores_unless_the_use
     # 0: TensorFlow's own choice, which reads the user's TF_NUM_INTEROP_THREADS
     assert int(inter) == (0 if user else max(1, int(cpus) // rounds_at_once) + 1)
     assert int(intra) == 1
+
+
+def test_the_console_shows_a_results_page_as_plain_text():
+    from mnistcompare.experiments import console_text
+
+    page = ("**Off the report's protocol** (epochs 3): no z.\n\n<!-- --8<-- [start:tables] -->\n| a | b |\n"
+            "<!-- --8<-- [end:tables] -->\n\n![Fig. 1: accuracy](figure-1.png)\n")
+    text = console_text(page, "runs/t")
+    assert "<!--" not in text and "**" not in text and "](" not in text
+    assert "Off the report's protocol (epochs 3)" in text and "| a | b |" in text
+    assert "Fig. 1: accuracy: runs/t/figure-1.png" in text

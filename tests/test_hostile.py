@@ -87,29 +87,27 @@ def test_layer_widths_are_bounded_and_long_values_are_not_echoed_whole():  # D14
 
 
 @pytest.mark.parametrize("damage", ["half", "empty", "garbage"])
-def test_a_damaged_backup_is_one_clear_error(damage, tiny_pairs, tmp_path):  # D3
+def test_a_damaged_backup_falls_back_to_the_one_before_it_or_is_one_clear_error(damage, tiny_pairs, tmp_path,
+                                                                                capsys):  # D3
     from helpers import SMALL
-    from mnistcompare.training import Checkpoint, train_round
+    from mnistcompare.callbacks import Checkpoint
+    from mnistcompare.training import new_model, train_round
 
     train, test = tiny_pairs
     cfg = Config(**SMALL, epochs=2, batch_size=32).validate()
-    checkpoint = Checkpoint(tmp_path)
+    train_round(cfg, train, test, verbose=0, callbacks=[Checkpoint(tmp_path)])
+    first, second = sorted(tmp_path.glob("epoch-*.npz"))
 
-    class Stop(Exception):
-        pass
-
-    class StopAfterFirst(Checkpoint):  # the backup of epoch 1 written, then the run "killed"
-        def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
-            raise Stop
-
-    with pytest.raises(Stop):
-        train_round(cfg, train, test, verbose=0, checkpoint=StopAfterFirst(tmp_path))
-    (path,) = tmp_path.glob("epoch-*.npz")
-    path.write_bytes({"half": path.read_bytes()[:path.stat().st_size // 2], "empty": b"",
-                      "garbage": b"PK\x03\x04" + b"\x00garbage" * 20}[damage])
-    with pytest.raises(UserError, match="is damaged .*delete it to redo that epoch"):
-        train_round(cfg, train, test, verbose=0, checkpoint=checkpoint)
+    def spoil(path):
+        path.write_bytes({"half": path.read_bytes()[:path.stat().st_size // 2], "empty": b"",
+                          "garbage": b"PK\x03\x04" + b"\x00garbage" * 20}[damage])
+    spoil(second)
+    assert Checkpoint(tmp_path).restore(new_model(cfg, train)) == 1
+    assert f"the backup {second.name} ({'EOFError' if damage == 'empty' else 'BadZipFile'}) in {tmp_path} is " \
+           f"damaged: resuming from {first.name}, epoch 1" in capsys.readouterr().err
+    spoil(first)
+    with pytest.raises(UserError, match="backups in .* are damaged .*; pass --overwrite"):
+        Checkpoint(tmp_path).restore(new_model(cfg, train))
 
 
 def test_a_bad_value_in_a_config_file_is_named_by_its_key(tmp_path, cli):

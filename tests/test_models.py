@@ -8,10 +8,10 @@ import pytest
 
 from mnistcompare.config import ARCHS, Config
 from mnistcompare.reports import preset
-from mnistcompare.data import labels_for, to_dataset
+from mnistcompare.data import to_dataset
 from mnistcompare.layers import SHIFTS, ExactCompare, InferenceViews, ShiftViews, view_matrix, view_transforms
 from mnistcompare.models import build_model, count_params
-from mnistcompare.training import accuracy, compile_model, loss_weights, predict
+from mnistcompare.training import accuracy, compile_model, loss_weights, model_outputs as predict
 
 from helpers import SMALL
 
@@ -230,11 +230,11 @@ def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     train, _ = tiny_pairs
     for arch in ("siamese", "digits"):
         # Every custom layer and option that changes what is saved: torch numerics, two-logit output,
-        # pooled dense units, probabilities into the head, LeakyReLU; batch-norm and each member's own
-        # loss (compiled below, so the file holds that loss function) in the digits net.
+        # pooled dense units, probabilities into the head, LeakyReLU; batch-norm and an ensemble of two
+        # members in the digits net.
         extra = dict(numerics="torch", output="relu-softmax2", dense_pool=2, hidden=(16,), head=(8,),
                      head_input="probs", activation="leaky_relu") if arch == "siamese" else \
-            dict(conv_batch_norm=True, members=2, member_loss="each")
+            dict(conv_batch_norm=True, members=2)
         cfg = Config(arch=arch, **{**SMALL, **extra}).validate()
         model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
         path = tmp_path / f"{arch}.keras"
@@ -243,7 +243,7 @@ def test_model_file_loads_in_safe_mode_in_a_fresh_process(tmp_path, tiny_pairs):
     np.save(tmp_path / "a.npy", train.image_a)
     np.save(tmp_path / "b.npy", train.image_b)
     code = f"""
-import keras, numpy as np, mnistcompare  # registers the layers
+import keras, numpy as np, mnistcompare.layers  # registers the layers, as Keras documents it
 a, b = np.load(r"{tmp_path}/a.npy"), np.load(r"{tmp_path}/b.npy")
 for arch in ("siamese", "digits"):
     m = keras.models.load_model(r"{tmp_path}/" + arch + ".keras", safe_mode=True)
@@ -269,82 +269,6 @@ def test_digits_ensemble_averages_member_probabilities(tiny_pairs):
     assert count_params(model) == 3 * count_params(towers[0])
     with pytest.raises(Exception, match="--members"):
         Config(arch="siamese", members=2).validate()
-
-
-@pytest.mark.parametrize("alpha,smoothing", [(1 / 3, 0.0), (0.0, 0.1)])
-def test_member_loss_each_is_every_members_own_loss(alpha, smoothing, tiny_pairs):
-    train, _ = tiny_pairs
-    cfg = Config(arch="digits", members=3, member_loss="each", alpha=alpha, label_smoothing=smoothing,
-                 **SMALL).validate()
-    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
-    got = model.evaluate(train.features(), labels_for(train.labels(), model.output_names), batch_size=len(train), verbose=0,
-                         return_dict=True)
-    out = predict(model, train)
-    assert out["members_a"].shape == (len(train), 3, 10)
-    np.testing.assert_allclose(out["digit_a"], out["members_a"].mean(1), rtol=1e-5, atol=1e-6)
-
-    def own(labels, members):  # each member's cross-entropy against smoothed targets, then their mean
-        target = np.eye(10)[labels] * (1 - smoothing) + smoothing / 10
-        return np.mean([-(target * np.log(members[:, k])).sum(1).mean() for k in range(members.shape[1])])
-
-    bce = float(keras.losses.binary_crossentropy(train.target[:, None], out["compare"]).numpy().mean())
-    expected = alpha * bce + (1 - alpha) / 2 * (own(train.digit_a, out["members_a"]) + own(train.digit_b, out["members_b"]))
-    assert got["loss"] == pytest.approx(expected, rel=1e-4)
-    # The served form has the usual outputs and the same digits.
-    from mnistcompare.export import serving_model
-    served = predict(serving_model(model, cfg, xla=False), train)
-    assert set(served) == {"compare", "digit_a", "digit_b"}
-    np.testing.assert_allclose(served["digit_a"], out["digit_a"], rtol=1e-4, atol=1e-5)
-    with pytest.raises(Exception, match="--member-loss"):
-        Config(arch="digits", members=2, member_loss="each", tta=True).validate()
-
-
-def test_label_smoothing_smooths_the_digit_targets(tiny_pairs):
-    train, _ = tiny_pairs
-    cfg = Config(arch="siamese", label_smoothing=0.2, **SMALL).validate()
-    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 1)
-    got = model.evaluate(train.features(), train.labels(), batch_size=len(train), verbose=0, return_dict=True)
-    out = predict(model, train)
-    smoothed = [-(np.log(out[k]) * (np.eye(10)[getattr(train, k)] * 0.8 + 0.02)).sum(1).mean()
-                for k in ("digit_a", "digit_b")]
-    bce = float(keras.losses.binary_crossentropy(train.target[:, None], out["compare"]).numpy().mean())
-    assert got["loss"] == pytest.approx(cfg.alpha * bce + (1 - cfg.alpha) / 2 * sum(smoothed), rel=1e-4)
-    with pytest.raises(Exception, match="--label-smoothing"):
-        Config(arch="mlp", label_smoothing=0.1).validate()
-
-
-def test_ema_ends_on_the_average_weights_with_batch_norm_statistics_for_them(tiny_pairs):
-    from mnistcompare.training import refresh_batch_norm
-
-    train, _ = tiny_pairs
-    cfg = Config(arch="digits", conv_batch_norm=True, ema=0.9, schedule="cosine", lr_floor=0.1, batch_size=10,
-                 epochs=2, **SMALL).validate()
-    model = compile_model(build_model(cfg, 40.0, 50.0), cfg, 7)
-    assert float(model.optimizer.learning_rate) == pytest.approx(cfg.lr)
-    model.optimizer.iterations.assign(cfg.epochs * 7)  # the schedule's end: the floor, not zero
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * cfg.lr)
-    model.optimizer.iterations.assign(0)
-    seen = []
-
-    class Average(keras.callbacks.Callback):  # the moving average just before fit swaps it in
-        def on_train_batch_end(self, batch, logs=None):
-            seen[:] = [np.array(v) for v in self.model.optimizer._model_variables_moving_average]
-
-    model.fit(to_dataset(train, cfg, outputs=model.output_names), epochs=2, steps_per_epoch=7, verbose=0, shuffle=False,
-              callbacks=[Average()])
-    for a, w in zip(seen, model.trainable_variables):  # keras' fit ends on the average
-        np.testing.assert_array_equal(np.asarray(w), a)
-    refresh_batch_norm(model, train.features(), cfg.batch_size)
-    # The first conv's batch-norm now holds the mean of its inputs over the training images.
-    tower = model.get_layer("tower")
-    conv = keras.Model(tower.input, tower.get_layer("conv0").output)
-    images = model.get_layer("standardize")(np.concatenate([train.image_a, train.image_b]))
-    np.testing.assert_allclose(tower.get_layer("conv0_bn").moving_mean, np.asarray(conv(images)).mean((0, 1, 2)),
-                               rtol=0.05, atol=0.02)
-    with pytest.raises(Exception, match="--lr-floor"):
-        Config(lr_floor=0.1).validate()
-    with pytest.raises(Exception, match="--ema"):
-        Config(ema=0.99, val_split=0.2, patience=5).validate()
 
 
 def _tensorflow_view(images, angle, scale, dy, dx):

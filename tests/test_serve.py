@@ -24,14 +24,18 @@ def call(url, body=None, raw=None):
 
 
 @pytest.fixture(scope="module")
-def server(trained_run):
+def server(trained_run, tmp_path_factory):
+    """The trained model served from a base of two versions, as TF Serving's folders hold them: 1/ and 2/."""
     import socket
 
     out, _, _ = trained_run
+    base_folder = tmp_path_factory.mktemp("versions")
+    for version in ("1", "2"):
+        (base_folder / version).symlink_to(out / "saved_model" / "1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = start("serve", out, "--port", port, "--name", "cmp")
+    proc = start("serve", base_folder, "--port", port, "--name", "cmp")
     base = f"http://127.0.0.1:{port}"
 
     def up():
@@ -41,7 +45,7 @@ def server(trained_run):
             return False
     try:
         wait_for(up, proc, timeout=120, what="the server")
-        yield base, out / "saved_model" / "1"
+        yield base, base_folder / "2"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -55,8 +59,10 @@ def test_the_rest_api_answers_as_the_saved_model_does(server):
     model = tf.saved_model.load(str(folder))
     assert call(f"{base}/v1/models/cmp")[1]["model_version_status"][0]["state"] == "AVAILABLE"
     defs = call(f"{base}/v1/models/cmp/metadata")[1]["metadata"]["signature_def"]["signature_def"]
-    assert set(defs) == {"serving_default", "serve", "serve_mnist"}
+    assert set(defs) == {"serving_default", "serve", "serve_mnist", "__saved_model_init_op"}
     assert defs["serve_mnist"]["inputs"]["image_a"]["dtype"] == "DT_UINT8"
+    # named as TF Serving names them, from the SavedModel's own signatures
+    assert defs["serving_default"]["inputs"]["image_a"]["name"] == "serving_default_image_a:0"
 
     raw_a, _ = fake_mnist(100, 5)
     raw_b, _ = fake_mnist(100, 6)
@@ -69,7 +75,7 @@ def test_the_rest_api_answers_as_the_saved_model_does(server):
         status, columns = call(f"{base}/v1/models/cmp:predict", {
             "signature_name": signature, "inputs": {"image_a": a.tolist(), "image_b": b.tolist()}})
         assert status == 200
-        status, rows = call(f"{base}/v1/models/cmp/versions/1:predict", {
+        status, rows = call(f"{base}/v1/models/cmp/versions/2:predict", {
             "signature_name": signature, "instances": [{"image_a": x.tolist(), "image_b": y.tolist()}
                                                        for x, y in zip(a, b)]})
         assert status == 200 and len(rows["predictions"]) == 100
@@ -122,7 +128,7 @@ def test_malformed_requests_get_a_json_error_and_the_server_goes_on(server):
     answers = [call(url, raw=data) for data in bad] + [call(url, body) for body in bodies]
     answers.append(call(url, raw=b"[" + b"0," * 5_000_000 + b"0]"))  # more than the bytes a request may hold
     answers.append(call(f"{base}/v1/models/other:predict", mnist()))
-    answers.append(call(f"{base}/v1/models/cmp/versions/2:predict", mnist()))
+    answers.append(call(f"{base}/v1/models/cmp/versions/1:predict", mnist()))
     answers.append(call(f"{base}/v1/models/other"))
     answers.append(call(f"{base}/draw", {"image_a": 3}))
     answers.append(call(f"{base}/draw", {"image_a": [[0] * 50] * 50, "image_b": [[0] * 50] * 50}))  # nothing drawn
@@ -130,9 +136,32 @@ def test_malformed_requests_get_a_json_error_and_the_server_goes_on(server):
     assert len(answers) >= 50
     for i, (status, answer) in enumerate(answers):
         assert 400 <= status < 500 and isinstance(answer.get("error"), str) and answer["error"], (i, status, answer)
-    assert sorted({status for status, _ in answers}) == [400, 404, 413]
+    assert sorted({status for status, _ in answers}) == [400, 404, 405, 413]  # (405: a GET of :predict)
     status, good = call(url, mnist())
     assert status == 200 and len(good["outputs"]["compare"]) == 1
+
+
+@pytest.mark.slow
+def test_versions_and_routes_answer_as_tf_serving_does(server):
+    base, _ = server
+    status, answer = call(f"{base}/v1/models/cmp")
+    assert status == 200 and [v["version"] for v in answer["model_version_status"]] == ["2"]  # the newest, as itself
+    assert call(f"{base}/v1/models/cmp/versions/2")[0] == 200
+    assert call(f"{base}/v1/models/cmp/metadata")[1]["model_spec"]["version"] == "2"
+    for url, method, code in ((f"{base}/v1/models/cmp/versions/1", "GET", 404),
+                              (f"{base}/v1/models/cmp/versions/1/metadata", "GET", 404),
+                              (f"{base}/v1/models/other", "GET", 404), (f"{base}/no/such/path", "GET", 404),
+                              (f"{base}/v1/models/cmp:predict", "GET", 405), (f"{base}/v1/models/cmp", "POST", 405),
+                              (f"{base}/v1/models/cmp:classify", "POST", 404)):
+        request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            raise AssertionError(f"{method} {url} answered 200")
+        except urllib.error.HTTPError as e:
+            assert e.code == code and e.headers.get_content_type() == "application/json", (url, e.code)
+            assert isinstance(json.loads(e.read())["error"], str)
+    icon = urllib.request.urlopen(f"{base}/favicon.ico", timeout=30)
+    assert icon.status == 200 and icon.headers.get_content_type() == "image/svg+xml"
 
 
 @pytest.mark.slow
@@ -147,7 +176,8 @@ def test_a_busy_port_or_a_wrong_model_is_one_line(server, tmp_path, cli):
 
 
 @pytest.mark.slow
-def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(server, tmp_path):
+@pytest.mark.parametrize("screen", ["desktop", "phone"])
+def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(screen, server, tmp_path):
     import tensorflow as tf
     from selenium import webdriver
     from selenium.webdriver.common.action_chains import ActionChains
@@ -159,19 +189,25 @@ def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(server, tmp
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1000"):
         options.add_argument(flag)
+    if screen == "phone":  # a 360x740 phone's screen, as Chrome's device emulation gives it
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": 360, "height": 740,
+                                                                              "pixelRatio": 2}})
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or ""
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
     browser = webdriver.Chrome(options=options, service=service)
     try:
         browser.get(base + "/")
+        scale = browser.find_element(By.ID, "canvas-a").size["width"] / 280  # the boxes are smaller on a phone
         strokes = {"a": [(0, -90), (0, 180)],  # a 1: one stroke down
                    "b": [(-70, -80), (140, 0), (-90, 170)]}  # a 7: across, then down to the left
         for side, moves in strokes.items():
             canvas = browser.find_element(By.ID, f"canvas-{side}")
-            actions = ActionChains(browser).move_to_element_with_offset(canvas, *moves[0]).click_and_hold()
+            browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", canvas)
+            start = [round(v * scale) for v in moves[0]]
+            actions = ActionChains(browser).move_to_element_with_offset(canvas, *start).click_and_hold()
             for dx, dy in moves[1:]:
                 for _ in range(10):  # in small steps, as a hand moves
-                    actions.move_by_offset(dx // 10, dy // 10)
+                    actions.move_by_offset(round(dx * scale / 10), round(dy * scale / 10))
             actions.release().perform()
         answer = browser.find_element(By.ID, "answer")
         WebDriverWait(browser, 60).until(lambda _: answer.get_attribute("data-mnist"))
@@ -183,6 +219,19 @@ def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(server, tmp
         expected = float(model.serve_mnist(mnist_a, mnist_b)["compare"][0])
         assert abs(p - expected) <= 1e-6
         assert "P(a ≤ b)" in answer.text and len(browser.find_elements(By.CSS_SELECTOR, "#bars-a .bar")) == 10
-        browser.save_screenshot(os.environ.get("MNISTCOMPARE_SCREENSHOT", str(tmp_path / "page.png")))
+        # Box b was drawn last, and is in view: the answer is on the screen with it, on one line.
+        top, bottom, right, height, width = browser.execute_script(
+            "const r = document.getElementById('answer').getBoundingClientRect();"
+            "return [r.top, r.bottom, r.right, innerHeight, innerWidth];")
+        box = browser.execute_script("const b = document.getElementById('canvas-b').getBoundingClientRect();"
+                                     "return [b.top, b.bottom];")
+        assert 0 <= box[0] and box[1] <= height, box  # (box b in view)
+        assert 0 <= top and bottom <= height and right <= width, (top, bottom, right, height, width)
+        font = float(answer.value_of_css_property("font-size").removesuffix("px"))
+        assert answer.size["height"] < 2.3 * font, (answer.size, font)  # one line (and its padding), not two
+        if screen == "phone":
+            assert width == 360
+        browser.save_screenshot(os.environ.get(f"MNISTCOMPARE_SCREENSHOT_{screen.upper()}",
+                                               str(tmp_path / f"page-{screen}.png")))
     finally:
         browser.quit()

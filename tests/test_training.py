@@ -8,15 +8,17 @@ import pytest
 from helpers import SMALL
 from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.training import Checkpoint, ModelCache, train_round
+from mnistcompare.callbacks import Checkpoint
+from mnistcompare.training import ModelCache, new_model, train_round
 
 
 def test_cached_model_rounds_equal_fresh_rounds(tiny_pairs):
     train, test = tiny_pairs
     cfg = Config(**SMALL, epochs=2, batch_size=16, dropout=0.3, swap=True, shift=1).validate()
     cache = ModelCache()
-    first, m0, _ = train_round(cfg, train, test, verbose=0, cache=cache)
-    second, m1, h1 = train_round(cfg.replace(seed=1), train, test, verbose=0, cache=cache)
+    first, m0, _ = train_round(cfg, train, test, model=cache.get(cfg, train), verbose=0)
+    second, m1, h1 = train_round(cfg.replace(seed=1), train, test, model=cache.get(cfg.replace(seed=1), train),
+                                 verbose=0)
     assert second is first  # reused, not rebuilt
     _, fresh, h_fresh = train_round(cfg.replace(seed=1), train, test, verbose=0)
     assert h1["loss"] == pytest.approx(h_fresh["loss"], rel=1e-6)
@@ -119,11 +121,13 @@ def test_a_resumed_round_trains_exactly_the_missing_epochs_and_ends_as_if_never_
     _, whole, whole_history = train_round(cfg, train, test, verbose=0)
 
     with pytest.raises(KeyboardInterrupt):
-        train_round(cfg, train, test, verbose=0, callbacks=[_StopAfter(2)], checkpoint=Checkpoint(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002.npz"]  # the latest epoch only
+        train_round(cfg, train, test, verbose=0, callbacks=[_StopAfter(2), Checkpoint(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001.npz", "epoch-0002.npz"]  # the two newest
     counter = _StopAfter()
-    model, resumed, history = train_round(cfg, train, test, verbose=0, callbacks=[counter],
-                                          checkpoint=Checkpoint(tmp_path))
+    model = new_model(cfg, train)
+    done = Checkpoint(tmp_path).restore(model)
+    model, resumed, history = train_round(cfg, train, test, model=model, initial_epoch=done, verbose=0,
+                                          callbacks=[counter, Checkpoint(tmp_path)])
     assert resumed["resumed_at_epoch"] == 2 and counter.started == 3  # epochs 3, 4 and 5 only
     assert int(model.optimizer.iterations.numpy()) == 5 * 4  # restored at 8, then 12 more steps
     assert history["loss"] == pytest.approx(whole_history["loss"][2:], rel=1e-6)  # every state restored, seeds too
@@ -133,9 +137,9 @@ def test_a_resumed_round_trains_exactly_the_missing_epochs_and_ends_as_if_never_
 def test_a_backup_of_another_model_is_refused(tiny_pairs, tmp_path):
     train, test = tiny_pairs
     cfg = Config(**SMALL, epochs=1, batch_size=32).validate()
-    train_round(cfg, train, test, verbose=0, checkpoint=Checkpoint(tmp_path))
+    train_round(cfg, train, test, verbose=0, callbacks=[Checkpoint(tmp_path)])
     with pytest.raises(UserError, match="does not match this model"):
-        train_round(cfg.replace(hidden=(32,)), train, test, verbose=0, checkpoint=Checkpoint(tmp_path))
+        Checkpoint(tmp_path).restore(new_model(cfg.replace(hidden=(32,)), train))
 
 
 def test_a_diverging_round_stops_with_one_clear_error(tiny_pairs):

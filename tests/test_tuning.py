@@ -4,6 +4,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from helpers import children, event_tags, one_line, running, start, wait_for
@@ -238,10 +239,11 @@ def test_a_search_saved_before_a_config_field_existed_still_resumes(tmp_path):
     search = {"grid": {"lr": [0.001, 0.01]}, "base": Config().to_dict(), "runs_per_trial": 2}
     (tmp_path / PROJECT).mkdir()
     older = json.loads(json.dumps(search))
-    del older["base"]["label_smoothing"]  # as saved before that field existed: its default was in force
+    del older["base"]["tta_zoom"]  # as saved before that field existed: its default was in force
+    older["base"]["ema"] = 0.0  # and with one removed since, at the value that meant "off"
     save_search(tmp_path, older)
     check_search(tmp_path, search, overwrite=False)
-    changed = {**search, "base": Config(label_smoothing=0.1).to_dict()}
+    changed = {**search, "base": Config(tta_zoom=0.1).to_dict()}
     with pytest.raises(UserError, match="holds another search"):
         check_search(tmp_path, changed, overwrite=False)
 
@@ -372,6 +374,114 @@ def test_a_models_normalisation_follows_the_pairs_fit_trains_on_when_build_had_n
     tuner.search(train, validation_data=val, verbose=0)
     weights = tuner.get_best_models(1)[0].get_layer("standardize").get_weights()
     assert weights == pytest.approx(list(normalisation(train)), rel=1e-6)
+
+
+def _as_keras_arrays(pairs):
+    """Pairs as keras-tuner's guide hands data to search: dicts of numpy arrays keyed by the model's names."""
+    return pairs.features(), pairs.labels()
+
+
+@pytest.mark.parametrize("form", ["arrays", "datasets"])
+def test_keras_tuners_own_search_call_trains_the_epochs_asked_and_scores_every_trial(form, tiny_pairs, tmp_path):
+    import keras_tuner as kt
+    import tensorflow as tf
+
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+    from mnistcompare.training import accuracy
+
+    train, val = tiny_pairs
+    hypermodel = ComparisonHyperModel(SMALL.replace(epochs=5), {"dropout": [0.0, 0.5]})
+    tuner = kt.RandomSearch(hypermodel, objective=OBJECTIVE, max_trials=2, directory=tmp_path, project_name=form)
+    if form == "arrays":  # as keras-tuner's guide: search(x, y, epochs=N, validation_data=(x_val, y_val))
+        tuner.search(*_as_keras_arrays(train), epochs=2, validation_data=_as_keras_arrays(val), verbose=0)
+        assert hypermodel.trained.batch_size == SMALL.batch_size
+    else:  # batched datasets of (features, targets): their batch size is the trial's
+        tuner.search(tf.data.Dataset.from_tensor_slices(_as_keras_arrays(train)).batch(16), epochs=2,
+                     validation_data=tf.data.Dataset.from_tensor_slices(_as_keras_arrays(val)).batch(8), verbose=0)
+        assert hypermodel.trained.batch_size == 16
+    trials = tuner.oracle.get_best_trials(2)
+    assert len(trials) == 2 and all(t.status == "COMPLETED" and t.score is not None for t in trials)
+    assert [r["epochs"] for r in hypermodel.rounds] == [2]
+    assert accuracy(tuner.get_best_models(1)[0], val)["accuracy"] == pytest.approx(trials[0].score, abs=1e-6)
+
+
+def test_the_hypermodel_gives_train_rounds_numbers_for_the_same_config_and_seed(tiny_pairs, tmp_path):
+    import keras_tuner as kt
+
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+    from mnistcompare.training import train_round
+
+    train, val = tiny_pairs
+    cfg = SMALL.replace(epochs=2, seed=3, pairs=len(train))
+    tuner = kt.GridSearch(ComparisonHyperModel(cfg, {"dropout": [cfg.dropout]}), objective=OBJECTIVE,
+                          directory=tmp_path, project_name="same")
+    tuner.search(*_as_keras_arrays(train), validation_data=_as_keras_arrays(val), verbose=0)
+    _, metrics, _ = train_round(cfg.validate(), train, val, verbose=0)
+    assert tuner.oracle.get_best_trials(1)[0].score == metrics["test_accuracy"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(class_weight={0: 1.0}), "class_weight: not taken"),
+    (dict(validation_data=None), "no validation_data"),
+    (dict(validation_data=({"image_a": 0}, {})), "validation_data: no image_b, digit_a, digit_b")])
+def test_an_argument_the_hypermodel_cannot_honour_stops_the_search_at_its_first_trial(kwargs, message, tiny_pairs,
+                                                                                     tmp_path):
+    import keras_tuner as kt
+
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+
+    train, val = tiny_pairs
+    tuner = kt.RandomSearch(ComparisonHyperModel(SMALL, {"dropout": [0.0, 0.5]}), objective=OBJECTIVE, max_trials=3,
+                            directory=tmp_path, project_name="bad")
+    with pytest.raises(kt.errors.FatalError) as raised:
+        tuner.search(*_as_keras_arrays(train), **{"validation_data": _as_keras_arrays(val), **kwargs}, verbose=0)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert len(tuner.oracle.trials) == 1  # no trial spent on it after the first
+
+
+def test_validation_split_holds_out_the_last_pairs_as_keras_fit_does(tiny_pairs, tmp_path):
+    import keras_tuner as kt
+
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+    from mnistcompare.training import accuracy
+
+    train, _ = tiny_pairs
+    hypermodel = ComparisonHyperModel(SMALL, {"dropout": [0.0]})
+    tuner = kt.GridSearch(hypermodel, objective=OBJECTIVE, directory=tmp_path, project_name="split")
+    tuner.search(*_as_keras_arrays(train), validation_split=0.25, verbose=0)
+    held_out = train.split(16)[1]
+    assert hypermodel.trained.pairs == 48
+    assert accuracy(tuner.get_best_models(1)[0], held_out)["accuracy"] == tuner.oracle.get_best_trials(1)[0].score
+
+
+@pytest.mark.slow
+def test_keras_tuners_hyperband_continues_a_trial_from_the_weights_it_hands_on(tiny_pairs, tmp_path):
+    import keras_tuner as kt
+
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+
+    train, val = tiny_pairs
+    hypermodel = ComparisonHyperModel(SMALL, {"lr": {"min": 1e-3, "max": 1e-2, "sampling": "log"}})
+    tuner = kt.Hyperband(hypermodel, objective=OBJECTIVE, max_epochs=3, factor=3, hyperband_iterations=1,
+                         directory=tmp_path, project_name="hyperband")
+    starts = []
+    fit = ComparisonHyperModel.fit
+
+    def spy(self, hp, model, *args, **kwargs):
+        starts.append((hp.values.get("tuner/trial_id"), kwargs.get("initial_epoch", 0),
+                       [w.copy() for w in model.get_weights()]))
+        return fit(self, hp, model, *args, **kwargs)
+    ComparisonHyperModel.fit = spy
+    try:
+        tuner.search(*_as_keras_arrays(train), validation_data=_as_keras_arrays(val), verbose=0)
+    finally:
+        ComparisonHyperModel.fit = fit
+    continued = [(trial_id, initial, weights) for trial_id, initial, weights in starts if trial_id is not None]
+    assert continued and all(initial == 1 for _, initial, _ in continued)
+    assert [r["epochs"] for r in hypermodel.rounds] == [3]  # epochs 2 and 3 trained on top of epoch 1's weights
+    for trial_id, _, weights in continued:  # the model arrived with the earlier trial's best weights
+        saved = tuner.load_model(tuner.oracle.get_trial(trial_id)).get_weights()
+        assert all(np.array_equal(a, b) for a, b in zip(weights, saved))
 
 
 @pytest.mark.parametrize("spec, message", [

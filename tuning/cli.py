@@ -16,6 +16,7 @@ from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, 
                               config_from_args, data_source, explicit_flags, run)
 from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
+from mnistcompare.experiments import console_text
 from mnistcompare.files import make_out, run_folder, write_json, write_text
 from mnistcompare.tuning import PROJECT, TUNERS
 from mnistcompare.tuning.grid import MAX_POINTS, parse_grid
@@ -206,7 +207,7 @@ def study_main(args):
         write_json(os.path.join(args.out, "results.json"), results, compact=True)
         text = results_markdown(results)
         write_text(os.path.join(args.out, "results.md"), text)
-        print(text, end="")
+        print(console_text(text, args.out), end="")
 
 
 def _search(args, base, grid, source, out):
@@ -257,7 +258,7 @@ def search_grid(args, base, grid, source, out=None, final=True):
         results = evaluate([Entry("best trial", Config.from_dict(best))], args.final_rounds,
                            os.path.join(out, "final"), source,
                            log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
-        print(markdown_table(results), end="")
+        print(console_text(markdown_table(results), os.path.join(out, "final")), end="")
     return rows
 
 

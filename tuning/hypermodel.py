@@ -10,18 +10,22 @@
     hypermodel = ComparisonHyperModel(base, {"alpha": [0.3, 0.5, 0.7],
                                              "lr": {"min": 1e-4, "max": 1e-2, "sampling": "log"}}, train)
     tuner = kt.RandomSearch(hypermodel, objective=OBJECTIVE, max_trials=5, directory="runs", project_name="alpha")
-    tuner.search(train, validation_data=val)
+    tuner.search(train, validation_data=val)           # or dict arrays: search(x, y, validation_data=(xv, yv))
     best = tuner.get_best_models(1)[0]
 """
 import copy
 import os
 import statistics
 
+from mnistcompare.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with their kernels (runtime.py)
+
 import keras
 import keras_tuner
 
 from mnistcompare.config import Config
-from mnistcompare.errors import RunError
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.tuning.grid import apply
 
 OBJECTIVE = keras_tuner.Objective("val_compare_accuracy", "max")
@@ -42,18 +46,27 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
     a range {"min", "max", "sampling"}. `build(hp)` builds and compiles the
     trial's model, standardised with the mean and std of `train_pairs` (without
     them, 0 and 1 until `fit` sets the values of the pairs it trains on).
-    `fit(hp, model, train_pairs, validation_data=val_pairs)` trains `runs`
-    rounds (seeds seed, seed+1, ...) through `train_round` and returns their
-    mean validation accuracy; `fit` given no pairs draws each round's own (its
-    seed fixes them) from `source`, with `val_pairs` validation pairs from MNIST
-    training images that the training pairs do not use: what mnistcompare-tune
-    does. The values of each round of the last trial are in `rounds`.
+
+    `fit(hp, model, x, y, validation_data=..., epochs=..., batch_size=...)`
+    takes what `tuner.search` is given, as `model.fit` does: `Pairs`, dicts of
+    arrays (x: image_a, image_b; y: digit_a, digit_b, and compare if you like)
+    or `tf.data.Dataset`s of such (features, targets), and `validation_data`
+    or `validation_split`; `epochs`, `batch_size` and `shuffle` replace the
+    Config's. It trains `runs` rounds (seeds seed, seed+1, ...) through
+    `train_round` and returns their mean validation accuracy. Given no pairs,
+    each round draws its own (its seed fixes them) from `source`, with
+    `val_pairs` validation pairs from MNIST training images that the training
+    pairs do not use: what mnistcompare-tune does. An argument it cannot honour
+    stops the search (keras_tuner.errors.FatalValueError), so that no trial is
+    spent on it. The values of each round of the last trial are in `rounds`.
 
     keras-tuner's best-weights checkpoint sees one epoch per round, whose logs
     hold the round's final validation accuracy: each trial keeps the weights
-    of its best round, which `get_best_models` loads. Hyperband's epoch budget
-    (`tuner/epochs`) sets the epochs; each of its trials trains from fresh
-    weights (a round here is a run from its seed's initial state).
+    of its best round, which `get_best_models` loads. A tuner's several
+    executions of a trial (`executions_per_trial`) continue the seeds (the
+    second starts at seed + runs). Hyperband's budget (`tuner/epochs`) sets the
+    epochs; where keras-tuner's Hyperband hands on a trial's weights
+    (`tuner/trial_id`, `initial_epoch`), its rounds continue from them.
     """
 
     def __init__(self, base: Config = None, space=None, train_pairs=None, runs=1, val_pairs=1000, source=None,
@@ -62,6 +75,7 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         self.base, self.space = base or Config(), dict(space or {})
         self.train_pairs, self.runs, self.val_pairs, self.source = train_pairs, runs, val_pairs, source
         self.rounds, self.trained = [], None  # the last trial's rounds and Config
+        self._last = (None, 0)  # the last fit's hyperparameters and executions, to continue the seeds
 
     def config(self, hp, pairs=None) -> Config:
         """The trial's Config (fitted to `pairs`, or the HyperModel's training pairs, where given)."""
@@ -72,38 +86,52 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         return (cfg if pairs is None else cfg.replace(pairs=len(pairs))).validate()
 
     def build(self, hp):
-        from mnistcompare.data import normalisation
         from mnistcompare.models import build_model
-        from mnistcompare.training import compile_model, fit_split
+        from mnistcompare.training import compile_model, fit_split, pixel_stats
 
         cfg = self.config(hp)
-        mean, std = 0.0, 1.0
-        if cfg.normalize and self.train_pairs is not None:
-            mean, std = normalisation(fit_split(cfg, self.train_pairs)[0])
-        return compile_model(build_model(cfg, mean, std), cfg, _steps(cfg))
+        stats = pixel_stats(cfg, fit_split(cfg, self.train_pairs)[0]) if self.train_pairs is not None else (0.0, 1.0)
+        return compile_model(build_model(cfg, *stats), cfg, _steps(cfg))
 
-    def fit(self, hp, model, *args, callbacks=(), verbose=0, validation_data=None, **kwargs):
+    def fit(self, hp, model, x=None, y=None, *args, validation_data=None, validation_split=0.0, epochs=None,
+            batch_size=None, shuffle=None, initial_epoch=0, callbacks=(), verbose=0, **others):
         from mnistcompare.data import load_pairs
-        from mnistcompare.training import ModelCache, train_round
+        from mnistcompare.training import ModelCache, fit_split, train_round
 
-        pairs = args[0] if args else kwargs.get("x")
-        if (pairs is None) != (validation_data is None):
-            raise ValueError("fit takes training pairs and validation_data pairs, or neither (each round then "
-                             "draws its own)")
-        cfg = self.config(hp, pairs)
-        self.trained, self.rounds = cfg, []
+        try:
+            if args or others:
+                raise UserError(f"{', '.join(sorted(others)) or 'more than x and y as positional arguments'}: not "
+                                "taken (x, y, validation_data, validation_split, epochs, batch_size, shuffle, "
+                                "callbacks and verbose are)")
+            pairs, val, given = _trial_pairs(x, y, validation_data, validation_split)
+            changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size or given),
+                                         ("shuffle", shuffle)) if v is not None}
+            cfg = self.config(hp, pairs).replace(**changes).validate()
+        except UserError as e:
+            raise keras_tuner.errors.FatalValueError(f"ComparisonHyperModel.fit: {e}") from None
+        executions = self._last[1] + 1 if hp is self._last[0] else 0
+        self._last = (hp, executions)
+        first_seed = cfg.seed + executions * self.runs
+        self.trained, self.rounds = cfg.replace(seed=first_seed), []
         # keras-tuner's best-weights checkpoint is given rounds as epochs (see the class docstring); its
         # other callbacks and the user's see every epoch, each TensorBoard callback in a folder per round.
         checkpoints = [c for c in callbacks if type(c).__name__ == "SaveBestEpoch"]
         per_epoch = [c for c in callbacks if c not in checkpoints]
+        handed_on = model.get_weights() if initial_epoch and "tuner/trial_id" in hp.values else None
         cache = ModelCache(size=1)  # the rounds train the model `build` made, re-initialised for each
-        cache.adopt(cfg, model, _steps(cfg))  # (cfg.pairs is the count of the pairs given, where given)
         for run in range(self.runs):
-            run_cfg = cfg.replace(seed=cfg.seed + run)
-            train, val = (pairs, validation_data) if pairs is not None else \
+            run_cfg = cfg.replace(seed=first_seed + run)
+            train, test = (pairs, val) if pairs is not None else \
                 load_pairs(run_cfg, self.source, validation=self.val_pairs)
+            fit_pairs = fit_split(run_cfg, train)[0]
+            if run == 0:
+                cache.adopt(run_cfg, model, fit_pairs)
+            start = cache.get(run_cfg, fit_pairs)
+            if handed_on is not None:  # Hyperband: continue from the weights of the trial it continues
+                start.set_weights(handed_on)
             try:
-                _, metrics, _ = train_round(run_cfg, train, val, verbose=verbose, cache=cache,
+                _, metrics, _ = train_round(run_cfg, train, test, model=start, verbose=verbose,
+                                            initial_epoch=initial_epoch if handed_on is not None else 0,
                                             callbacks=[_for_round(c, run, self.runs) for c in per_epoch])
             except RunError as e:  # a space over learning rates may hold points that diverge: they score 0
                 if "diverged" not in str(e):
@@ -111,6 +139,7 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
                 self.rounds.append({OBJECTIVE.name: 0.0, "train_seconds": 0.0, "diverged": str(e)})
                 continue
             self.rounds.append({OBJECTIVE.name: metrics["test_accuracy"], "train_seconds": metrics["train_seconds"],
+                                "epochs": metrics["epochs"], "seed": run_cfg.seed,
                                 # nets that read digits: what bounds the comparison
                                 **({"val_digit_accuracy": metrics["test_digit_accuracy"]}
                                    if "test_digit_accuracy" in metrics else {})})
@@ -121,6 +150,34 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         for board in (c for c in per_epoch if isinstance(c, keras.callbacks.TensorBoard)):
             _write_score(board.log_dir, score)  # beside the hparams keras-tuner writes there
         return {OBJECTIVE.name: score}
+
+
+def _trial_pairs(x, y, validation_data, validation_split):
+    """(training Pairs or None, validation Pairs or None, a batched Dataset's batch size or None) from fit's
+    arguments; UserError for what cannot be used."""
+    from mnistcompare.data import as_pairs
+
+    if validation_split and validation_data is not None:
+        raise UserError("give validation_data or validation_split, not both")
+    if x is None:
+        if y is not None or validation_data is not None or validation_split:
+            raise UserError("validation data without training data (x)")
+        return None, None, None
+    pairs, batch_size = as_pairs(x, y)
+    if validation_split:
+        if not 0 < validation_split < 1 or round(len(pairs) * validation_split) < 1:
+            raise UserError(f"validation_split {validation_split} holds out no pair of {len(pairs)}")
+        pairs, val = pairs.split(round(len(pairs) * validation_split))  # the last ones, as Keras' fit
+        return pairs, val, batch_size
+    if validation_data is None:
+        raise UserError("no validation_data (or validation_split): the objective is the validation accuracy")
+    if isinstance(validation_data, (tuple, list)):
+        if len(validation_data) != 2:
+            raise UserError("validation_data: (x, y), without sample weights")
+        val, _ = as_pairs(*validation_data, what="validation_data")
+    else:
+        val, _ = as_pairs(validation_data, what="validation_data")
+    return pairs, val, batch_size
 
 
 def _steps(cfg):

@@ -10,6 +10,10 @@ import json
 import os
 import statistics
 
+from mnistcompare.runtime import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with their kernels (runtime.py)
+
 import keras_tuner
 
 from mnistcompare.config import Config
