@@ -21,7 +21,7 @@ import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections
 from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 from mnistcompare.data import find_source
-from mnistcompare.files import check_run, clear_run, make_out, run_folder, write_text
+from mnistcompare.files import check_run, check_writable, clear_run, make_out, run_folder, write_text
 from mnistcompare.reports import PRESETS, preset
 from mnistcompare.workers import LAUNCHED
 
@@ -151,6 +151,15 @@ def check_out(out, cfg, overwrite):
     return check_run(out, "config.json", ours, overwrite, "run of mnistcompare-train", finished="metrics.json")
 
 
+# tf.errors raised for files: no permission, full disk, read-only or missing folder
+TENSORFLOW_FILE_ERRORS = ("PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError")
+
+
+def one_line(error):
+    """An error's text on one line (another library's message, quoted in ours, may hold line breaks)."""
+    return " ".join(str(error).split())
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: a run ends as on Ctrl-C (its outputs kept, resumable)."""
 
@@ -176,10 +185,11 @@ def _exit(code, whole_process):
     os._exit(code)
 
 
-def run(main, prog, argv):
+def run(main, prog, argv, stopped="rerun the same command to resume"):
     """Run a command body; user mistakes -> one line + exit 2, a failed run -> one line + exit 1,
-    Ctrl-C -> exit 130, SIGTERM -> one line + exit 143. `argv` None: the command line, so the process
-    itself ends on an interrupt; arguments from Python (a test) end it in SystemExit."""
+    Ctrl-C -> exit 130, SIGTERM -> one line + exit 143 (`stopped`: what to do next, said on that line). `argv` None: the
+    command line, so the process itself ends on an interrupt; arguments from Python (a test) end it in
+    SystemExit."""
     whole_process = argv is None
     if whole_process and sys.stderr is not None:  # (None: started with stderr closed)
         faulthandler.enable()  # a crash in native code still says where Python was
@@ -189,25 +199,36 @@ def run(main, prog, argv):
     previous = signal.signal(signal.SIGTERM, _end_now if LAUNCHED in os.environ else _terminated)
     shown = warnings.showwarning
 
-    def one_line(message, category, *args, **kwargs):  # the package's warnings as one line, as its errors
+    def show_warning(message, category, *args, **kwargs):  # the package's warnings as one line, as its errors
         if not issubclass(category, MnistcompareWarning):
             return shown(message, category, *args, **kwargs)
         print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
-    warnings.showwarning = one_line
+    warnings.showwarning = show_warning
     try:
         main()
     except Terminated:
-        print(f"\n{prog}: terminated; rerun the same command to resume", file=sys.stderr)
+        print(f"\n{prog}: terminated{'; ' + stopped if stopped else ''}", file=sys.stderr)
         _exit(143, whole_process)
     except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except RunError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:  # a file the run could not read or write, whichever: one line naming it (exit 1)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:
+        if type(e).__name__ not in TENSORFLOW_FILE_ERRORS or not type(e).__module__.startswith("tensorflow"):
+            raise
+        # TensorFlow's own file errors (a SavedModel or event file it writes): its message's last part names
+        # the file and the cause
+        print(f"{prog}: error: {str(e).strip().splitlines()[-1][:300]}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         # train resumes from its last finished epoch, evaluate from its last round, tune from its last trial
-        print(f"\n{prog}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"\n{prog}: interrupted{'; ' + stopped if stopped else ''}", file=sys.stderr)
         _exit(130, whole_process)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -250,8 +271,11 @@ def train_main(argv=None):
         source = data_source(args)
         name = args.preset or cfg.arch
         out = args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if writes:
-            check_out(out, cfg, args.overwrite)  # at once, before TensorFlow starts; again under the lock
+        if writes:  # at once, before TensorFlow starts; again under the lock
+            check_writable(out)
+            check_out(out, cfg, args.overwrite)
+            if args.tensorboard:
+                check_writable(args.tensorboard, "--tensorboard")
         from mnistcompare.runtime import start_tensorflow
 
         strategy = start_tensorflow(args.strategy)  # before any op: a multi-worker strategy needs that
@@ -439,6 +463,8 @@ def evaluate_main(argv=None):
 
         cluster = connect(args.cluster) if args.cluster else None  # first: a refused address writes nothing
         try:
+            if args.tensorboard:
+                check_writable(args.tensorboard, "--tensorboard")
             make_out(top)
             evaluate_plans(args, plans, source, top, cluster)
         finally:
@@ -490,7 +516,8 @@ def predict_parser():
     parser.add_argument("--pairs", metavar="FILE.csv", help="many pairs: two image paths per line (relative paths "
                                                              "from the file's folder)")
     parser.add_argument("--json", action="store_true", help="print JSON: one object, or a list with --pairs")
-    parser.add_argument("--show", metavar="OUT.png", help="draw each pair as the model sees it, with its answer")
+    parser.add_argument("--show", metavar="OUT.png", help="draw each pair as the model sees it, with its answer (the "
+                                                          "first 50 pairs of a --pairs file)")
     parser.add_argument("--raw-mnist", action="store_true",
                         help="the images are raw MNIST (28x28, white on black): take them as they are (without it, "
                              "a 28x28 image whose digit is not already 20 pixels and centred is prepared too)")
@@ -501,11 +528,14 @@ def predict_main(argv=None):
     args = predict_parser().parse_args(argv)
 
     def main():
+        import itertools
         import json
+        import textwrap
 
         import numpy as np
 
-        from mnistcompare.predict import answer, describe, find_saved_model, load_image, read_pairs_file, show, to_mnist
+        from mnistcompare.predict import (PREDICT_BATCH, SHOW_PAIRS, answer, batches, describe, find_saved_model,
+                                          load_image, read_pairs_file, show, to_mnist)
 
         if args.pairs and args.images:
             raise UserError("give IMAGE_A IMAGE_B, or --pairs FILE, not both")
@@ -513,16 +543,21 @@ def predict_main(argv=None):
             raise UserError(f"expected two images, IMAGE_A IMAGE_B, got {len(args.images)}")
         if args.show and not args.show.lower().endswith(".png"):
             raise UserError(f"--show {args.show}: the picture is a PNG file (OUT.png)")
+        if args.show:
+            check_writable(os.path.dirname(args.show) or ".", "--show")
         folder = find_saved_model(args.model)
-        pairs = read_pairs_file(args.pairs) if args.pairs else [tuple(args.images)]
-        cache = {}
+        pairs = (lambda: read_pairs_file(args.pairs)) if args.pairs else (lambda: iter([tuple(args.images)]))
+        for a, b in pairs():  # every line and file checked before TensorFlow starts
+            for path in (a, b):
+                if not os.path.isfile(path):
+                    raise UserError(f"{path}: no such file")
 
-        def mnist(path):
-            if path not in cache:
-                cache[path] = to_mnist(load_image(path), path, raw=args.raw_mnist)
-            return cache[path]
-        images_a = np.stack([mnist(a) for a, _ in pairs])
-        images_b = np.stack([mnist(b) for _, b in pairs])
+        def read(chunk):  # [N, 28, 28] uint8 images of each side, in MNIST form
+            return [np.stack([to_mnist(load_image(path), path, raw=args.raw_mnist) for path in side])
+                    for side in zip(*chunk)]
+        chunks = batches(pairs(), PREDICT_BATCH)  # PREDICT_BATCH pairs at a time: memory stays the same however
+        first = next(chunks)                      # many pairs there are; the first read before TensorFlow starts
+        images = read(first)
         from mnistcompare.runtime import quiet_tensorflow
 
         quiet_tensorflow()
@@ -534,17 +569,34 @@ def predict_main(argv=None):
             raise UserError(f"{folder}: cannot load the SavedModel ({str(e).splitlines()[0][:200]})") from None
         if not hasattr(model, "serve_mnist"):
             raise UserError(f"{folder}: not a SavedModel of mnistcompare (no serve_mnist endpoint)")
-        answers = answer(model, images_a, images_b)
-        if args.json:
-            rows = [{"image_a": a, "image_b": b, **row} for (a, b), row in zip(pairs, answers)]
-            print(json.dumps(rows if args.pairs else rows[0], indent=2))
-        else:
-            for (a, b), row in zip(pairs, answers):
-                print(describe(row, a, b))
+        shown = []  # the pairs --show draws: the first SHOW_PAIRS
+        listing = args.json and args.pairs
+        if listing:
+            print("[")
+        separator = ""
+        for chunk in itertools.chain([first], chunks):
+            images_a, images_b = images if chunk is first else read(chunk)
+            answers = answer(model, images_a, images_b)
+            for (a, b), row, image_a, image_b in zip(chunk, answers, images_a, images_b):
+                if args.json:
+                    text = json.dumps({"image_a": a, "image_b": b, **row}, indent=2)
+                    print(separator + textwrap.indent(text, "  ") if listing else text, end="")
+                    separator = ",\n"
+                else:
+                    print(describe(row, a, b))
+                if args.show and len(shown) < SHOW_PAIRS:
+                    shown.append(((a, b), row, image_a, image_b))
+            sys.stdout.flush()
+        if listing:
+            print("\n]")
+        elif args.json:
+            print()
         if args.show:
-            show(pairs, images_a, images_b, answers, args.show)
+            drawn, rows, drawn_a, drawn_b = zip(*shown)
+            show(list(drawn), np.stack(drawn_a), np.stack(drawn_b), list(rows), args.show)
             if not args.json:
-                print(f"picture in {args.show}")
+                print(f"picture in {args.show}" + (f" (the first {SHOW_PAIRS} pairs)" if len(shown) == SHOW_PAIRS
+                                                   and args.pairs else ""))
 
     run(main, "mnistcompare-predict", argv)
 

@@ -319,6 +319,19 @@ def load_results(path):
                         "pass --overwrite to start again") from None
 
 
+def earlier_results(entries, out, overwrite=False):
+    """The entries of out/results.json (none with `overwrite`), checked: UserError, before anything is written,
+    if it holds one of `entries` under another configuration."""
+    path = os.path.join(out, "results.json")
+    previous = load_results(path) if os.path.exists(path) and not overwrite else {}
+    for entry in entries:
+        old = previous.get(entry.name)
+        if old and Config.from_dict(old["config"]) != entry.config:
+            raise UserError(f"--out {out} holds results of {entry.name!r} with another configuration; "
+                            "use another --out or pass --overwrite")
+    return previous
+
+
 def _check_entry(entry):
     """ValueError naming the first field of a results.json entry that a rerun could not use."""
     def number(value):
@@ -429,12 +442,7 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
     from mnistcompare.plots import plot_confusion, plot_curves, plot_figure, plot_pairs, plot_rounds
 
     path = os.path.join(out, "results.json")
-    previous = load_results(path) if os.path.exists(path) and not overwrite else {}
-    for entry in entries:
-        old = previous.get(entry.name)
-        if old and Config.from_dict(old["config"]) != entry.config:
-            raise UserError(f"--out {out} holds results of {entry.name!r} with another configuration; "
-                            "use another --out or pass --overwrite")
+    previous = earlier_results(entries, out, overwrite)
     # the requested entries in their order (a study's), then what else the folder held
     records = {entry.name: None for entry in entries}
     records.update({name: old for name, old in previous.items() if name not in records})

@@ -48,6 +48,29 @@ def write_text(path, text):
         os.fsync(f.fileno())
 
 
+def write_weights(model, path, margin=2.0):
+    """`model.save_weights(path)` (an .h5 file), written beside and renamed, once the disk is seen to hold `margin`
+    times the weights: h5py, meeting a full disk inside a write, can leave a half file or end the process."""
+    folder = os.path.dirname(os.path.abspath(path))
+    need = sum(int(v.numpy().nbytes) for v in model.weights) + 64 * 1024
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror}") from None
+    if free < margin * need:
+        raise RunError(f"cannot write {path}: {os.strerror(28)} ({free // 1024:,} kB free, about "
+                       f"{need // 1024:,} kB needed)")
+    tmp = os.path.join(folder, f"{TEMPORARY}{os.getpid()}.weights.h5")  # (Keras wants the .weights.h5 ending)
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise RunError(f"cannot write {path}: {' '.join(str(e).split())[:200]}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def finite(data, digits=None):
     """`data` with every non-finite float replaced by None (strict JSON has no NaN), and with `digits`,
     every float rounded to that many significant digits."""
@@ -81,8 +104,21 @@ class FolderLock:
         self.path = os.path.join(folder, self.NAME)
         self.fd = None
 
+    def check(self):
+        """UserError if the lock file is there and cannot be opened to be locked (checked before a run starts)."""
+        if os.path.exists(self.path):
+            self._open()
+            os.close(self.fd)
+
+    def _open(self):
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise UserError(f"--out {os.path.dirname(self.path)}: cannot open its lock file {self.path} "
+                            f"({e.strerror})") from None
+
     def __enter__(self):
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self._open()
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -100,14 +136,34 @@ class FolderLock:
         os.close(self.fd)  # releases the lock
 
 
-def make_out(out):
-    """Create the output folder, checked to be writable."""
+def check_writable(path, flag="--out"):
+    """UserError unless files can be written at `path`: a folder to write in, or one that can be made (its
+    nearest existing parent writable). Tried, not guessed from the modes (root ignores them, a read-only file
+    system does not); leaves nothing behind."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UserError(f"{flag} {path}: {existing} exists and is not a folder")
+    if existing == os.path.abspath(path) and flag == "--out":
+        FolderLock(path).check()
+    try:
+        fd, tmp = tempfile.mkstemp(dir=existing, prefix=TEMPORARY)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write in {existing} ({e.strerror})") from None
+
+
+def make_out(out, flag="--out"):
+    """Create the output folder, checked to be writable (its lock file too)."""
+    check_writable(out, flag)
+    FolderLock(out).check()
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: folder is not writable")
+        raise UserError(f"{flag} {out}: cannot create the folder ({e.strerror})") from None
+    check_writable(out, flag)
 
 
 @contextlib.contextmanager

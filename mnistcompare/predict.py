@@ -9,6 +9,7 @@ in MNIST form already (28x28, its ink's box 17 to 21 pixels on its long side,
 its centre of mass within 2 pixels of the centre) is taken as it is, its
 polarity fixed; `raw=True` (`--raw-mnist`) takes 28x28 images as they are.
 """
+import itertools
 import os
 
 import numpy as np
@@ -108,12 +109,26 @@ def _resize(image, scale):
 
 def find_saved_model(path):
     """The SavedModel folder of a run folder (DIR/saved_model/1), of a versioned export (BASE/<version>: the
-    newest) or of a SavedModel folder itself."""
+    newest) or of a SavedModel folder itself; a folder that cannot be read is one UserError naming it."""
+    def listed(folder):
+        try:
+            return os.listdir(folder) if os.path.isdir(folder) else []
+        except OSError as e:
+            raise UserError(f"{path}: cannot read {folder} ({e.strerror})") from None
+
+    def holds_model(folder):
+        try:
+            os.stat(os.path.join(folder, "saved_model.pb"))
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise UserError(f"{path}: cannot read {folder} ({e.strerror})") from None
+
     for base in (os.path.join(path, "saved_model"), path):
-        numbered = sorted((int(v), v) for v in os.listdir(base) if v.isascii() and v.isdigit()) \
-            if os.path.isdir(base) else []
+        numbered = sorted((int(v), v) for v in listed(base) if v.isascii() and v.isdigit())
         for folder in [os.path.join(base, v) for _, v in numbered[::-1]] + [base]:
-            if os.path.isfile(os.path.join(folder, "saved_model.pb")):
+            if os.path.isdir(folder) and holds_model(folder):
                 return folder
     raise UserError(f"{path}: neither a run folder of mnistcompare-train (with saved_model/) nor a SavedModel folder")
 
@@ -124,14 +139,19 @@ def version_of(folder):
     return str(int(name)) if name.isascii() and name.isdigit() else "1"
 
 
+PREDICT_BATCH = 256  # pairs read and answered at a time
+SHOW_PAIRS = 50  # pairs --show draws at most
+
+
 def read_pairs_file(path):
-    """(image_a, image_b) paths, one pair per line of a CSV file; relative paths are taken from the file's folder."""
+    """(image_a, image_b) paths, one pair per line of a CSV file, read as they are needed (a generator); relative
+    paths are taken from the file's folder. UserError for a line that is not two paths, or a file of none."""
     import csv
 
     if not os.path.isfile(path):
         raise UserError(f"--pairs {path}: no such file")
     folder = os.path.dirname(os.path.abspath(path))
-    pairs = []
+    found = False
     try:
         with open(path, newline="", encoding="utf-8") as f:
             for number, row in enumerate(csv.reader(f), 1):
@@ -140,12 +160,21 @@ def read_pairs_file(path):
                     continue
                 if len(row) != 2:
                     raise UserError(f"--pairs {path}, line {number}: expected two image paths, got {len(row)} fields")
-                pairs.append(tuple(p if os.path.isabs(p) else os.path.join(folder, p) for p in row))
+                found = True
+                yield tuple(p if os.path.isabs(p) else os.path.join(folder, p) for p in row)
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"--pairs {path}: not a text CSV file of image paths ({type(e).__name__})") from None
-    if not pairs:
+    except OSError as e:
+        raise UserError(f"--pairs {path}: cannot read it ({e.strerror})") from None
+    if not found:
         raise UserError(f"--pairs {path}: no pair of images in the file")
-    return pairs
+
+
+def batches(items, size):
+    """Lists of `size` items (the last shorter) from an iterable, taken as they are needed."""
+    items = iter(items)
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def answer(model, images_a, images_b):

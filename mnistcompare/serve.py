@@ -11,8 +11,10 @@ loaded with plain TensorFlow; requests are checked (size, batch, JSON, shapes,
 dtypes, finite values) and refused with 400 / 413 and TF Serving's
 {"error": ...}. Starlette and uvicorn come with `pip install 'mnistcompare[serve]'`.
 """
+import asyncio
 import json
 import os
+import re
 import socket
 import sys
 from importlib import resources
@@ -23,6 +25,12 @@ from mnistcompare.errors import UserError
 
 MAX_BODY = 8 * 1024 * 1024  # bytes of a request: 1,000 pairs of raw 28x28 images as JSON text fit
 MAX_BATCH = 1024  # instances of one request
+TIMEOUT = 10  # seconds: a request's headers arrive within this of its connection (or of the previous answer),
+# and its body within this again (8 MB in 10 s: 6.4 Mbit/s); --timeout
+IDLE_SECONDS = 5  # a kept-alive connection with no request is closed after this (uvicorn's)
+MAX_CONNECTIONS = 256  # open connections; one more is closed at once
+HELD_BYTES = 64 * 1024 * 1024  # request bodies held at once (read, or waiting for the model); past it: 503
+STOP_SECONDS = 3  # after SIGTERM or Ctrl-C, requests in progress get this long, then the server ends
 # the page's icon: "a ≤ b" in two squares
 FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
            'fill="#1f2937"/><text x="16" y="23" font-size="18" font-family="sans-serif" text-anchor="middle" '
@@ -76,7 +84,7 @@ class ServedModel:
         try:
             out = self.signatures[signature_name](**{k: self.tf.constant(v) for k, v in tensors.items()})
         except self.tf.errors.InvalidArgumentError as e:
-            raise BadRequest(e.message.split("\n")[0]) from None
+            raise BadRequest(model_message(e)) from None
         out = {k: np.asarray(v).tolist() for k, v in out.items()}
         if "instances" in body:
             return {"predictions": [{k: out[k][i] for k in out} for i in range(len(tensors[next(iter(specs))]))]}
@@ -102,11 +110,20 @@ class ServedModel:
             info = np.iinfo(dtype)
             if (array != np.round(array)).any() or array.min(initial=0) < info.min or array.max(initial=0) > info.max:
                 raise BadRequest(f"{name}: expected integers of {spec.dtype.name}")
+        if array.size and (array.min() < 0 or array.max() > 255):  # checked before float32 could overflow them
+            raise BadRequest(f"{name}: pixels must be numbers in 0..255, got {array.min():g} to {array.max():g}")
         return array.astype(dtype)
 
 
 class BadRequest(Exception):
     pass
+
+
+def model_message(error):
+    """The SavedModel's own words in a TensorFlow error (its checks' messages), not TensorFlow's wrapping."""
+    said = re.findall(r"\[([^\[\]]*must[^\[\]]*)\]", error.message)  # tf.debugging's "assertion failed: [...]"
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    return (said[0] if said else lines[-1] if lines else type(error).__name__)[:300]
 
 
 def signature_defs(folder):
@@ -129,6 +146,30 @@ def signature_defs(folder):
     return {key: {"inputs": {k: tensor(v) for k, v in sig.inputs.items()},
                   "outputs": {k: tensor(v) for k, v in sig.outputs.items()}, "method_name": sig.method_name}
             for key, sig in proto.meta_graphs[0].signature_def.items()}
+
+
+class Budget:
+    """A count of bytes held at once, bounded: `take` says whether n more fit."""
+
+    def __init__(self, limit):
+        self.limit, self.used = limit, 0
+
+    def take(self, n):
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n):
+        self.used -= n
+
+
+def parse(data):
+    """A request's body as JSON, or BadRequest."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise BadRequest("the request is not valid JSON") from None
 
 
 def draw_answer(model, body):
@@ -158,12 +199,14 @@ def draw_answer(model, body):
             "seen_a": np.round(seen[0], 2).tolist(), "seen_b": np.round(seen[1], 2).tolist()}
 
 
-def make_app(model):
-    """The Starlette application: TF Serving's REST API under /v1/models/NAME, the drawing page at /."""
+def make_app(model, timeout=TIMEOUT):
+    """The Starlette application: TF Serving's REST API under /v1/models/NAME, the drawing page at /.
+    `timeout`: the seconds a request's body may take to arrive."""
+    import anyio
     from starlette import convertors
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
@@ -173,25 +216,53 @@ def make_app(model):
         regex = "[^/:]+"
     convertors.register_url_convertor("model", ModelName())
 
+    workers = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+
     def error(message, status=400):
         return JSONResponse({"error": message}, status_code=status)
 
+    held = Budget(HELD_BYTES)
+
     async def body_of(request):
+        """(body bytes, None) or (None, an error answer). The bytes taken from `held` are noted in
+        request.state.held, for `answer` to give back once it has answered."""
         too_large = error(f"the request is larger than {MAX_BODY:,} bytes", 413)
         length = request.headers.get("content-length", "0")
         if not length.isdigit() or int(length) > 4 * MAX_BODY:  # not even read: the connection is closed
             return None, too_large
-        data, size = bytearray(), 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size <= MAX_BODY:
-                data += chunk
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size <= MAX_BODY:
+                        if not held.take(len(chunk)):
+                            return None, error("the server holds too many requests at once; try again", 503)
+                        request.state.held += len(chunk)
+                        chunks.append(chunk)
+        except TimeoutError:
+            return None, error(f"the request's body did not arrive within {timeout:g} s", 408)
+        except ClientDisconnect:  # the client left: nobody reads the answer
+            return None, error("the client disconnected", 400)
+        except asyncio.CancelledError:  # the server stops (STOP_SECONDS passed) while this body still trickles in
+            return None, error("the server is stopping", 503)
         if size > MAX_BODY:  # read to its end (not kept), so that the client, still sending, gets the answer
             return None, too_large
+        return b"".join(chunks), None
+
+    async def answer(request, compute):
+        """`compute(body)` on the request's JSON body, in one of a few threads (a core each): requests beyond
+        them wait their turn, their bodies counted in `held`, which bounds the bytes held at once."""
+        request.state.held = 0
         try:
-            return json.loads(data), None
-        except (ValueError, RecursionError):
-            return None, error("the request is not valid JSON")
+            data, refused = await body_of(request)
+            if refused:
+                return refused
+            return JSONResponse(await anyio.to_thread.run_sync(lambda: compute(parse(data)), limiter=workers))
+        except BadRequest as e:
+            return error(str(e))
+        finally:
+            held.give(request.state.held)
 
     def missing(request):
         """TF Serving's 404 for a model name or version that is not served here, else None."""
@@ -210,24 +281,10 @@ def make_app(model):
         return missing(request) or JSONResponse(model.metadata())
 
     async def predict(request):
-        if refused := missing(request):
-            return refused
-        body, refused = await body_of(request)
-        if refused:
-            return refused
-        try:  # the model's call in a thread: the server answers other requests meanwhile
-            return JSONResponse(await run_in_threadpool(model.predict, body))
-        except BadRequest as e:
-            return error(str(e))
+        return missing(request) or await answer(request, model.predict)
 
     async def draw(request):
-        body, refused = await body_of(request)
-        if refused:
-            return refused
-        try:
-            return JSONResponse(await run_in_threadpool(draw_answer, model, body))
-        except BadRequest as e:
-            return error(str(e))
+        return await answer(request, lambda body: draw_answer(model, body))
 
     async def index(request):
         return HTMLResponse(page.replace("MODEL_NAME", model.name))
@@ -262,6 +319,9 @@ def serve_parser():
                              "network the machine is on)")
     parser.add_argument("--port", type=int, default=8501, help="port (default: 8501, TF Serving's REST port)")
     parser.add_argument("--name", default="mnistcompare", help="the model's name in the URLs (default: mnistcompare)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, metavar="SECONDS",
+                        help="a request's headers must arrive within this of its connection, and its body within "
+                             f"this again; a slower client is cut off (default: {TIMEOUT})")
     return parser
 
 
@@ -275,14 +335,16 @@ def serve_main(argv=None):
 
         if not 0 < args.port < 65536:
             raise UserError(f"--port: must be in 1..65535, got {args.port}")
+        if not 0 < args.timeout <= 3600:
+            raise UserError(f"--timeout: must be in (0, 3600] seconds, got {args.timeout:g}")
         if not args.name or not all(c.isalnum() or c in "-_." for c in args.name):
             raise UserError(f"--name: letters, digits, '-', '_' and '.' only, got {args.name!r}")
         folder = find_saved_model(args.model)
         try:  # before the model loads: a port in use is one line, not uvicorn's log and exit 3
             with socket.create_server((args.host, args.port)):
                 pass
-        except OSError as e:
-            why = os.strerror(e.errno) if e.errno else str(e)
+        except OSError as e:  # (a host name that does not resolve: socket.gaierror, whose errno is negative)
+            why = os.strerror(e.errno) if e.errno and e.errno > 0 else e.strerror or str(e)
             raise UserError(f"--port {args.port}: cannot listen on {args.host} ({why})") from None
         try:
             import uvicorn
@@ -299,9 +361,69 @@ def serve_main(argv=None):
         url = f"http://{args.host}:{args.port}"
         print(f"serving {folder} as {args.name!r}, version {model.version}: {url}/ (drawing page), "
               f"{url}/v1/models/{args.name}:predict", flush=True)
-        uvicorn.run(make_app(model), host=args.host, port=args.port, log_level="warning")
+        enough_files(MAX_CONNECTIONS + 64)
+        server = uvicorn.Server(uvicorn.Config(
+            make_app(model, args.timeout), host=args.host, port=args.port, log_level="warning",
+            http=deadline_protocol(args.timeout),
+            timeout_keep_alive=IDLE_SECONDS, timeout_graceful_shutdown=STOP_SECONDS))
+        server.run()  # until SIGTERM or Ctrl-C, which uvicorn raises again once it has stopped (exit 143 or 130)
 
-    run(main, "mnistcompare-serve", argv)
+    run(main, "mnistcompare-serve", argv, stopped=None)
+
+
+def deadline_protocol(timeout=TIMEOUT):
+    """uvicorn's h11 protocol (its `http` setting takes the class) with the deadline it lacks: a connection that
+    has not sent a whole request's headers `timeout` seconds after it opened, or after its previous answer, is
+    closed; and a bound on open connections (MAX_CONNECTIONS), past which a new one is closed at once.
+    uvicorn closes idle kept-alive connections itself, but not one that trickles its headers."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class DeadlineProtocol(H11Protocol):
+        deadline = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if len(self.connections) > MAX_CONNECTIONS:
+                transport.close()
+                return
+            self._arm()
+
+        def data_received(self, data):
+            super().data_received(data)
+            if self._between_requests():
+                self._arm()
+            elif self.deadline is not None:  # a request arrived whole: its body has a deadline of its own
+                self.deadline.cancel()
+                self.deadline = None
+
+        def connection_lost(self, exc):
+            if self.deadline is not None:
+                self.deadline.cancel()
+            super().connection_lost(exc)
+
+        def _between_requests(self):
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self):
+            if self.deadline is None:
+                self.deadline = self.loop.call_later(timeout, self._too_slow)
+
+        def _too_slow(self):
+            self.deadline = None
+            if self._between_requests() and not self.transport.is_closing():
+                self.transport.close()
+
+    return DeadlineProtocol
+
+
+def enough_files(count):
+    """Raise this process's open-file limit to `count` where its hard limit allows (connections are files)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count if hard == resource.RLIM_INFINITY else min(count, hard),
+                                                    hard))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ CASES = [("train", "unfinished", "config.json"), ("train", "unfinished", "histor
          ("train", "unfinished", "backup/epoch-*.npz"), ("evaluate", "evaluate", "results.json"),
          ("tune", "tune", "search.json"), ("tune", "tune", "keras_tuner/oracle.json"),
          ("tune", "tune", "keras_tuner/tuner0.json"), ("tune", "tune", "keras_tuner/trial_0000/trial.json"),
-         ("tune", "tune", "keras_tuner/trial_0001/rounds.json"), ("predict", "finished", "saved_model/1/saved_model.pb"),
+         ("predict", "finished", "saved_model/1/saved_model.pb"),
          ("predict", "finished", "saved_model/1/variables/variables.index"),
          ("predict", "finished", "saved_model/1/variables/variables.data-*")]
 
@@ -97,6 +97,28 @@ def test_a_damaged_file_is_one_line_and_exit_2(command, name, path, damage, fold
     line = one_line(main(command, *argv))
     assert file.name.split("-")[0] in line or "SavedModel" in line, line  # names what is damaged
     assert file.read_bytes() == damaged  # nothing written over it
+    if damage == "garbage" and "pass --overwrite" in line:  # the advice, followed literally, does what it says
+        followed = main(command, *argv, "--overwrite")
+        assert followed.returncode == 0, followed.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [*DAMAGES, "deleted"])
+def test_a_trial_whose_rounds_are_damaged_or_gone_is_trained_again(damage, folders, tmp_path, main):
+    _, args = folders
+    folder = tmp_path / "tune"
+    shutil.copytree(folders[0] / "tune", folder)
+    rounds = folder / "keras_tuner" / "trial_0001" / "rounds.json"
+    if damage == "deleted":
+        rounds.unlink()
+    else:
+        rounds.write_bytes(DAMAGES[damage](rounds.read_bytes()))
+    before = (folder / "trials.md").read_text()
+    result = main("tune", *args["tune"], "--out", folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trial 0001: its rounds.json is missing or damaged; training it again" in result.stderr
+    assert json.loads(rounds.read_text())["rounds"]  # trained, under its own number
+    assert (folder / "trials.md").read_text() == before  # the same trials, the same numbers (same seeds)
 
 
 @pytest.mark.slow

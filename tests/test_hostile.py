@@ -57,7 +57,7 @@ def test_a_pairs_file_that_is_not_text_is_one_clear_error(tmp_path):  # D9
 
     (tmp_path / "pairs.csv").write_bytes(b"a.png,b.png\n\xff\xfe,c.png\n")
     with pytest.raises(UserError, match="not a text CSV file"):
-        read_pairs_file(str(tmp_path / "pairs.csv"))
+        list(read_pairs_file(str(tmp_path / "pairs.csv")))  # (read as it is needed)
 
 
 def test_a_16_bit_image_keeps_its_grey_levels(tmp_path):  # D10

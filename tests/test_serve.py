@@ -235,3 +235,175 @@ def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(screen, ser
                                                str(tmp_path / f"page-{screen}.png")))
     finally:
         browser.quit()
+
+
+# -- the server against hostile clients (deadlines, bounds, signals), on a server of its own with --timeout 2 ----
+@pytest.fixture(scope="module")
+def strict_server(trained_run, tmp_path_factory):
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import command
+
+    out, _, _ = trained_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("strict") / "serve.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(command("serve", out, "--port", port, "--timeout", 2), stdout=stderr, stderr=stderr)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return call(f"{base}/v1/models/mnistcompare")[0] == 200
+        except OSError:
+            return False
+    try:
+        wait_for(up, proc, timeout=120, what="the server")
+        yield base, port, proc, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        assert sys.exc_info()[0] is not None or "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def _closed_within(sock, seconds):
+    """Seconds until the server closed `sock` (reading what it sends), or None if still open after `seconds`."""
+    import time
+
+    start = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:  # closed, abruptly
+        pass
+    except TimeoutError:
+        return None
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_slow_or_vanishing_clients_are_cut_off_and_the_server_goes_on(strict_server):
+    import socket
+
+    base, port, proc, log = strict_server
+    headers = socket.create_connection(("127.0.0.1", port))
+    headers.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    assert 1.5 < _closed_within(headers, 10) < 5
+    body = socket.create_connection(("127.0.0.1", port))
+    body.sendall(b"POST /v1/models/mnistcompare:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    body.settimeout(10)
+    assert b" 408 " in body.recv(1000).split(b"\r\n")[0]  # the body did not arrive in time: TF Serving's JSON, 408
+    gone = socket.create_connection(("127.0.0.1", port))
+    gone.sendall(b"POST /v1/models/mnistcompare:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{\"in")
+    gone.close()  # mid-body
+    zeros = np.zeros((28, 28), int).tolist()
+    status, answer = call(f"{base}/v1/models/mnistcompare:predict",
+                          {"signature_name": "serve_mnist", "instances": [{"image_a": zeros, "image_b": zeros}]})
+    assert status == 200 and len(answer["predictions"]) == 1
+    assert proc.poll() is None and "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow
+def test_connections_past_the_bound_are_closed_at_once_and_the_others_after_the_deadline(strict_server):
+    import socket
+
+    from mnistcompare.serve import MAX_CONNECTIONS
+
+    base, port, proc, log = strict_server
+    held = []
+    for _ in range(MAX_CONNECTIONS + 40):
+        sock = socket.create_connection(("127.0.0.1", port))
+        try:
+            sock.sendall(b"G")
+        except ConnectionResetError:  # closed by the server already
+            pass
+        held.append(sock)
+    files = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    cut = [_closed_within(sock, 0.5) is not None for sock in held[-20:]]
+    assert all(cut), cut  # those past the bound: closed at once
+    assert files < MAX_CONNECTIONS + 150, files
+    assert all(_closed_within(sock, 6) is not None for sock in held[:20])  # the others: at the deadline
+    for sock in held:
+        sock.close()
+    wait_for(lambda: _answers(f"{base}/v1/models/mnistcompare"), proc, timeout=10, what="the server to answer")
+    assert "Traceback" not in log.read_text()
+
+
+def _answers(url):
+    try:
+        return call(url)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_out_of_range_pixels_get_the_reason_in_a_400(strict_server):
+    base, _, _, _ = strict_server
+    url = f"{base}/v1/models/mnistcompare:predict"
+    for value in (300.0, -1.0, 1e300):
+        status, answer = call(url, {"signature_name": "serve", "inputs": {"image_a": [[[[value]] * 14] * 14],
+                                                                         "image_b": [[[[0.0]] * 14] * 14]}})
+        assert status == 400 and "pixels must be numbers in 0..255" in answer["error"], answer
+
+
+def test_the_saved_models_own_check_is_what_a_400_says(trained_run):
+    import tensorflow as tf
+
+    from mnistcompare.serve import model_message
+
+    out, _, _ = trained_run
+    model = tf.saved_model.load(str(out / "saved_model" / "1"))
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        model.serve(tf.zeros([2, 14, 14, 1]), tf.zeros([3, 14, 14, 1]))
+    assert model_message(raised.value) == "image_a and image_b must hold the same number of images"
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_server_within_seconds_whatever_a_client_does(trained_run, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    from helpers import command
+
+    out, _, _ = trained_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(command("serve", out, "--port", port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(lambda: _listening(port), proc, timeout=120, what="the server")
+    trickle = socket.create_connection(("127.0.0.1", port))
+    trickle.sendall(b"POST /v1/models/mnistcompare:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999\r\n\r\n{")
+    proc.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    while proc.poll() is None and time.monotonic() - start < 10:
+        trickle.sendall(b" ")  # a byte at a time, as it goes on
+        time.sleep(0.2)
+    assert proc.poll() == 143 and time.monotonic() - start < 5
+    err = proc.stderr.read()
+    assert "Traceback" not in err and err.strip().endswith("mnistcompare-serve: terminated"), err
+
+
+def _listening(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_a_host_name_that_does_not_resolve_is_one_line_with_the_reason(trained_run, cli):
+    from helpers import one_line
+
+    out, _, _ = trained_run
+    line = one_line(cli("serve", out, "--host", "bad host name", "--port", 8599))
+    assert "cannot listen on bad host name (" in line and "Unknown error" not in line, line

@@ -282,7 +282,10 @@ def test_a_trial_finished_in_its_own_file_is_not_retrained_after_the_chief_dies(
     oracle.save()  # the oracle's state lists the trial as running ...
     first.status = "COMPLETED"  # ... and the chief dies after writing the trial's own file as finished
     first.metrics.update("val_compare_accuracy", 0.9)
-    first.save(str(tmp_path / "project" / f"trial_{first.trial_id}" / "trial.json"))
+    folder = tmp_path / "project" / f"trial_{first.trial_id}"
+    (folder / "rounds.json").write_text(json.dumps({"config": Config().to_dict(),  # (ComparisonTuner's, before)
+                                                    "rounds": [{"val_compare_accuracy": 0.9}]}))
+    first.save(str(folder / "trial.json"))
 
     reloaded = make_oracle("grid", grid)
     reloaded._set_project_dir(str(tmp_path), "project")
@@ -574,3 +577,19 @@ def test_a_staged_study_starts_each_stage_from_the_best_of_the_one_before_and_wr
     tune_main(args)  # resumed: nothing trained again
     assert {stage: trial_files(out / stage) for stage in ("stage-1", "stage-2")} == trained
     assert json.loads((out / "results.json").read_text())["stages"] == results["stages"]
+
+
+@pytest.mark.slow
+def test_a_finished_search_whose_trials_tie_reruns_to_the_same_files(idx_dir, tmp_path, main):
+    # tta_zoom changes nothing without --tta: two trials of the very same net, the very same score
+    args = ["--idx-dir", idx_dir, *TINY, "--arch", "mlp", "--grid", "tta_zoom=0.0,0.1", "--final-rounds", "1",
+            "--quiet", "--out", tmp_path / "tie"]
+    first = main("tune", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    names = ("trials.md", "best_config.json", "final/results.json")
+    files = {name: (tmp_path / "tie" / name).read_bytes() for name in names}
+    assert json.loads(files["best_config.json"])["tta_zoom"] == 0.0  # the tie goes to the earlier trial
+    for _ in range(3):  # keras-tuner lists tied trials in the order its files come: the package does not
+        again = main("tune", *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert {name: (tmp_path / "tie" / name).read_bytes() for name in names} == files

@@ -16,8 +16,8 @@ from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, 
                               config_from_args, data_source, explicit_flags, run)
 from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.experiments import console_text
-from mnistcompare.files import make_out, run_folder, write_json, write_text
+from mnistcompare.experiments import console_text, earlier_results
+from mnistcompare.files import check_writable, make_out, run_folder, write_json, write_text
 from mnistcompare.tuning import PROJECT, TUNERS
 from mnistcompare.tuning.grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
@@ -130,6 +130,7 @@ def tune_main(argv=None):
         if base.pairs + args.val_pairs > MAX_PAIRS["train"]:
             raise UserError(f"--pairs + --val-pairs must be at most {MAX_PAIRS['train']} (MNIST train)")
         source = data_source(args)
+        check_paths(args)
         search = {"grid": grid, "base": base.to_dict(), "runs_per_trial": args.runs_per_trial,
                   "val_pairs": args.val_pairs, "tuner": args.tuner, "max_trials": args.max_trials}
         check_search(args.out, search, args.overwrite)
@@ -165,6 +166,13 @@ def check_counts(args):
             raise UserError(f"--max-trials: must be in [1, {MAX_POINTS:,}], got {args.max_trials}")
 
 
+def check_paths(args):
+    """--out and --tensorboard writable, before TensorFlow starts."""
+    check_writable(args.out)
+    if args.tensorboard:
+        check_writable(args.tensorboard, "--tensorboard")
+
+
 def study_main(args):
     """mnistcompare-tune --study NAME (see mnistcompare.tuning.studies)."""
     from mnistcompare.reports import SEARCHES
@@ -184,6 +192,7 @@ def study_main(args):
     if args.runs_per_trial < search.runs_per_trial:
         off.append(f"runs per trial {args.runs_per_trial}, the study's {search.runs_per_trial}")
     source = data_source(args)
+    check_paths(args)
     with run_folder(args.out):
         stages = []
         for number, stage in enumerate(search.stages, 1):
@@ -222,7 +231,8 @@ def search_grid(args, base, grid, source, out=None, final=True):
     from mnistcompare.runtime import start_tensorflow
 
     start_tensorflow(rounds_at_once=int(os.environ.get(WORKERS, 1)))
-    from mnistcompare.tuning.search import make_tuner, trials_markdown, write_outputs
+    from mnistcompare.reports import Entry
+    from mnistcompare.tuning.search import make_tuner, trial_rows, trials_markdown, write_outputs
 
     out = out or args.out
     try:  # keras-tuner reloads its project here
@@ -245,18 +255,22 @@ def search_grid(args, base, grid, source, out=None, final=True):
     role = os.environ.get("KERASTUNER_TUNER_ID", "")
     if role and "chief" not in role:
         return None
-    best, rows = write_outputs(tuner, grid, out)
+    rows = trial_rows(tuner, grid)
+    if not rows:
+        raise RunError(f"no finished trial in {out}")
+    best = [Entry("best trial", Config.from_dict(rows[0][1]))]
+    if final and args.final_rounds:  # a final/ of another best is refused before anything is written
+        earlier_results(best, os.path.join(out, "final"))
+    write_outputs(rows, grid, out)
     print(trials_markdown(rows, grid), end="")
     accs = [r["val_compare_accuracy"] for r in rows[0][2]]
     print(f"best: {', '.join(f'{k}={rows[0][0].hyperparameters.values[k]}' for k in grid)} "
           f"(validation {statistics.mean(accs):.4f}); config in {out}/best_config.json")
     if final and args.final_rounds:
         from mnistcompare.experiments import evaluate, markdown_table
-        from mnistcompare.reports import Entry
         from mnistcompare.runtime import DEFAULT_JOBS
 
-        results = evaluate([Entry("best trial", Config.from_dict(best))], args.final_rounds,
-                           os.path.join(out, "final"), source,
+        results = evaluate(best, args.final_rounds, os.path.join(out, "final"), source,
                            log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
         print(console_text(markdown_table(results), os.path.join(out, "final")), end="")
     return rows

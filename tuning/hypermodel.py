@@ -26,6 +26,7 @@ import keras_tuner
 
 from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
+from mnistcompare.files import write_weights
 from mnistcompare.tuning.grid import apply
 
 OBJECTIVE = keras_tuner.Objective("val_compare_accuracy", "max")
@@ -144,8 +145,7 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
                                 **({"val_digit_accuracy": metrics["test_digit_accuracy"]}
                                    if "test_digit_accuracy" in metrics else {})})
             for checkpoint in checkpoints:
-                checkpoint.set_model(model)
-                checkpoint.on_epoch_end(run, {OBJECTIVE.name: metrics["test_accuracy"]})
+                _keep_if_best(checkpoint, model, metrics["test_accuracy"])
         score = statistics.mean(r[OBJECTIVE.name] for r in self.rounds)
         for board in (c for c in per_epoch if isinstance(c, keras.callbacks.TensorBoard)):
             _write_score(board.log_dir, score)  # beside the hparams keras-tuner writes there
@@ -178,6 +178,15 @@ def _trial_pairs(x, y, validation_data, validation_split):
     else:
         val, _ = as_pairs(validation_data, what="validation_data")
     return pairs, val, batch_size
+
+
+def _keep_if_best(checkpoint, model, value):
+    """What keras-tuner's SaveBestEpoch does at the end of an epoch, for a round: the weights saved where it
+    saves them when `value` beats its best; written beside and renamed, with the disk's room checked first
+    (files.write_weights): its own `save_weights` in place left a half file, or a crash, on a full disk."""
+    if checkpoint.objective.better_than(value, checkpoint.best_value):
+        checkpoint.best_value = value
+        write_weights(model, checkpoint.filepath)
 
 
 def _steps(cfg):

@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import statistics
+import sys
 
 from mnistcompare.runtime import quiet_tensorflow
 
@@ -49,6 +50,14 @@ class Resumable:
     def set_state(self, state):
         ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
                    if self.trials[trial].status != "COMPLETED"}
+        # A finished trial whose rounds.json is missing or damaged is trained again (keras-tuner's retry queue
+        # runs it under its own number and values), so resuming depends only on what the files hold.
+        lost = [t for t, trial in sorted(self.trials.items())
+                if trial.status == "COMPLETED" and rounds_of(self._get_trial_dir(t)) is None]
+        for trial_id in lost:
+            print(f"trial {trial_id}: its rounds.json is missing or damaged; training it again", file=sys.stderr,
+                  flush=True)
+            self.trials[trial_id].status = "RUNNING"
         listed = set(ongoing.values()) | set(state["retry_queue"])
         unlisted = [t for t, trial in sorted(self.trials.items()) if trial.status == "RUNNING" and t not in listed]
         started = [t for t in sorted(self.trials) if t not in state["start_order"]]
@@ -100,6 +109,8 @@ class ComparisonTuner(keras_tuner.Tuner):
             results = super().run_trial(trial, *args, **kwargs)
         except keras_tuner.errors.FatalError:
             raise
+        except (RunError, OSError) as e:  # a file the trial could not write (a full disk, say): as the file says
+            raise keras_tuner.errors.FatalError(f"trial {trial.trial_id}: {e}") from e
         except Exception as e:
             raise keras_tuner.errors.FatalError(
                 f"trial {trial.trial_id} ({trial.hyperparameters.values}) failed in round "
@@ -164,26 +175,35 @@ def load_tuner(out, source=None):
                       max_trials=search.get("max_trials"), progress=False)
 
 
+def rounds_of(trial_dir):
+    """What a finished trial's rounds.json holds ({"config", "rounds", ...}), checked; None if it is missing
+    or damaged (the trial is then trained again: see Resumable.set_state)."""
+    try:
+        with open(os.path.join(trial_dir, "rounds.json")) as f:
+            saved = json.load(f)
+        if not saved["rounds"] or not all(isinstance(r, dict) and isinstance(r.get(OBJECTIVE.name), (int, float))
+                                          for r in saved["rounds"]):
+            raise ValueError("rounds without a score")
+        Config.from_dict(saved["config"])
+        return saved
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, UserError):
+        return None
+
+
 def trial_rows(tuner, grid):
-    """Finished trials of this space, best first: (trial, config dict, rounds)."""
+    """Finished trials of this space, best first, ties broken by the earlier trial: (trial, config dict, rounds).
+    (keras-tuner's own order of tied trials follows the order its files were listed in.)"""
     rows = []
-    for trial in tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials)):
-        path = os.path.join(tuner.get_trial_dir(trial.trial_id), "rounds.json")
-        if (trial.status != "COMPLETED" or not os.path.exists(path)
-                or not set(grid) <= set(trial.hyperparameters.values)):
+    for trial in tuner.oracle.trials.values():
+        if trial.status != "COMPLETED" or not set(grid) <= set(trial.hyperparameters.values):
             continue
-        try:
-            with open(path) as f:
-                saved = json.load(f)
-            if not all(isinstance(r, dict) and isinstance(r.get(OBJECTIVE.name), (int, float))
-                       for r in saved["rounds"]) or not saved["rounds"]:
-                raise ValueError("rounds without a score")
-            Config.from_dict(saved["config"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError, UserError) as e:
-            raise UserError(f"{path} is damaged ({type(e).__name__}); delete that trial's folder to run it again, "
-                            "or pass --overwrite to start the search again") from None
+        saved = rounds_of(tuner.get_trial_dir(trial.trial_id))
+        if saved is None:
+            raise RunError(f"trial {trial.trial_id}'s rounds.json went missing or was damaged during the search; "
+                           "rerun the same command to train that trial again")
         rows.append((trial, saved["config"], saved["rounds"]))
-    return rows
+    return sorted(rows, key=lambda row: (-statistics.mean(r[OBJECTIVE.name] for r in row[2]),
+                                         int(row[0].trial_id)))
 
 
 def trials_markdown(rows, grid):
@@ -212,12 +232,7 @@ def _short(value):
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def write_outputs(tuner, grid, out):
-    """trials.md and best_config.json from the finished trials of this grid; returns (best Config dict, rows)."""
-    rows = trial_rows(tuner, grid)
-    if not rows:
-        raise RunError(f"no finished trial in {out}")
+def write_outputs(rows, grid, out):
+    """trials.md and best_config.json from the finished trials of this grid (trial_rows)."""
     write_text(os.path.join(out, "trials.md"), trials_markdown(rows, grid))
-    best = rows[0][1]
-    write_json(os.path.join(out, "best_config.json"), best)
-    return best, rows
+    write_json(os.path.join(out, "best_config.json"), rows[0][1])
