@@ -34,7 +34,8 @@ cache, seconds, accuracies = ModelCache(), [], []
 for seed in range(rounds + 1):
     train, test = load_pairs(cfg.replace(seed=seed), find_source(idx_dir=sys.argv[4]))
     start = time.perf_counter()
-    _, metrics, _ = train_round(cfg.replace(seed=seed), train, test, model=cache.get(cfg.replace(seed=seed), train), verbose=0)
+    round_cfg = cfg.replace(seed=seed)
+    _, metrics, _ = train_round(round_cfg, train, test, model=cache.get(round_cfg, train), verbose=0)
     seconds.append(metrics["train_seconds"] if seed else time.perf_counter() - start)
     accuracies.append(metrics["test_accuracy"])
 import mnistcompare

@@ -85,8 +85,9 @@ def bounds_text(f):
     return ""
 
 
-# Config's fields in three groups, each named by its first field (--help shows them so).
-SECTIONS = {"arch": "model", "optimizer": "training", "pairs": "data and augmentation"}
+# Config's fields by concern, each group named by its first field (--help shows them so).
+SECTIONS = {"arch": "architecture", "conv_batch_norm": "regularisation", "alpha": "loss and numerics",
+            "tta": "test-time views", "optimizer": "training", "pairs": "data", "swap": "augmentation"}
 
 
 @dataclass
@@ -99,7 +100,7 @@ class Config:
     it with `validate()`, which names the first bad option. Each field's help
     and bounds are in `dataclasses.fields(Config)[i].metadata` (what --help shows).
     """
-    # The model. Defaults are report 000's siamese net (its Appendix A).
+    # -- architecture
     arch: str = _opt("siamese", "architecture", choices=tuple(ARCHS))
     channels: tuple = _opt((16, 32, 64), "conv channels, one per conv layer (none: a dense tower; ignored by mlp, "
                                          "siamese_mlp)", low=1, high=4096)
@@ -107,8 +108,6 @@ class Config:
     padding: tuple = _opt(("valid",), "conv padding (valid, same, or N zero pixels), one per conv layer or one for all")
     pool: tuple = _opt((2, 2, 1), "max-pool size after each conv layer (1: none), or one for all", low=1, high=14)
     groups: int = _opt(1, "groups of the first conv of `baseline` (2: one group per image)", choices=(1, 2))
-    conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
-    conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
     hidden: tuple = _opt((75, 75), "hidden units of the tower's dense layers (of the whole net for baseline/mlp)",
                          low=1, high=65536)
     head: tuple = _opt((50, 10), "hidden units of the comparison head after the towers combine", low=1, high=65536)
@@ -120,32 +119,38 @@ class Config:
                                      "outputs then read from the head's last layer (report 003's auxiliary model)",
                            choices=("logits", "probs", "features"))
     activation: str = _opt("relu", "activation of the hidden layers", choices=("relu", "leaky_relu", "elu", "gelu"))
-    batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
-    dropout: float = _opt(0.25, "dropout after each hidden dense layer", low=0, high=1, high_open=True)
-    dense_pool: int = _opt(1, "max-pool over units after each hidden dense layer (report 004's MaxPool1d: 2)", low=1)
-    bottleneck: int = _opt(0, "baseline and mlp: a linear layer of this many units before the comparison output "
-                              "(report 004's 128 -> 10 -> 2; 0: none)", low=0, high=65536)
-    l2: float = _opt(0.0, "l2 penalty on every kernel", low=0)
     combine: str = _opt("concat", "how the two tower outputs meet", choices=("concat", "difference", "max"))
     output: str = _opt("sigmoid", "the comparison output: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()),
                        choices=tuple(OUTPUTS))
-    members: int = _opt(1, "digits only: independent towers whose digit probabilities are averaged (an ensemble "
-                           "inside one model)", low=1, high=64)
-    alpha: float = _opt(1 / 3, "loss = alpha*compare + (1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss",
-                        low=0, high=1)
-    numerics: str = _opt("keras", "keras (Keras' defaults), torch (all of PyTorch's, as the reports used), or one "
-                                  "of PyTorch's alone: " + "; ".join(f"{k}: {v}" for k, v in TORCH_PARTS.items()),
+    members: int = _opt(1, "independent towers whose digit probabilities are averaged, an ensemble inside one model "
+                           "(digits only)", low=1, high=64)
+    bottleneck: int = _opt(0, "a linear layer of this many units before the comparison output (baseline and mlp: "
+                              "report 004's 128 -> 10 -> 2; 0: none)", low=0, high=65536)
+    dense_pool: int = _opt(1, "max-pool over units after each hidden dense layer (report 004's MaxPool1d: 2)", low=1)
+    # -- regularisation
+    conv_batch_norm: bool = _opt(False, "batch-norm after each conv layer")
+    conv_dropout: float = _opt(0.0, "dropout after each conv block", low=0, high=1, high_open=True)
+    batch_norm: bool = _opt(True, "batch-norm after each hidden dense layer")
+    dropout: float = _opt(0.25, "dropout after each hidden dense layer", low=0, high=1, high_open=True)
+    l2: float = _opt(0.0, "l2 penalty on every kernel", low=0)
+    # -- loss and numerics
+    alpha: float = _opt(1 / 3, "the comparison loss's weight: loss = alpha*compare + "
+                               "(1-alpha)/2*(digit_a+digit_b); 1 = no auxiliary loss", low=0, high=1)
+    numerics: str = _opt("keras", "which framework's defaults the numerics follow: keras (Keras' defaults), "
+                                  "torch (all of PyTorch's, as the reports used), or one of PyTorch's alone: "
+                                  + "; ".join(f"{k}: {v}" for k, v in TORCH_PARTS.items()),
                          choices=("keras", "torch", *TORCH_PARTS))
     normalize: bool = _opt(True, "standardise the pixels with the training pixels' mean and std, kept in the model "
                                  "(--no-normalize: raw 0..255 pixels, as reports 001 and 004, which do not normalise)")
-    tta: bool = _opt(False, "digits only: at inference, average each image's digit probabilities with those of its "
-                            "four one-pixel shifts (part of the model and of its export)")
+    # -- test-time views
+    tta: bool = _opt(False, "at inference, average each image's digit probabilities with those of its four "
+                            "one-pixel shifts (digits only; part of the model and of its export)")
     # without --tta they are left unused, so that `--preset best --no-tta` reads each image once
     tta_rotate: float = _opt(0.0, "with --tta, also the views rotated by this many degrees, both ways (unused "
                                   "without --tta)", low=0, high=180)
     tta_zoom: float = _opt(0.0, "with --tta, also the views scaled by 1 +- this fraction (0.08: 1.08 and 0.92; "
                                 "unused without --tta)", low=0, high=1, high_open=True)
-    # How to train.
+    # -- training
     optimizer: str = _opt("adam", "optimizer", choices=("adam", "sgd"))
     lr: float = _opt(0.005, "learning rate", low=0, low_open=True)
     momentum: float = _opt(0.9, "SGD momentum", low=0)
@@ -161,15 +166,18 @@ class Config:
                             low=0, high=1, high_open=True)
     patience: int = _opt(0, "early-stopping patience on validation accuracy in epochs (0: off; needs --val-split)",
                          low=0)
-    # The data, and its augmentation in training.
+    # -- data
     pairs: int = _opt(1000, "training pairs", low=1, high=MAX_PAIRS["train"])
     test_pairs: int = _opt(0, "test pairs (0: as many as --pairs, up to 5000)", low=0, high=MAX_PAIRS["test"])
     seed: int = _opt(0, "seed of the pair sample, the weights and the shuffling", low=0, high=MAX_SEED)
-    swap: bool = _opt(False, "augment: swap the two images of a training pair at random (target recomputed)")
-    shift: int = _opt(0, "augment: random shift of each training image by up to this many pixels", low=0, high=7)
-    rotate: float = _opt(0.0, "augment: random rotation of each training image by up to this many degrees",
+    # -- augmentation
+    swap: bool = _opt(False, "swap the two images of a training pair at random (target recomputed)")
+    double: bool = _opt(False, "each training pair twice an epoch, as it is and swapped with its target flipped (a tie "
+                               "then reads 0): report 002's doubled training set")
+    shift: int = _opt(0, "random shift of each training image by up to this many pixels", low=0, high=7)
+    rotate: float = _opt(0.0, "random rotation of each training image by up to this many degrees",
                          low=0, high=180)
-    zoom: float = _opt(0.0, "augment: random scaling of each training image by up to this fraction (0.1: 0.9-1.1)",
+    zoom: float = _opt(0.0, "random scaling of each training image by up to this fraction (0.1: 0.9-1.1)",
                        low=0, high=1, high_open=True)
     def __post_init__(self):
         for f in fields(self):
@@ -262,6 +270,8 @@ class Config:
                 "layer the digits are read from)")
         if self.bottleneck and self.arch not in ("baseline", "mlp"):
             bad("bottleneck", "only with --arch baseline or mlp (the other nets end in their digit heads)")
+        if self.double and self.swap:
+            bad("double", "not with --swap: the doubled set holds every swap already")
         if self.groups > 1 and self.arch != "baseline":
             bad("groups", "more than 1 only with --arch baseline")
         if self.patience and not self.val_split:
@@ -332,5 +342,10 @@ def sections():
     return groups
 
 
-Config.__doc__ += "".join(f"\n    {name.capitalize()}: {', '.join(f.name for f in group)}.\n"
+def _purpose(f):
+    """A field's help up to its first aside: what the field is for, in a few words."""
+    return re.split(r" \(|; |: ", f.metadata["help"], maxsplit=1)[0]
+
+
+Config.__doc__ += "".join(f"\n    {name.capitalize()}:\n" + "".join(f"        {f.name}: {_purpose(f)}\n" for f in group)
                           for name, group in sections().items())

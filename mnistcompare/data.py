@@ -329,6 +329,11 @@ def steps_per_epoch(n_pairs, batch_size):
     return -(-n_pairs // batch_size)
 
 
+def epoch_steps(cfg, n_pairs):
+    """Batches of an epoch of `cfg` over `n_pairs` training pairs (twice as many pairs with `double`)."""
+    return steps_per_epoch(n_pairs * (2 if cfg.double else 1), cfg.batch_size)
+
+
 def labels_for(labels, outputs):
     """The labels of the `outputs` a model is trained on (its `output_names`): the comparison, and the digits
     where it has digit heads."""
@@ -342,7 +347,8 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
     """The pairs as a tf.data pipeline of (features, labels) batches of `cfg.batch_size`, for `model.fit`.
 
     training=True: the batches of epochs `first_epoch` .. `cfg.epochs` - 1,
-    back to back (pass `steps_per_epoch` to fit). Each epoch's order
+    back to back (pass `epoch_steps` to fit); with `cfg.double`, an epoch
+    holds every pair twice, the second time swapped with its target flipped. Each epoch's order
     (`cfg.shuffle`) and augmentation (`cfg.swap`, shift, rotate, zoom)
     are drawn from (seed, epoch) alone, so a run resumed at
     any epoch sees the batches an uninterrupted run would have seen.
@@ -357,7 +363,13 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
     if not training:
         return tf.data.Dataset.from_tensor_slices((x, labels_for(y, outputs))).batch(size).prefetch(
             tf.data.AUTOTUNE)
-    n = len(pairs)
+    if cfg.double:  # each pair, then each pair swapped with its target flipped (report 002's doubled set)
+        x = {"image_a": np.concatenate([x["image_a"], x["image_b"]]),
+             "image_b": np.concatenate([x["image_b"], x["image_a"]])}
+        y = {"compare": np.concatenate([y["compare"], 1 - y["compare"]]),
+             "digit_a": np.concatenate([y["digit_a"], y["digit_b"]]),
+             "digit_b": np.concatenate([y["digit_b"], y["digit_a"]])}
+    n = len(y["compare"])
     x, y = tf.nest.map_structure(tf.constant, (x, y))
     moves = (cfg.shift, cfg.rotate, cfg.zoom)
     augment = cfg.swap or any(moves)
@@ -400,8 +412,10 @@ def augment_batch(batch, seed, swap, moves):
     shift, rotate, zoom = moves
     if shift or rotate or zoom:
         a, b = _affine(a, shift, rotate, zoom, seeds[1]), _affine(b, shift, rotate, zoom, seeds[2])
-    labels = {"compare": tf.cast(da <= db, tf.float32)[:, None], "digit_a": da, "digit_b": db}
-    return {"image_a": a, "image_b": b}, labels
+    compare = labels["compare"]
+    if swap:  # a swapped pair's target follows its digits; the others keep theirs
+        compare = tf.where(flip[:, None], tf.cast(da <= db, tf.float32)[:, None], compare)
+    return {"image_a": a, "image_b": b}, {"compare": compare, "digit_a": da, "digit_b": db}
 
 
 def _affine(images, max_shift, max_degrees, max_zoom, seed):

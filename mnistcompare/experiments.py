@@ -11,9 +11,7 @@ import json
 import os
 import re
 import statistics
-import sys
 import threading
-import time
 
 import numpy as np
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from mnistcompare.config import MAX_SEED, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import finite, run_folder, write_json, write_text
+from mnistcompare.progress import Progress
 from mnistcompare.workers import connect, end_workers, local_pool
 
 
@@ -103,7 +102,9 @@ def score_cells(results, errors=False):
             diff = pub["params"] - e["params"]
             cells.append({"cell": f"{e['name']}: parameters", "kind": "params", "published": f"{pub['params']:,}",
                           "ours": f"{e['params']:,}", "equal": not diff, "explained": "params_note" in pub,
-                          "note": "equal" if not diff else f"{diff:+,}: {pub.get('params_note', 'not explained')}"})
+                          "note": "equal" if not diff else
+                          f"{diff:+,}, explained by our hypothesis: {pub['params_note']}" if "params_note" in pub
+                          else f"{diff:+,}: not explained"})
     timed = [e for e in entries if "seconds" in e["published"]]
     for e in timed[1:]:  # each row's time over the first timed row's, in the report and here
         ref = timed[0]
@@ -174,8 +175,8 @@ def markdown_table(results, study=None):
                      f"{counts['strict']['within_2']} of {counts['strict']['cells']} by the strict figure"]
             params = counts["params"]
             lines += ["", "Within 2: " + ", ".join(parts) + (
-                f"; parameter counts equal: {params['equal']} of {params['cells']}" + (
-                    f", the other {params['explained']} explained" if params["explained"] else "")
+                f"; parameter counts: {params['equal']} of {params['cells']} equal" + (
+                    f", {params['explained']} explained by our hypothesis" if params["explained"] else "")
                 if params["cells"] else "") + "."]
     if claim_lines:
         held = sum(line.startswith("✓") for line in claim_lines)
@@ -216,12 +217,12 @@ def tables_summary(folder, names):
         def of(part, whole, extra=""):
             return f"{part} of {whole}{extra}" if whole else "–"
 
-        counts = of(params["equal"] + params["explained"], params["cells"], f" ({params['equal']} equal)")
         return (f"| {name} | {of(z['within_2'], z['cells'])} | {of(strict['within_2'], strict['cells'])} | "
-                f"{counts} | {of(claims['hold'], claims['claims'])} |")
+                f"{of(params['equal'], params['cells'])} | {of(params['explained'], params['cells'])} | "
+                f"{of(claims['hold'], claims['claims'])} |")
 
-    lines = ["| table | within 2 by z | within 2 by the strict figure | parameter counts equal or explained | "
-             "claims that hold |", "|---|---|---|---|---|"]
+    lines = ["| table | within 2 by z | within 2 by the strict figure | parameter counts equal | "
+             "parameter counts explained by our hypothesis | claims that hold |", "|---|---|---|---|---|---|"]
     for name in names:
         path = os.path.join(folder, name, "results.json")
         if not os.path.exists(path):
@@ -273,36 +274,6 @@ def check_claims(results, claims):
 
 
 # -- running ---------------------------------------------------------------------
-class Progress:
-    """One status line across rounds or trials (done/total, elapsed, time left), rewritten in place on
-    stderr; silent when stderr is not a terminal or when asked (`--quiet`)."""
-
-    def __init__(self, total, what="rounds", enabled=True, stream=None):
-        self.stream = stream or sys.stderr
-        self.total, self.what, self.start = total, what, time.monotonic()
-        self.enabled = enabled and total > 0 and self.stream.isatty()
-
-    def update(self, done):
-        if not self.enabled:
-            return
-        elapsed = time.monotonic() - self.start
-        left = f", about {_duration(elapsed / done * (self.total - done))} left" if 0 < done < self.total else ""
-        self.stream.write(f"\r\033[K[{done}/{self.total} {self.what}, {_duration(elapsed)} elapsed{left}]")
-        self.stream.flush()
-
-    def clear(self):
-        """Before printing a line of its own, and at the end."""
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
-
-
 def load_results(path):
     """The entries of an earlier results.json, in its order, to resume from and to keep; each field that
     is read back checked (a damaged or edited file is one line, never a traceback later)."""
@@ -393,8 +364,9 @@ def train_job(job, cache=None):
 
 
 def slug(name):
-    """A folder name for an entry: 'CNN: sharing, aux' -> 'cnn-sharing-aux'."""
-    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()) or "entry"
+    """A folder name for an entry: 'CNN: sharing, aux' -> 'cnn-sharing-aux'; an architecture's name as it is
+    ('two_tower')."""
+    return "-".join("".join(c if c.isalnum() or c == "_" else " " for c in name.lower()).split()) or "entry"
 
 
 def summary_view(results, entries, rounds, off_protocol=None):

@@ -6,6 +6,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from mnistcompare.config import DIGIT_ARCHS
 from mnistcompare.files import atomic_path
 
 
@@ -77,13 +78,17 @@ def plot_figure(results, figure, path):
         colors = _colors(len(names) * (len(panel.series) if len(names) == 1 else 1))
         for i, name in enumerate(names):
             histories = [r["history"] for r in by_name[name]["per_round"]]
+            config = by_name[name].get("config", {})
+            factor = 3.0 if panel.summed and config.get("arch") in DIGIT_ARCHS and \
+                abs(config.get("alpha", 1.0) - 1 / 3) < 1e-9 else 1.0
             for j, (key, what) in enumerate(panel.series):
                 if not all(h.get(key) for h in histories):
                     continue
                 single = len(names) == 1
                 label = what if single else f"{name}{', ' + what if what else ''}"
                 color = colors[j] if single else colors[i]
-                _epochs_band(ax, [h[key] for h in histories], label, color, "-" if single or j == 0 else "--")
+                _epochs_band(ax, [[None if v is None else v * factor for v in h[key]] for h in histories], label,
+                             color, "-" if single or j == 0 else "--")
         rounds = {len(by_name[n]["per_round"]) for n in names}
         ax.set(title=panel.title or (names[0] if len(names) == 1 else ""), xlabel="epoch", ylabel=panel.ylabel)
         if panel.log:

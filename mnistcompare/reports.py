@@ -9,7 +9,6 @@ stands in (the reports were written in PyTorch), and so do PyTorch's
 numerics (`numerics="torch"`); each choice is commented where it is made.
 """
 import dataclasses
-import itertools
 
 from mnistcompare.config import Config
 from mnistcompare.errors import UserError
@@ -42,6 +41,9 @@ class Panel:
     entries: tuple = ()
     title: str = ""
     log: bool = False  # a log scale for the values
+    # the loss as the sum of its three terms, as report 004 plots it: an entry whose terms weigh 1/3 each
+    # (alpha 1/3, the l2 penalty divided by 3 with them) has its loss tripled
+    summed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,11 +81,11 @@ PRESETS = {
         head=(512, 512), activation="leaky_relu", batch_norm=False, dropout=0.2, alpha=0.44, lr=0.001,
         schedule="exponential", lr_decay=0.9, epochs=20, batch_size=5, numerics="torch", normalize=False),
     # Report 002 transfer learning: a digit classifier (two conv, two dense layers) compared by the
-    # exact rule, trained on the digit labels only, swap augmentation throughout, Adam (PyTorch's
-    # default rate 0.001), batch 100.
+    # exact rule, trained on the digit labels only, its training set "doubled by swapping ... and flipping
+    # the targets ... throughout", Adam (PyTorch's default rate 0.001), batch 100.
     "report002-transfer": dict(
         arch="digits", channels=(32, 64), kernel=(3,), pool=(2, 2), hidden=(200,), head=(20, 20),
-        batch_norm=False, dropout=0.0, alpha=0.0, lr=0.001, swap=True, numerics="torch"),
+        batch_norm=False, dropout=0.0, alpha=0.0, lr=0.001, double=True, numerics="torch"),
     # Report 003 direct classification: classify both digits, compare them; 800/200 train/validation,
     # early stopping (patience 20) within 100 epochs, Adam 3e-4, no dropout.
     "report003-direct": dict(
@@ -164,22 +166,25 @@ def study_report001_table2():
 
 
 def study_report002_table1():
-    """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning; 10 rounds.
+    """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning; 10 rounds;
+    then the siamese rows again with logits into the comparison part, a variant the report does not describe.
 
-    Its siamese nets give the 10 outputs of each image's digit classifier (what
-    PyTorch's CrossEntropyLoss, its digit loss, takes: logits) to a comparison
-    part of "three linear layers" (no activation between them: the report calls
-    the comparison "a linearly separable problem"), sigmoid + BCE;
-    L = L_cmp + 0.5 L_rec, our alpha = 1/2; dropout at PyTorch's default rate
-    0.5; 25 epochs (the report states none). Its batch-norm follows the two
-    convs: its parameter counts say so (every siamese row counts 73,299 with
-    or without it, so the layers are defined in all and used in the BN rows;
-    the transfer net's 72,418 is ours plus exactly BatchNorm2d(32) and (64),
-    which batch-norm after the dense layers would not give). The transfer row
-    keeps none: the report ablates batch-norm only in the siamese rows, and
-    its counts include layers a row does not use.
+    As its text states: its siamese nets give "all the 10 digits probabilities"
+    of each image's digit classifier to a comparison part of "three linear
+    layers" (no activation between them: the report calls the comparison "a
+    linearly separable problem"), sigmoid + BCE; L = L_cmp + 0.5 L_rec, our
+    alpha = 1/2; dropout at PyTorch's default rate 0.5; 25 epochs (the report
+    states none); and every net trains on the set "doubled by swapping between
+    the pairs of images and flipping the targets" (--double: 2,000 pairs an
+    epoch, a tie's flipped target 0). Its batch-norm follows the two convs: its
+    parameter counts say so (every siamese row counts 73,299 with or without
+    it, so the layers are defined in all and used in the BN rows; the transfer
+    net's 72,418 is ours plus exactly BatchNorm2d(32) and (64), which
+    batch-norm after the dense layers would not give). The transfer row keeps
+    none: the report ablates batch-norm only in the siamese rows, and its
+    counts include layers a row does not use.
     """
-    siamese = dict(head=(20, 20), head_activation="linear")
+    siamese = dict(head=(20, 20), head_activation="linear", head_input="probs")
     bn = dict(siamese, arch="siamese", alpha=0.5, conv_batch_norm=True)
     # The counts, read against the layers: every row counts BatchNorm2d(32) and BatchNorm2d(64) (192), used
     # or not, and each siamese digit classifier 20 more, the size of a BatchNorm1d(10) (its gamma and beta)
@@ -195,9 +200,13 @@ def study_report002_table1():
             ("sharing, aux, BN, dropout", dict(bn, dropout=0.5), (0.8474, 0.0115, 73299), extra),
             ("transfer learning", dict(arch="digits", alpha=0.0), (0.9686, 0.0067, 72418), unused_bn))
     base = preset("report002-transfer")
-    return [Entry(name, base.replace(**changes), published(test, std, "002 Table 1", params=params, rounds=10,
-                                                            params_note=note))
-            for name, changes, (test, std, params), note in rows]
+    entries = [Entry(name, base.replace(**changes), published(test, std, "002 Table 1", params=params, rounds=10,
+                                                              params_note=note))
+               for name, changes, (test, std, params), note in rows]
+    # The variant: the comparison part given the digit classifiers' logits (what PyTorch's CrossEntropyLoss
+    # takes) instead of their probabilities. Not the report's text; no figure of the report to score it by.
+    return entries + [Entry(f"{name}; logits", base.replace(**dict(changes, head_input="logits")))
+                      for name, changes, _, _ in rows[:-1]]
 
 
 # Report 003: a feature module of two conv layers (max-pooling, ReLU) shared by all seven models, Adam 3e-4,
@@ -430,8 +439,12 @@ STUDIES = {
             "two dense layers; the widths fit its transfer net's 72,418 parameters with its two BatchNorm2d).",
             "The comparison part: three linear layers 20 → 20 → 20 → 1, no activation between them (the report: "
             "'a linearly separable problem'), sigmoid and binary cross-entropy, on the digit classifiers' "
-            "logits. The report says 'probabilities'; given the softmax instead (--head-input probs), the "
-            "rows with the auxiliary loss reach 0.961 to 0.971 (10 rounds each), far above the report's 0.84.",
+            "probabilities, as the report says ('all the 10 digits probabilities'; --head-input probs). The rows "
+            "'…; logits' give it their logits instead, which the report does not describe: an earlier release "
+            "of this package built the table so, because it scored closer to the report's figures.",
+            "The training set doubled, as the report says ('used throughout'): each epoch has every pair and its "
+            "swap with the target flipped (--double), so a tie (a = b) reads 1 as it is and 0 swapped; an "
+            "earlier release swapped each pair with probability ½ per batch and recomputed the target instead.",
             "Batch-norm after the two convolutions in the BN rows (from the counts: see each row's parameters).",
             "25 epochs (none stated); dropout at PyTorch's 0.5 after the dense layers.",
             PYTORCH_DEFAULTS)),
@@ -453,8 +466,8 @@ STUDIES = {
         study_report004_table4, 20, "FC and CNN, without and with aux (004 Table IV)", CLAIMS["report004-table4"],
         errors=True, figures=(
             Figure("Fig. 1", "Evolution of the training losses",
-                   (Panel((("loss", ""),), "training loss with ℓ2 (with aux: the sum of the three, ÷ 3)",
-                          log=True),)),
+                   (Panel((("loss", ""),), "training loss with ℓ2 (with aux: the sum of the three terms)",
+                          log=True, summed=True),)),
             Figure("Fig. 2", "Errors and times across rounds")),
         assumptions=(
             "ℓ2 0.1 on the kernels (weights, not biases), added to the loss; with the auxiliary loss the three "
@@ -474,92 +487,3 @@ def study(name):
     if name not in STUDIES:
         raise UserError(f"--study: unknown study {name!r}; choose from {', '.join([*STUDIES, 'all', *ALIASES])}")
     return STUDIES[name]
-
-
-# -- the reports' own searches (mnistcompare-tune --study NAME) ----------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """One grid of a report's search: the values it searched, the best it printed and that best's score."""
-    label: str  # the report's names of the parameters (e.g. "KL, HL")
-    grid: dict  # {mnistcompare-tune --grid name: [values]}
-    published: dict  # the report's best value of each name
-    score: float = None  # the report's score of that best (None: not printed)
-
-
-@dataclasses.dataclass(frozen=True)
-class Search:
-    """A report's search: its stages in order; `staged`: each stage starts from the best of the one before
-    (else each from `base`). The best configuration is then tested over `final_rounds` rounds."""
-    base: object  # () -> Config
-    stages: tuple
-    runs_per_trial: int
-    final_rounds: int
-    about: str
-    source: str
-    staged: bool = True
-    final: dict = None  # the report's test figure for the chosen configuration: test_accuracy, std
-    assumptions: tuple = ()
-
-
-def _r001_search(base):
-    # Table II's best cell (weight sharing and the auxiliary loss), with Table I's initial values
-    return lambda: Config(arch="siamese", alpha=0.5, **base)
-
-
-WIDTHS = ("8", "16", "32", "64", "128", "256")
-R001_ASSUMPTIONS = (
-    "The report prints one score for KL and HL, for BC and K and for C-KL and C-HL: each pair is searched as one "
-    "grid here (10 points), the pairs in the report's order, each stage from the best of the one before.",
-    "α over [0, 1] is searched in steps of 0.1 (11 points): the report's 0.11 and 0.44 suggest a finer grid it "
-    "does not give.",
-    "Selection is on 1000 validation pairs from MNIST training images the training pairs do not use, the mean of "
-    "3 rounds per point; the report does not say what its scores were measured on (its last, α's, is read as "
-    "the chosen configuration's test figure), nor over how many rounds.",
-)
-SEARCHES = {
-    "report001-table3": Search(
-        _r001_search(R001_FCN), (
-            Stage("KL, HL", {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}, {"layers": 2, "hidden": 128}, 0.9105),
-            Stage("C-KL, C-HL", {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]},
-                  {"head_layers": 2, "head": 256}, 0.9205),
-            Stage("α", {"alpha": [round(0.1 * i, 1) for i in range(11)]}, {"alpha": 0.11}, 0.9282)),
-        runs_per_trial=3, final_rounds=10, about="001 Table III, the FCN sub-net's staged grid search",
-        source="001 Table III", final={"test_accuracy": 0.9282}, assumptions=R001_ASSUMPTIONS),
-    "report001-table4": Search(
-        _r001_search(R001_CNN), (
-            Stage("KL, HL", {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}, {"layers": 2, "hidden": 512}, 0.9298),
-            Stage("BC, K", {"channels": [4, 8, 16, 24, 48], "kernel": [3, 5]}, {"channels": 24, "kernel": 3}, 0.9638),
-            Stage("C-KL, C-HL", {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]},
-                  {"head_layers": 2, "head": 512}, 0.9676),
-            Stage("α", {"alpha": [round(0.1 * i, 1) for i in range(11)]}, {"alpha": 0.44}, 0.9721)),
-        runs_per_trial=3, final_rounds=10, about="001 Table IV, the CNN sub-net's staged grid search",
-        source="001 Table IV", final={"test_accuracy": 0.9721}, assumptions=R001_ASSUMPTIONS),
-    "report000-channels": Search(
-        lambda: preset("report000-siamese"), (
-            Stage("channels", {"widths": ["-".join(w) for w in itertools.combinations(WIDTHS, 3)]},
-                  {"widths": "64-128-256"}),),
-        runs_per_trial=5, final_rounds=15, about="000 section II-C, the siamese net's channels (increasing powers "
-                                                 "of two, 8 to 256)",
-        source="000 Table I", final={"test_accuracy": 0.948, "std": 0.010}, assumptions=(
-            "The report searched the three convolutions' channels among increasing powers of two from 8 to 256 "
-            "(20 triples) and prints no score per triple; its chosen siamese net is Table I's, whose 192,601 "
-            "parameters are those of 64-128-256 channels (Appendix A's 16-32-64 count 23,833).",
-            "Each triple is scored over 5 rounds here (the report: 10 runs of 1000 pairs), on 1000 validation "
-            "pairs from MNIST training images the training pairs do not use.",
-        )),
-    "report000-optimizer": Search(
-        lambda: preset("report000-siamese"), (
-            Stage("Adam", {"optimizer": ["adam"], "lr": [0.005, 0.0025]}, {"optimizer": "adam", "lr": 0.005}),
-            Stage("SGD", {"optimizer": ["sgd"], "lr": [0.1, 0.05, 0.01], "momentum": [0.0, 0.9],
-                          "nesterov": [False, True]}, {"optimizer": "sgd"})),
-        runs_per_trial=10, final_rounds=15, staged=False,
-        about="000 section II-C, Adam against SGD (learning rate, momentum, Nesterov)",
-        source="000 section II-C", final={"test_accuracy": 0.948, "std": 0.010}, assumptions=(
-            "The report tried Adam and SGD (learning rate; momentum and Nesterov for SGD), found Adam best at "
-            "eta 0.005 or 0.0025 and SGD to make about 10 % more errors; it gives no SGD values, so SGD is "
-            "searched over learning rates 0.1, 0.05, 0.01, momentum 0 and 0.9, Nesterov off and on (Nesterov "
-            "without momentum is plain SGD in Keras).",
-            "Each point is scored over 10 rounds of 1000 pairs (the report's protocol), on 1000 validation pairs "
-            "from MNIST training images the training pairs do not use; both best configurations are then tested.",
-        )),
-}

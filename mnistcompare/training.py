@@ -21,7 +21,7 @@ import numpy as np
 
 from mnistcompare.callbacks import Diverged, TestCurve
 from mnistcompare.config import Config
-from mnistcompare.data import labels_for, normalisation, steps_per_epoch, to_dataset
+from mnistcompare.data import epoch_steps, labels_for, normalisation, to_dataset
 from mnistcompare.errors import RunError
 from mnistcompare.models import build_model, count_params
 
@@ -85,7 +85,7 @@ def new_model(cfg: Config, fit_pairs):
     # TensorFlow's set_seed clears the kernel caches, which the next epoch would rebuild (docs/performance.md).
     keras.utils.set_random_seed(cfg.seed)
     return compile_model(build_model(cfg, *pixel_stats(cfg, fit_pairs)), cfg,
-                         steps_per_epoch(len(fit_pairs), cfg.batch_size))
+                         epoch_steps(cfg, len(fit_pairs)))
 
 
 _PREDICTORS = weakref.WeakKeyDictionary()
@@ -182,7 +182,7 @@ class ModelCache:
     def get(self, cfg: Config, fit_pairs):
         """A compiled model for `cfg`, initialised as `new_model` would initialise it."""
         fresh = build_model(cfg, *pixel_stats(cfg, fit_pairs))  # cheap: no tracing
-        steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
+        steps = epoch_steps(cfg, len(fit_pairs))
         key = self.key(cfg)
         entry = self.entries.pop(key, None)
         if entry is None:
@@ -200,7 +200,7 @@ class ModelCache:
     def adopt(self, cfg: Config, model, fit_pairs):
         """Keep `model` (built for `cfg`, e.g. by a keras-tuner HyperModel) as the model of `cfg`: the rounds
         of `cfg` then train it, re-initialised for each; compiled again if it was for another epoch length."""
-        steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
+        steps = epoch_steps(cfg, len(fit_pairs))
         if model.optimizer is None or model.steps_per_execution != steps:
             compile_model(model, cfg, steps)
         self.keep(self.key(cfg), self.entry(model))
@@ -253,7 +253,7 @@ def distributed_model(cfg, strategy, fit_pairs):
     # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
     synchronized = "apart" not in cfg.torch_parts
     keras.utils.set_random_seed(cfg.seed)  # as new_model
-    steps = steps_per_epoch(len(fit_pairs), cfg.batch_size)
+    steps = epoch_steps(cfg, len(fit_pairs))
     with strategy.scope():
         built = build_model(cfg, *pixel_stats(cfg, fit_pairs), synchronized=synchronized)
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -275,7 +275,7 @@ def as_saved(model, cfg: Config, fit_pairs):
     if not isinstance(model, _VectorLogs):
         return model
     return compile_model(keras.Model(model.input, model.output, name=model.name), cfg,
-                         steps_per_epoch(len(fit_pairs), cfg.batch_size))
+                         epoch_steps(cfg, len(fit_pairs)))
 
 
 def train_round(cfg: Config, train_pairs, test_pairs, model=None, initial_epoch=0, callbacks=(), verbose="auto",
@@ -313,7 +313,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, model=None, initial_epoch=
     start = time.perf_counter()
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         history = model.fit(to_dataset(fit_pairs, cfg, initial_epoch, outputs=outputs), epochs=cfg.epochs,
-                            steps_per_epoch=steps_per_epoch(len(fit_pairs), cfg.batch_size),
+                            steps_per_epoch=epoch_steps(cfg, len(fit_pairs)),
                             initial_epoch=initial_epoch, callbacks=callbacks,
                             verbose=1 if verbose == "auto" else verbose, shuffle=False,  # to_dataset shuffles
                             validation_data=to_dataset(val_pairs, cfg, training=False, outputs=outputs)

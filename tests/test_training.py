@@ -168,3 +168,17 @@ def test_any_keras_callback_a_user_passes_works(tiny_pairs, tmp_path):
     rows = (tmp_path / "log.csv").read_text().splitlines()
     assert len(rows) == 4 and "test_accuracy" in rows[0]  # the test curve reaches the user's callbacks too
     assert float(model.optimizer.learning_rate) == pytest.approx(cfg.lr / 8)
+
+
+def test_a_cached_model_keeps_its_traced_train_function_for_its_next_round(tiny_pairs):
+    train, test = tiny_pairs
+    cfg = Config(**SMALL, epochs=1, batch_size=32).validate()
+    cache = ModelCache()
+    model = cache.get(cfg, train)
+    train_round(cfg, train, test, model=model, verbose=0)
+    traced = model.train_function
+    again = cache.get(cfg.replace(seed=1), train)
+    train_round(cfg.replace(seed=1), train, test, model=again, verbose=0)
+    assert again is model and again.train_function is traced, \
+        f"Keras {keras.__version__} traced a model's train function again for its next fit: ModelCache " \
+        "(training.py) no longer spares the tracing; its rounds stay correct, only slower"

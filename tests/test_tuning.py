@@ -553,11 +553,11 @@ def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):
 @pytest.mark.slow
 def test_a_staged_study_starts_each_stage_from_the_best_of_the_one_before_and_writes_its_page(idx_dir, tmp_path,
                                                                                               monkeypatch):
-    import mnistcompare.reports as reports
+    from mnistcompare.tuning import studies
 
-    monkeypatch.setitem(reports.SEARCHES, "tiny", reports.Search(
+    monkeypatch.setitem(studies.SEARCHES, "tiny", studies.Search(
         lambda: Config(arch="mlp", hidden=(16,), batch_size=50),
-        (reports.Stage("D", {"dropout": [0.0, 0.5]}, {"dropout": 0.5}, 0.8), reports.Stage("H", {"hidden": [8, 16]},
+        (studies.Stage("D", {"dropout": [0.0, 0.5]}, {"dropout": 0.5}, 0.8), studies.Stage("H", {"hidden": [8, 16]},
                                                                                            {"hidden": 16})),
         runs_per_trial=2, final_rounds=1, about="tiny", source="a test", final={"test_accuracy": 0.9},
         assumptions=("none",)))

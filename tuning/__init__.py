@@ -14,7 +14,7 @@ TUNERS = ("grid", "random", "bayesian", "hyperband")  # mnistcompare-tune --tune
 
 def __getattr__(name):
     if name in ("ComparisonHyperModel", "OBJECTIVE"):
-        from mnistcompare.tuning import hypermodel
+        from . import hypermodel
 
         return getattr(hypermodel, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

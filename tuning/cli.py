@@ -18,8 +18,8 @@ from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.experiments import console_text, earlier_results
 from mnistcompare.files import check_writable, make_out, run_folder, write_json, write_text
-from mnistcompare.tuning import PROJECT, TUNERS
-from mnistcompare.tuning.grid import MAX_POINTS, parse_grid
+from . import PROJECT, TUNERS
+from .grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
 
@@ -69,7 +69,7 @@ def save_search(out, search):
 
 # -- mnistcompare-tune --------------------------------------------------------------
 def tune_parser():
-    from mnistcompare.reports import SEARCHES
+    from .studies import SEARCHES
 
     parser = Parser(
         prog="mnistcompare-tune",
@@ -175,8 +175,7 @@ def check_paths(args):
 
 def study_main(args):
     """mnistcompare-tune --study NAME (see mnistcompare.tuning.studies)."""
-    from mnistcompare.reports import SEARCHES
-    from mnistcompare.tuning.studies import final_test, results_markdown, stage_record
+    from .studies import SEARCHES, final_test, results_markdown, stage_record
 
     if args.grid or args.tuner != "grid" or args.workers or args.preset or args.config:
         raise UserError("--study runs the report's own grids in one process: give no --grid, --tuner, --workers, "
@@ -219,12 +218,6 @@ def study_main(args):
         print(console_text(text, args.out), end="")
 
 
-def _search(args, base, grid, source, out):
-    from mnistcompare.tuning.cli import search_grid
-
-    return search_grid(args, base, grid, source, out=out, final=False)
-
-
 def search_grid(args, base, grid, source, out=None, final=True):
     """Run (or resume) the search; as the chief, write trials.md and best_config.json and test the best
     configuration. Returns the tuner's finished trials, best first (None in a worker)."""
@@ -232,7 +225,7 @@ def search_grid(args, base, grid, source, out=None, final=True):
 
     start_tensorflow(rounds_at_once=int(os.environ.get(WORKERS, 1)))
     from mnistcompare.reports import Entry
-    from mnistcompare.tuning.search import make_tuner, trial_rows, trials_markdown, write_outputs
+    from .search import make_tuner, trial_rows, trials_markdown, write_outputs
 
     out = out or args.out
     try:  # keras-tuner reloads its project here

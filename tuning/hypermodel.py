@@ -27,7 +27,7 @@ import keras_tuner
 from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import write_weights
-from mnistcompare.tuning.grid import apply
+from .grid import apply
 
 OBJECTIVE = keras_tuner.Objective("val_compare_accuracy", "max")
 
@@ -191,9 +191,9 @@ def _keep_if_best(checkpoint, model, value):
 
 def _steps(cfg):
     """Steps of an epoch of `cfg`'s rounds: its pairs less those `--val-split` holds out (train_round's split)."""
-    from mnistcompare.data import steps_per_epoch
+    from mnistcompare.data import epoch_steps
 
-    return steps_per_epoch(cfg.pairs - round(cfg.pairs * cfg.val_split), cfg.batch_size)
+    return epoch_steps(cfg, cfg.pairs - round(cfg.pairs * cfg.val_split))
 
 
 def _for_round(callback, run, runs):

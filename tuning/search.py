@@ -19,11 +19,11 @@ import keras_tuner
 
 from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.experiments import Progress
+from mnistcompare.progress import Progress
 from mnistcompare.files import write_json, write_text
-from mnistcompare.tuning import PROJECT
-from mnistcompare.tuning.grid import points
-from mnistcompare.tuning.hypermodel import OBJECTIVE, ComparisonHyperModel, declare
+from . import PROJECT
+from .grid import points
+from .hypermodel import OBJECTIVE, ComparisonHyperModel, declare
 
 
 class Resumable:
@@ -209,7 +209,8 @@ def trial_rows(tuner, grid):
 def trials_markdown(rows, grid):
     names = list(grid)
     if any("tuner/epochs" in trial.hyperparameters.values for trial, _, _ in rows):
-        names.append("tuner/epochs")  # Hyperband's budget    # nets that read digits keep each round's digit accuracy too (trials saved before, or diverged: none)
+        names.append("tuner/epochs")  # Hyperband's budget
+    # nets that read digits keep each round's digit accuracy too (trials saved before, or diverged: none)
     digits = any("val_digit_accuracy" in r for _, _, rounds in rows for r in rounds)
     lines = ["| rank | trial (keras-tuner's number, folder) | " + " | ".join(names) + " | validation accuracy |"
              + (" digit accuracy |" if digits else "") + " rounds |",

@@ -7,15 +7,106 @@ the chosen configuration is then tested in OUT/final. results.md and
 results.json in OUT give every stage's best values and score beside the
 report's. Rerunning the same command resumes, stage by stage.
 """
+import dataclasses
+import itertools
 import os
 import statistics
+
+from mnistcompare.config import Config
+from mnistcompare.reports import R001_CNN, R001_FCN, preset
 
 FOUND = {True: "✓", False: "✗"}
 
 
-def stage_record(stage, rows):
-    from mnistcompare.config import Config
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One grid of a report's search: the values it searched, the best it printed and that best's score."""
+    label: str  # the report's names of the parameters (e.g. "KL, HL")
+    grid: dict  # {mnistcompare-tune --grid name: [values]}
+    published: dict  # the report's best value of each name
+    score: float = None  # the report's score of that best (None: not printed)
 
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """A report's search: its stages in order; `staged`: each stage starts from the best of the one before
+    (else each from `base`). The best configuration is then tested over `final_rounds` rounds."""
+    base: object  # () -> Config
+    stages: tuple
+    runs_per_trial: int
+    final_rounds: int
+    about: str
+    source: str
+    staged: bool = True
+    final: dict = None  # the report's test figure for the chosen configuration: test_accuracy, std
+    assumptions: tuple = ()
+
+
+def _r001_search(base):
+    # Table II's best cell (weight sharing and the auxiliary loss), with Table I's initial values
+    return lambda: Config(arch="siamese", alpha=0.5, **base)
+
+
+WIDTHS = ("8", "16", "32", "64", "128", "256")
+R001_ASSUMPTIONS = (
+    "The report prints one score for KL and HL, for BC and K and for C-KL and C-HL: each pair is searched as one "
+    "grid here (10 points), the pairs in the report's order, each stage from the best of the one before.",
+    "α over [0, 1] is searched in steps of 0.1 (11 points): the report's 0.11 and 0.44 suggest a finer grid it "
+    "does not give.",
+    "Selection is on 1000 validation pairs from MNIST training images the training pairs do not use, the mean of "
+    "3 rounds per point; the report does not say what its scores were measured on (its last, α's, is read as "
+    "the chosen configuration's test figure), nor over how many rounds.",
+)
+SEARCHES = {
+    "report001-table3": Search(
+        _r001_search(R001_FCN), (
+            Stage("KL, HL", {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}, {"layers": 2, "hidden": 128}, 0.9105),
+            Stage("C-KL, C-HL", {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]},
+                  {"head_layers": 2, "head": 256}, 0.9205),
+            Stage("α", {"alpha": [round(0.1 * i, 1) for i in range(11)]}, {"alpha": 0.11}, 0.9282)),
+        runs_per_trial=3, final_rounds=10, about="001 Table III, the FCN sub-net's staged grid search",
+        source="001 Table III", final={"test_accuracy": 0.9282}, assumptions=R001_ASSUMPTIONS),
+    "report001-table4": Search(
+        _r001_search(R001_CNN), (
+            Stage("KL, HL", {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}, {"layers": 2, "hidden": 512}, 0.9298),
+            Stage("BC, K", {"channels": [4, 8, 16, 24, 48], "kernel": [3, 5]}, {"channels": 24, "kernel": 3}, 0.9638),
+            Stage("C-KL, C-HL", {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]},
+                  {"head_layers": 2, "head": 512}, 0.9676),
+            Stage("α", {"alpha": [round(0.1 * i, 1) for i in range(11)]}, {"alpha": 0.44}, 0.9721)),
+        runs_per_trial=3, final_rounds=10, about="001 Table IV, the CNN sub-net's staged grid search",
+        source="001 Table IV", final={"test_accuracy": 0.9721}, assumptions=R001_ASSUMPTIONS),
+    "report000-channels": Search(
+        lambda: preset("report000-siamese"), (
+            Stage("channels", {"widths": ["-".join(w) for w in itertools.combinations(WIDTHS, 3)]},
+                  {"widths": "64-128-256"}),),
+        runs_per_trial=5, final_rounds=15, about="000 section II-C, the siamese net's channels (increasing powers "
+                                                 "of two, 8 to 256)",
+        source="000 Table I", final={"test_accuracy": 0.948, "std": 0.010}, assumptions=(
+            "The report searched the three convolutions' channels among increasing powers of two from 8 to 256 "
+            "(20 triples) and prints no score per triple; its chosen siamese net is Table I's, whose 192,601 "
+            "parameters are those of 64-128-256 channels (Appendix A's 16-32-64 count 23,833).",
+            "Each triple is scored over 5 rounds here (the report: 10 runs of 1000 pairs), on 1000 validation "
+            "pairs from MNIST training images the training pairs do not use.",
+        )),
+    "report000-optimizer": Search(
+        lambda: preset("report000-siamese"), (
+            Stage("Adam", {"optimizer": ["adam"], "lr": [0.005, 0.0025]}, {"optimizer": "adam", "lr": 0.005}),
+            Stage("SGD", {"optimizer": ["sgd"], "lr": [0.1, 0.05, 0.01], "momentum": [0.0, 0.9],
+                          "nesterov": [False, True]}, {"optimizer": "sgd"})),
+        runs_per_trial=10, final_rounds=15, staged=False,
+        about="000 section II-C, Adam against SGD (learning rate, momentum, Nesterov)",
+        source="000 section II-C", final={"test_accuracy": 0.948, "std": 0.010}, assumptions=(
+            "The report tried Adam and SGD (learning rate; momentum and Nesterov for SGD), found Adam best at "
+            "eta 0.005 or 0.0025 and SGD to make about 10 % more errors; it gives no SGD values, so SGD is "
+            "searched over learning rates 0.1, 0.05, 0.01, momentum 0 and 0.9, Nesterov off and on (Nesterov "
+            "without momentum is plain SGD in Keras).",
+            "Each point is scored over 10 rounds of 1000 pairs (the report's protocol), on 1000 validation pairs "
+            "from MNIST training images the training pairs do not use; both best configurations are then tested.",
+        )),
+}
+
+
+def stage_record(stage, rows):
     trial, config, rounds = rows[0]
     accs = [r["val_compare_accuracy"] for r in rounds]
     return {"label": stage.label, "grid": stage.grid, "published": stage.published, "published_score": stage.score,
