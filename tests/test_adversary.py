@@ -53,16 +53,23 @@ def shared(idx_dir, tmp_path):
 
 # -- A. permissions ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.parametrize("case", ["a lock file it cannot write", "a folder it cannot make"])
 @pytest.mark.parametrize("name", ["train", "evaluate", "tune"])
-def test_a_lock_file_that_cannot_be_written_is_one_line_before_anything_starts(name, shared):
+def test_an_out_that_cannot_be_written_is_one_line_before_tensorflow_starts(name, case, shared):
     tmp_path, args = shared
-    out = tmp_path / "run"
-    out.mkdir(mode=0o777)
-    (out / ".lock").write_text("")
-    os.chmod(out / ".lock", 0o444)
+    if case == "a lock file it cannot write":
+        out = tmp_path / "run"
+        out.mkdir(mode=0o777)
+        (out / ".lock").write_text("")
+        os.chmod(out / ".lock", 0o444)
+        expected = f"cannot open its lock file {out / '.lock'} (Permission denied)"
+    else:
+        (tmp_path / "closed").mkdir(mode=0o555)
+        out = tmp_path / "closed" / "run"
+        expected = f"--out {out}: cannot write in {tmp_path / 'closed'} (Permission denied)"
     extra = {"evaluate": ["--rounds", "1"], "tune": ["--grid", "dropout=0,0.5"]}.get(name, [])
     line = quick_line(timed(name, *args, *extra, "--out", out), 10)
-    assert f"cannot open its lock file {out / '.lock'} (Permission denied)" in line, line
+    assert expected in line, line
 
 
 @pytest.mark.slow
@@ -75,17 +82,6 @@ def test_a_tensorboard_folder_that_cannot_be_written_leaves_no_run_behind(name, 
     line = quick_line(timed(name, *args, *extra, "--out", tmp_path / "run", "--tensorboard", closed / "logs"), 10)
     assert f"--tensorboard {closed / 'logs'}: cannot write in {closed} (Permission denied)" in line, line
     assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["train", "evaluate", "tune"])
-def test_an_out_folder_that_cannot_be_made_is_one_line_before_tensorflow_starts(name, shared):
-    tmp_path, args = shared
-    closed = tmp_path / "closed"
-    closed.mkdir(mode=0o555)
-    extra = {"evaluate": ["--rounds", "1"], "tune": ["--grid", "dropout=0,0.5"]}.get(name, [])
-    line = quick_line(timed(name, *args, *extra, "--out", closed / "run"), 10)
-    assert f"--out {closed / 'run'}: cannot write in {closed} (Permission denied)" in line, line
 
 
 @pytest.mark.slow

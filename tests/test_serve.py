@@ -23,28 +23,34 @@ def call(url, body=None, raw=None):
         return e.code, json.loads(e.read())
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answering(url):
+    """Whether the server answers `url` with 200 (False while it starts, or refuses)."""
+    try:
+        return call(url)[0] == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def server(trained_run, tmp_path_factory):
     """The trained model served from a base of two versions, as TF Serving's folders hold them: 1/ and 2/."""
-    import socket
-
     out, _, _ = trained_run
     base_folder = tmp_path_factory.mktemp("versions")
     for version in ("1", "2"):
         (base_folder / version).symlink_to(out / "saved_model" / "1")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = start("serve", base_folder, "--port", port, "--name", "cmp")
     base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return call(f"{base}/v1/models/cmp")[0] == 200
-        except OSError:
-            return False
     try:
-        wait_for(up, proc, timeout=120, what="the server")
+        wait_for(lambda: answering(f"{base}/v1/models/cmp"), proc, timeout=120, what="the server")
         yield base, base_folder / "2"
     finally:
         proc.terminate()
@@ -240,28 +246,19 @@ def test_the_page_draws_two_digits_and_shows_the_saved_models_answer(screen, ser
 # -- the server against hostile clients (deadlines, bounds, signals), on a server of its own with --timeout 2 ----
 @pytest.fixture(scope="module")
 def strict_server(trained_run, tmp_path_factory):
-    import socket
     import subprocess
     import sys
 
     from helpers import command
 
     out, _, _ = trained_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("strict") / "serve.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(command("serve", out, "--port", port, "--timeout", 2), stdout=stderr, stderr=stderr)
     base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return call(f"{base}/v1/models/mnistcompare")[0] == 200
-        except OSError:
-            return False
     try:
-        wait_for(up, proc, timeout=120, what="the server")
+        wait_for(lambda: answering(f"{base}/v1/models/mnistcompare"), proc, timeout=120, what="the server")
         yield base, port, proc, log
     finally:
         if proc.poll() is None:
@@ -330,15 +327,8 @@ def test_connections_past_the_bound_are_closed_at_once_and_the_others_after_the_
     assert all(_closed_within(sock, 6) is not None for sock in held[:20])  # the others: at the deadline
     for sock in held:
         sock.close()
-    wait_for(lambda: _answers(f"{base}/v1/models/mnistcompare"), proc, timeout=10, what="the server to answer")
+    wait_for(lambda: answering(f"{base}/v1/models/mnistcompare"), proc, timeout=10, what="the server to answer")
     assert "Traceback" not in log.read_text()
-
-
-def _answers(url):
-    try:
-        return call(url)[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
@@ -373,9 +363,7 @@ def test_sigterm_ends_the_server_within_seconds_whatever_a_client_does(trained_r
     from helpers import command
 
     out, _, _ = trained_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(command("serve", out, "--port", port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     wait_for(lambda: _listening(port), proc, timeout=120, what="the server")
