@@ -6,6 +6,7 @@ class(first) <= class(second), keep both classes for the auxiliary losses.
 """
 import dataclasses
 import functools
+import glob
 import gzip
 import os
 import zipfile
@@ -146,7 +147,43 @@ def load_tfds(data_dir, split):
     return images[..., 0], labels
 
 
-LOADERS = {"idx": load_idx, "npz": load_npz, "tfds": load_tfds}
+def cache_dir():
+    """Where decoded copies of MNIST are kept: $MNISTCOMPARE_CACHE, else $XDG_CACHE_HOME/mnistcompare, else
+    ~/.cache/mnistcompare."""
+    return os.environ.get("MNISTCOMPARE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mnistcompare")
+
+
+def load_tfds_cached(data_dir, split):
+    """`load_tfds`, through a decoded copy of the split kept in `cache_dir()`, named by the TFDS files' paths,
+    sizes and times: reading it takes 0.1 s, where TFDS takes 3 s (its import and the PNGs it decodes) of a
+    15 s main job. Where the copy cannot be written, MNIST is read from TFDS each time."""
+    import hashlib
+
+    records = sorted(glob.glob(os.path.join(data_dir, "mnist", "*", f"mnist-{split}.tfrecord*")))
+    if not records:
+        return load_tfds(data_dir, split)
+    stamp = "|".join(f"{os.path.abspath(r)}:{os.stat(r).st_size}:{os.stat(r).st_mtime_ns}" for r in records)
+    path = os.path.join(cache_dir(), f"mnist-{split}-{hashlib.sha1(stamp.encode()).hexdigest()[:16]}.npz")
+    try:
+        with np.load(path) as data:
+            return data["images"], data["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # not there yet, or damaged: read from TFDS, and written again
+    images, labels = load_tfds(data_dir, split)
+    try:
+        from mnistcompare.files import TEMPORARY
+
+        os.makedirs(cache_dir(), exist_ok=True)
+        tmp = f"{os.path.join(cache_dir(), TEMPORARY)}{os.getpid()}.npz"
+        np.savez(tmp, images=images, labels=labels)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return images, labels
+
+
+LOADERS = {"idx": load_idx, "npz": load_npz, "tfds": load_tfds_cached}
 
 
 @functools.lru_cache(maxsize=4)

@@ -192,3 +192,21 @@ def test_an_epoch_has_the_same_batches_whichever_epoch_the_stream_starts_at(tiny
             np.testing.assert_array_equal(a0, a1)
             np.testing.assert_array_equal(y0["digit_b"], y1["digit_b"])
     assert not np.array_equal(whole[0][0], whole[4][0])  # epochs differ
+
+
+def test_a_tfds_split_is_read_once_then_from_its_decoded_copy(mnist_dir, tmp_path, monkeypatch):
+    from mnistcompare import data
+
+    monkeypatch.setenv("MNISTCOMPARE_CACHE", str(tmp_path / "cache"))
+    images, labels = data.load_tfds_cached(mnist_dir, "test")
+    monkeypatch.setattr(data, "load_tfds", lambda *args: pytest.fail("TFDS read again"))
+    again, again_labels = data.load_tfds_cached(mnist_dir, "test")
+    np.testing.assert_array_equal(again, images)
+    np.testing.assert_array_equal(again_labels, labels)
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    (copy,) = (tmp_path / "cache").glob("mnist-test-*.npz")
+    copy.write_bytes(b"damaged")  # a damaged copy is read from TFDS again, and rewritten
+    monkeypatch.undo()
+    monkeypatch.setenv("MNISTCOMPARE_CACHE", str(tmp_path / "cache"))
+    np.testing.assert_array_equal(data.load_tfds_cached(mnist_dir, "test")[0], images)
+    assert copy.stat().st_size > 1_000_000
