@@ -1,0 +1,86 @@
+"""Reports' studies from scratch, this checkout against another (the previous release), alternately in one run.
+
+    python bench/studies.py --previous DIR [--studies report000-table1,report003-table1,report004-table4]
+                            [--rounds N] [--pairs 1] [--torch-python PY]
+
+DIR is a checkout of the other version (`git worktree add ../prev COMMIT`). Each side runs, in a fresh
+process of this Python with its own `mnistcompare` first on the path, `mnistcompare-evaluate --study NAME`
+for every study into an empty folder: all the study's rounds (or --rounds), their pages and pictures, its
+default --jobs. The sides alternate --pairs times; the PyTorch reference's 10 rounds
+(`../shared/bench/torch_siamese_ref.py --rounds 10`, whole process) run once between them, as the yardstick
+of the machine's speed that hour. Prints each side's median wall time per study and in all, and the ratio.
+A benchmark, never a test.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from alternate import ROOT, alternate
+
+REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
+IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
+
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import mnistcompare
+assert mnistcompare.__file__.startswith(sys.argv[1]), mnistcompare.__file__  # this side's own code
+from mnistcompare.cli import evaluate_main
+study, out, rounds = sys.argv[2], sys.argv[3], sys.argv[4]
+try:
+    evaluate_main(["--study", study, "--out", out, "--quiet", *(["--rounds", rounds] if rounds != "0" else [])])
+except SystemExit as e:
+    if e.code:
+        raise
+"""
+
+
+def study_seconds(root, study, rounds):
+    out = os.path.join(tempfile.mkdtemp(), study)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", CHILD, root, study, out, str(rounds)], capture_output=True,
+                            text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"studies.py: error: {study} in {root} failed: "
+                 f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--previous", required=True, metavar="DIR", help="a checkout of the version to compare with")
+    parser.add_argument("--studies", default="report000-table1,report003-table1,report004-table4")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds per entry (default: each study's own)")
+    parser.add_argument("--pairs", type=int, default=1, help="alternating (this, previous) pairs (default 1)")
+    parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
+    args = parser.parse_args()
+    studies = [s for s in args.studies.split(",") if s]
+    reference = {}
+
+    def side(root):
+        times = {study: study_seconds(root, study, args.rounds) for study in studies}
+        if not reference:  # once, between the first two sides
+            start = time.perf_counter()
+            subprocess.run([args.torch_python, REFERENCE, "--rounds", "10", "--idx-dir", IDX_DIR], check=True,
+                           capture_output=True)
+            reference["seconds"] = time.perf_counter() - start
+        return times
+
+    runs = alternate(parser, args, side)
+    print(f"\n| study ({args.rounds or 'all'} rounds) | this, s | previous, s | this / previous |\n|---|---|---|---|")
+    for study in [*studies, "all"]:
+        this, previous = (statistics.median(sum(r.values()) if study == "all" else r[study] for r in runs[name])
+                          for name in ("this", "previous"))
+        print(f"| {study} | {this:.0f} | {previous:.0f} | {this / previous:.2f} |")
+    print(f"\nThe PyTorch reference in the same run: {reference['seconds']:.1f} s for 10 rounds, whole process.")
+    print(json.dumps(runs))
+
+
+if __name__ == "__main__":
+    main()
