@@ -103,7 +103,7 @@ def test_a_damaged_file_is_one_line_and_exit_2(command, name, path, damage, fold
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", [*DAMAGES, "deleted"])
+@pytest.mark.parametrize("damage", ["garbage", "deleted"])  # (every damage reads as none: rounds_of)
 def test_a_trial_whose_rounds_are_damaged_or_gone_is_trained_again(damage, folders, tmp_path, main):
     _, args = folders
     folder = tmp_path / "tune"
