@@ -6,10 +6,10 @@ code 1, its finished work kept. Arguments and data folders are checked before
 TensorFlow is imported, so a mistake is reported at once.
 """
 import argparse
+import atexit
 import dataclasses
 import faulthandler
 import json
-import multiprocessing.util
 import os
 import re
 import signal
@@ -173,13 +173,14 @@ def _end_now(signum, frame):
 
 
 def _exit(code, whole_process):
-    # Not sys.exit for a command: the interpreter's shutdown, with TensorFlow's threads still running after
-    # an interrupted fit, crashed once with SIGSEGV in CI. Every finally block has run; nothing is left to write.
+    # Not sys.exit for a command: the interpreter's shutdown, with TensorFlow loaded, takes 1.5 s after the
+    # main job's last line, and with its threads still running after an interrupted fit it crashed once
+    # with SIGSEGV in CI. Every finally block has run; nothing is left to write.
     if not whole_process:
         sys.exit(code)
-    # What Python's exit does for multiprocessing (no public name): evaluate's worker pool releases its
-    # semaphores, else the resource tracker warns of them under the one line.
-    multiprocessing.util._exit_function()
+    # What Python's exit does first (no public name): the atexit functions, among them multiprocessing's, so
+    # that evaluate's worker pool releases its semaphores (else the resource tracker warns of them).
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -206,6 +207,8 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
     warnings.showwarning = show_warning
     try:
         main()
+        if whole_process:
+            _exit(0, True)
     except Terminated:
         print(f"\n{prog}: terminated{'; ' + stopped if stopped else ''}", file=sys.stderr)
         _exit(143, whole_process)

@@ -123,16 +123,16 @@ def export_saved_model(model, cfg, path, xla=False):
             image_a, image_b = image_a["image_a"], image_a["image_b"]
         return outputs(pool(image_a), pool(image_b))
 
-    def specs(shape, dtype):
-        return tf.TensorSpec(shape, dtype, name="image_a"), tf.TensorSpec(shape, dtype, name="image_b")
+    def traced(endpoint, shape, dtype):
+        """Both forms of `endpoint`. The dict's images are named as TensorFlow names them inside the argument
+        `image_a`: named otherwise, saving traced each dict form again, 9 traces, 1 s of a 2.5 s export."""
+        endpoint.get_concrete_function(*(tf.TensorSpec(shape, dtype, name=k) for k in ("image_a", "image_b")))
+        endpoint.get_concrete_function({k: tf.TensorSpec(shape, dtype, name=f"image_a_{k}") for k in ("image_a",
+                                                                                                     "image_b")})
 
-    a, b = specs([None, 14, 14, 1], tf.float32)
-    serve.get_concrete_function(a, b)  # the first traced: the serving_default signature
-    serve.get_concrete_function({"image_a": a, "image_b": b})
+    traced(serve, [None, 14, 14, 1], tf.float32)  # the first traced: the serving_default signature
     for dtype in (tf.uint8, tf.int32):
-        a, b = specs([None, 28, 28], dtype)
-        serve_mnist.get_concrete_function(a, b)
-        serve_mnist.get_concrete_function({"image_a": a, "image_b": b})
+        traced(serve_mnist, [None, 28, 28], dtype)
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -1,7 +1,7 @@
 """Every private member of another library the package relies on (docs/layout.md lists them, with why), checked
 to be what the package expects: on a release that changes one, its test fails with one line naming it."""
+import atexit
 import inspect
-import multiprocessing.util
 
 import pytest
 
@@ -62,9 +62,9 @@ def test_keras_tuners_best_epoch_checkpoint_is_the_callback_the_hypermodel_feeds
                                             "adds SaveBestEpoch: tuning/hypermodel.py finds it by that name"
 
 
-def test_multiprocessings_exit_function_is_there():
-    assert callable(getattr(multiprocessing.util, "_exit_function", None)), \
-        "multiprocessing.util._exit_function is gone: mnistcompare/cli.py _exit calls it before os._exit"
+def test_atexits_run_exitfuncs_is_there():
+    assert callable(getattr(atexit, "_run_exitfuncs", None)), \
+        "atexit._run_exitfuncs is gone: mnistcompare/cli.py _exit calls it before os._exit"
 
 
 def test_uvicorns_h11_protocol_has_what_the_deadlines_read():
