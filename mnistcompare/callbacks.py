@@ -134,7 +134,7 @@ class Checkpoint(keras.callbacks.Callback):
 
     def __init__(self, folder, write=True):
         super().__init__()
-        self.folder, self.write = folder, write
+        self.folder, self.write, self._read = folder, write, None
 
     @staticmethod
     def state_variables(model):
@@ -188,8 +188,13 @@ class Checkpoint(keras.callbacks.Callback):
             return
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"epoch-{epoch + 1:04d}.npz")
+        if self._read is None or self._read[0] is not self.model:
+            import tensorflow as tf
+
+            variables = self.state_variables(self.model)  # read in one graph call: one by one, 10 ms an epoch
+            self._read = self.model, tf.function(lambda: [tf.identity(v.value) for v in variables])
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"v{i}": np.asarray(v) for i, v in enumerate(self.state_variables(self.model))})
+            np.savez(f, **{f"v{i}": value.numpy() for i, value in enumerate(self._read[1]())})
             f.flush()
             os.fsync(f.fileno())
         for _, old in self.epoch_files()[:-self.KEEP]:
