@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -174,8 +175,9 @@ def _end_now(signum, frame):
 
 def _exit(code, whole_process):
     # Not sys.exit for a command: the interpreter's shutdown, with TensorFlow loaded, takes 1.5 s after the
-    # main job's last line, and with its threads still running after an interrupted fit it crashed once
-    # with SIGSEGV in CI. Every finally block has run; nothing is left to write.
+    # main job's last line; with its threads still running after an interrupted fit it crashed once with
+    # SIGSEGV in CI, and after a multi-worker peer died, a pool of TensorFlow's printed a traceback under the
+    # one line. Every finally block that matters has run; nothing is left to write.
     if not whole_process:
         sys.exit(code)
     # What Python's exit does first (no public name): the atexit functions, among them multiprocessing's, so
@@ -214,21 +216,21 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
         _exit(143, whole_process)
     except UserError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        _exit(EXIT_USER_ERROR, whole_process)
     except RunError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(1)
+        _exit(1, whole_process)
     except OSError as e:  # a file the run could not read or write, whichever: one line naming it (exit 1)
         where = f"{e.filename}: " if e.filename else ""
         print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
-        sys.exit(1)
+        _exit(1, whole_process)
     except Exception as e:
         if type(e).__name__ not in TENSORFLOW_FILE_ERRORS or not type(e).__module__.startswith("tensorflow"):
             raise
         # TensorFlow's own file errors (a SavedModel or event file it writes): its message's last part names
         # the file and the cause
         print(f"{prog}: error: {str(e).strip().splitlines()[-1][:300]}", file=sys.stderr)
-        sys.exit(1)
+        _exit(1, whole_process)
     except KeyboardInterrupt:
         # train resumes from its last finished epoch, evaluate from its last round, tune from its last trial
         print(f"\n{prog}: interrupted{'; ' + stopped if stopped else ''}", file=sys.stderr)
@@ -300,7 +302,7 @@ def train_main(argv=None):
 
 def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.callbacks import Checkpoint, HistoryFile
-    from mnistcompare.export import export_saved_model
+    from mnistcompare.export import traced_export
     from mnistcompare.files import atomic_path, write_json
     from mnistcompare.training import as_saved, distributed_model, fit_split, new_model, train_round
 
@@ -320,6 +322,9 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
 
     fit_pairs = fit_split(cfg, train)[0]
     model = new_model(cfg, fit_pairs) if strategy is None else distributed_model(cfg, strategy, fit_pairs)
+    # The SavedModel's endpoints traced while the model trains: fit's epochs leave Python's lock free, and the
+    # main job took 1 s less (docs/performance.md).
+    export = in_background(traced_export, cfg, args.xla) if writes else None
     done = checkpoint.restore(model)  # (a peer of a multi-worker run restores the chief's backup too)
     if done and writes:
         history.load(done)  # checked before anything trains
@@ -345,7 +350,7 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         return
     with atomic_path(os.path.join(out, "model.keras")) as tmp:
         model.save(tmp)
-    export_saved_model(model, cfg, os.path.join(out, SAVED_MODEL), xla=args.xla)
+    export()(model, os.path.join(out, SAVED_MODEL))
     pictures = draw_run(model, cfg, metrics, test, out, name)
     # Written last: its presence marks a finished run, which needs no backup.
     write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
@@ -357,6 +362,27 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
           f"({model.count_params():,} in all); "
           f"{metrics['train_seconds']:.1f} s fit ({metrics['epochs']} epochs)")
     print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/1/ {' '.join(pictures)}")
+
+
+def in_background(function, *args):
+    """`function(*args)` in a thread of its own; returns `wait()`, which gives its result or raises its error. A
+    daemon thread, not concurrent.futures': an interrupted command then ends at once, not once it is done."""
+    done = {}
+
+    def target():
+        try:
+            done["result"] = function(*args)
+        except BaseException as e:  # noqa: BLE001 (raised again in the waiting thread)
+            done["error"] = e
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+
+    def wait():
+        thread.join()
+        if "error" in done:
+            raise done["error"]
+        return done["result"]
+    return wait
 
 
 def draw_run(model, cfg, metrics, test, out, name):
