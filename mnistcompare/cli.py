@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 import warnings
 
@@ -302,7 +301,7 @@ def train_main(argv=None):
 
 def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.callbacks import Checkpoint, HistoryFile
-    from mnistcompare.export import traced_export
+    from mnistcompare.export import export_saved_model
     from mnistcompare.files import atomic_path, write_json
     from mnistcompare.training import as_saved, distributed_model, fit_split, new_model, train_round
 
@@ -322,9 +321,6 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
 
     fit_pairs = fit_split(cfg, train)[0]
     model = new_model(cfg, fit_pairs) if strategy is None else distributed_model(cfg, strategy, fit_pairs)
-    # The SavedModel's endpoints traced while the model trains: fit's epochs leave Python's lock free, and the
-    # main job took 1 s less (docs/performance.md).
-    export = in_background(traced_export, cfg, args.xla) if writes else None
     done = checkpoint.restore(model)  # (a peer of a multi-worker run restores the chief's backup too)
     if done and writes:
         history.load(done)  # checked before anything trains
@@ -350,7 +346,7 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         return
     with atomic_path(os.path.join(out, "model.keras")) as tmp:
         model.save(tmp)
-    export()(model, os.path.join(out, SAVED_MODEL))
+    export_saved_model(model, cfg, os.path.join(out, SAVED_MODEL), xla=args.xla)
     pictures = draw_run(model, cfg, metrics, test, out, name)
     # Written last: its presence marks a finished run, which needs no backup.
     write_json(os.path.join(out, "metrics.json"), {"name": name, **metrics, "config": cfg.to_dict()})
@@ -362,27 +358,6 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
           f"({model.count_params():,} in all); "
           f"{metrics['train_seconds']:.1f} s fit ({metrics['epochs']} epochs)")
     print(f"outputs in {out}/: config.json metrics.json history.csv model.keras saved_model/1/ {' '.join(pictures)}")
-
-
-def in_background(function, *args):
-    """`function(*args)` in a thread of its own; returns `wait()`, which gives its result or raises its error. A
-    daemon thread, not concurrent.futures': an interrupted command then ends at once, not once it is done."""
-    done = {}
-
-    def target():
-        try:
-            done["result"] = function(*args)
-        except BaseException as e:  # noqa: BLE001 (raised again in the waiting thread)
-            done["error"] = e
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-
-    def wait():
-        thread.join()
-        if "error" in done:
-            raise done["error"]
-        return done["result"]
-    return wait
 
 
 def draw_run(model, cfg, metrics, test, out, name):

@@ -69,13 +69,7 @@ def export_saved_model(model, cfg, path, xla=False):
     adds the XLA-compiled PooledConv (see `serving_model`): a server must then
     run XLA (TF Serving only with --xla_cpu_compilation_enabled=true).
     """
-    return traced_export(cfg, xla)(model, path)
-
-
-def traced_export(cfg, xla=False):
-    """`write(model, path)`: `export_saved_model` for a model of `cfg`, its endpoints traced now, before the
-    weights are known: mnistcompare-train traces them while its model trains."""
-    model = build_model(cfg, serving=True, xla=xla)
+    model = serving_model(model, cfg, xla)
 
     def outputs(image_a, image_b):
         checks = [tf.debugging.assert_equal(tf.shape(image_a)[0], tf.shape(image_b)[0],
@@ -144,14 +138,6 @@ def traced_export(cfg, xla=False):
     archive.track(model)
     archive.add_endpoint("serve", serve)  # the first endpoint is also serving_default
     archive.add_endpoint("serve_mnist", serve_mnist)
-
-    def write(trained, path):
-        _copy_weights(trained, model)
-        return _write_out(archive, path)
-    return write
-
-
-def _write_out(archive, path):
     # Written in a temporary folder beside it, then renamed: TensorFlow's own temporary files (a full disk
     # leaves saved_model.pb.tmp<hex>) never reach the deliverable, and a failed write leaves no half SavedModel.
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f"{TEMPORARY}{os.path.basename(path)}-{os.getpid()}")
