@@ -190,8 +190,8 @@ def _exit(code, whole_process):
 def run(main, prog, argv, stopped="rerun the same command to resume"):
     """Run a command body; user mistakes -> one line + exit 2, a failed run -> one line + exit 1,
     Ctrl-C -> exit 130, SIGTERM -> one line + exit 143 (`stopped`: what to do next, said on that line). `argv` None: the
-    command line, so the process itself ends on an interrupt; arguments from Python (a test) end it in
-    SystemExit."""
+    command line, so the process itself ends (`_exit`), whatever the outcome; arguments from Python (a test)
+    return, or end in SystemExit."""
     whole_process = argv is None
     if whole_process and sys.stderr is not None:  # (None: started with stderr closed)
         faulthandler.enable()  # a crash in native code still says where Python was
