@@ -192,7 +192,7 @@ class Checkpoint(keras.callbacks.Callback):
             import tensorflow as tf
 
             variables = self.state_variables(self.model)  # read in one graph call: one by one, 10 ms an epoch
-            self._read = self.model, tf.function(lambda: [tf.identity(v.value) for v in variables])
+            self._read = self.model, tf.function(lambda: [v.value for v in variables], autograph=False)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **{f"v{i}": value.numpy() for i, value in enumerate(self._read[1]())})
             f.flush()

@@ -96,7 +96,9 @@ def export_saved_model(model, cfg, path, xla=False):
     # endpoints' signatures made most of an export's time.
     image = tf.TensorSpec([None, 14, 14, 1], tf.float32)
 
-    @tf.function(input_signature=[image, image])
+    # autograph=False here and below: no Python branch depends on a tensor, and converting the functions'
+    # source took 0.23 s of a 1.6 s export
+    @tf.function(input_signature=[image, image], autograph=False)
     def answer(image_a, image_b):
         out = model({"image_a": image_a, "image_b": image_b}, training=False)
         return {"compare": tf.squeeze(out["compare"], axis=-1),
@@ -111,13 +113,13 @@ def export_saved_model(model, cfg, path, xla=False):
         x = tf.cast(images, tf.float32)[..., None]
         return tf.nn.avg_pool2d(x, ksize=2, strides=2, padding="VALID")
 
-    @tf.function
+    @tf.function(autograph=False)
     def serve(image_a, image_b=None):
         if isinstance(image_a, dict):
             image_a, image_b = image_a["image_a"], image_a["image_b"]
         return outputs(image_a, image_b)
 
-    @tf.function
+    @tf.function(autograph=False)
     def serve_mnist(image_a, image_b=None):
         if isinstance(image_a, dict):
             image_a, image_b = image_a["image_a"], image_a["image_b"]

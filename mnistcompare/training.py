@@ -103,7 +103,7 @@ class Predictor:
         # one trace for every batch size: TensorFlow counts the traces of all Predictors together (they share
         # this lambda's code) and warns of "excessive retracing" past five
         spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
-        self.call = tf.function(lambda x: model(x, training=False),
+        self.call = tf.function(lambda x: model(x, training=False), autograph=False,  # nothing to convert
                                 input_signature=[{"image_a": spec, "image_b": spec}])
 
     @classmethod
@@ -215,7 +215,7 @@ class ModelCache:
 
         targets = model.variables + model.optimizer.variables
         # every variable in one traced call, not one call per variable
-        return model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)]), targets
+        return model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)], autograph=False), targets
 
     def keep(self, key, entry):
         self.entries.pop(key, None)
