@@ -194,6 +194,28 @@ def test_predict_reads_its_pairs_in_batches_its_memory_does_not_grow_with_them(t
     assert peaks[3000] < 1.15 * peaks[100], peaks
 
 
+@pytest.mark.slow
+def test_predict_piped_into_a_reader_that_stops_ends_quietly(trained_run, tmp_path):
+    from PIL import Image
+
+    from helpers import fake_mnist
+
+    out, _, _ = trained_run
+    images, _ = fake_mnist(2, 0)
+    for k, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{k}.png")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("0.png,1.png\n" * 2000)  # more than a pipe holds: the writes after the reader left fail
+    reader = subprocess.Popen(command("predict", out, "--pairs", pairs), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    first = reader.stdout.readline()  # as `| head -1`: one line read, then the pipe closed
+    reader.stdout.close()
+    stderr = reader.stderr.read()
+    reader.wait(timeout=300)
+    assert "P(a <= b)" in first
+    assert reader.returncode == 1 and stderr == "", stderr[-3000:]
+
+
 # -- H. a loss that explodes but stays finite --------------------------------------------------------------------------
 def test_a_loss_past_the_limit_is_a_divergence_and_no_committed_round_comes_near_it():
     from mnistcompare.callbacks import LOSS_LIMIT, Diverged
