@@ -1,6 +1,9 @@
 """This checkout against another, alternately in one run: the loop of the bench scripts that compare versions."""
+import argparse
 import json
 import os
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -16,3 +19,21 @@ def alternate(parser, args, side):
             runs[name].append(side(root))
             print(f"pair {i + 1} {name}: {json.dumps(runs[name][-1])}", flush=True)
     return runs
+
+
+def comparison_parser(description, pairs):
+    """An argument parser with the options of every comparison: --previous and --pairs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--previous", required=True, metavar="DIR", help="a checkout of the version to compare with")
+    parser.add_argument("--pairs", type=int, default=pairs,
+                        help=f"alternating (this, previous) pairs (default {pairs})")
+    return parser
+
+
+def run_child(argv, failed):
+    """The stdout of the process `argv`; if it fails, the benchmark ends with `failed` and its last error line."""
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {failed}: "
+                 f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return result.stdout

@@ -13,7 +13,6 @@ ratio. With --torch-python, the PyTorch reference (../shared/bench/
 torch_siamese_ref.py --rounds 10) is timed once in the same run, as a
 yardstick. A benchmark, never a test: it never fails on timing.
 """
-import argparse
 import json
 import os
 import statistics
@@ -22,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from alternate import ROOT, alternate
+from alternate import ROOT, alternate, comparison_parser, run_child
 
 CHILD = r"""
 import json, os, statistics, sys, tempfile, time
@@ -49,12 +48,9 @@ print(json.dumps(out))
 
 
 def side(root, args):
-    result = subprocess.run([sys.executable, "-c", CHILD, root, args.preset, str(args.exports)],
-                            capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"export.py: error: the export in {root} failed: "
-                 f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    stdout = run_child([sys.executable, "-c", CHILD, root, args.preset, str(args.exports)],
+                       f"the export in {root} failed")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def torch_reference(python):
@@ -68,12 +64,10 @@ def torch_reference(python):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--previous", required=True, metavar="DIR", help="a checkout of the version to compare with")
+    parser = comparison_parser(__doc__.splitlines()[0], pairs=3)
     parser.add_argument("--preset", default="report000-siamese,digits",
                         help="presets or architectures, comma-separated (default: report000-siamese,digits)")
     parser.add_argument("--exports", type=int, default=3, help="exports per process (default 3)")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating (this, previous) pairs (default 3)")
     parser.add_argument("--torch-python", metavar="PY", help="a Python with torch, to time the PyTorch reference")
     args = parser.parse_args()
     runs = alternate(parser, args, lambda root: side(root, args))

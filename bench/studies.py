@@ -11,7 +11,6 @@ default --jobs. The sides alternate --pairs times; the PyTorch reference's 10 ro
 of the machine's speed that hour. Prints each side's median wall time per study and in all, and the ratio.
 A benchmark, never a test.
 """
-import argparse
 import json
 import os
 import statistics
@@ -20,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from alternate import ROOT, alternate
+from alternate import ROOT, alternate, comparison_parser, run_child
 
 REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
 IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
@@ -43,21 +42,14 @@ except SystemExit as e:
 def study_seconds(root, study, rounds):
     out = os.path.join(tempfile.mkdtemp(), study)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-c", CHILD, root, study, out, str(rounds)], capture_output=True,
-                            text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode:
-        sys.exit(f"studies.py: error: {study} in {root} failed: "
-                 f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
-    return seconds
+    run_child([sys.executable, "-c", CHILD, root, study, out, str(rounds)], f"{study} in {root} failed")
+    return time.perf_counter() - start
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--previous", required=True, metavar="DIR", help="a checkout of the version to compare with")
+    parser = comparison_parser(__doc__.splitlines()[0], pairs=1)
     parser.add_argument("--studies", default="report000-table1,report003-table1,report004-table4")
     parser.add_argument("--rounds", type=int, default=0, help="rounds per entry (default: each study's own)")
-    parser.add_argument("--pairs", type=int, default=1, help="alternating (this, previous) pairs (default 1)")
     parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
     args = parser.parse_args()
     studies = [s for s in args.studies.split(",") if s]

@@ -11,14 +11,12 @@ rounds, the first round's (tracing included) and the mean test accuracy. The
 two sides alternate `--pairs` times; the table gives each side's median and
 their ratio. A benchmark, never a test: it never fails on timing.
 """
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
-from alternate import ROOT, alternate
+from alternate import ROOT, alternate, comparison_parser, run_child
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -46,21 +44,15 @@ print(json.dumps({"warm": statistics.median(seconds[1:]), "first": seconds[0],
 
 
 def side(root, args):
-    result = subprocess.run([sys.executable, "-c", CHILD, root, args.preset, str(args.rounds), args.idx_dir,
-                             str(args.epochs)],
-                            capture_output=True, text=True)
-    if result.returncode:
-        sys.exit(f"warm.py: error: the round in {root} failed: "
-                 f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    stdout = run_child([sys.executable, "-c", CHILD, root, args.preset, str(args.rounds), args.idx_dir,
+                        str(args.epochs)], f"the round in {root} failed")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--previous", required=True, metavar="DIR", help="a checkout of the version to compare with")
+    parser = comparison_parser(__doc__.splitlines()[0], pairs=3)
     parser.add_argument("--preset", default="report000-siamese")
     parser.add_argument("--rounds", type=int, default=4, help="warm rounds per process (default 4)")
-    parser.add_argument("--pairs", type=int, default=3, help="alternating (this, previous) pairs (default 3)")
     parser.add_argument("--epochs", type=int, default=0, help="epochs per round (default: the preset's)")
     parser.add_argument("--idx-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"))
     args = parser.parse_args()

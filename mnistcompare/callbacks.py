@@ -136,6 +136,13 @@ class Checkpoint(keras.callbacks.Callback):
         super().__init__()
         self.folder, self.write, self._read = folder, write, None
 
+    def set_model(self, model):
+        import tensorflow as tf
+
+        super().set_model(model)
+        variables = self.state_variables(model)  # read in one graph call: one by one, 10 ms an epoch
+        self._read = tf.function(lambda: [v.value for v in variables], autograph=False)
+
     @staticmethod
     def state_variables(model):
         return list(model.variables) + list(model.optimizer.variables)
@@ -188,13 +195,8 @@ class Checkpoint(keras.callbacks.Callback):
             return
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"epoch-{epoch + 1:04d}.npz")
-        if self._read is None or self._read[0] is not self.model:
-            import tensorflow as tf
-
-            variables = self.state_variables(self.model)  # read in one graph call: one by one, 10 ms an epoch
-            self._read = self.model, tf.function(lambda: [v.value for v in variables], autograph=False)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{f"v{i}": value.numpy() for i, value in enumerate(self._read[1]())})
+            np.savez(f, **{f"v{i}": value.numpy() for i, value in enumerate(self._read())})
             f.flush()
             os.fsync(f.fileno())
         for _, old in self.epoch_files()[:-self.KEEP]:

@@ -220,7 +220,8 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         _exit(1, whole_process)
     except BrokenPipeError:  # the reader of stdout has gone (`| head -1`): quiet, as Python's docs advise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if whole_process:  # (else stdout is a caller's, perhaps not a file)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         _exit(1, whole_process)
     except OSError as e:  # a file the run could not read or write, whichever: one line naming it (exit 1)
         where = f"{e.filename}: " if e.filename else ""

@@ -67,8 +67,9 @@ def find_source(data_dir=None, idx_dir=None, npz=None, download=True):
 
 def keras_npz_path():
     """Where keras.datasets.mnist.load_data() keeps mnist.npz (KERAS_HOME, else ~/.keras)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "datasets", "mnist.npz")
+    from mnistcompare.runtime import keras_home
+
+    return os.path.join(keras_home(), "datasets", "mnist.npz")
 
 
 def _download():

@@ -51,8 +51,10 @@ def write_text(path, text):
 def write_weights(model, path, margin=2.0):
     """`model.save_weights(path)` (an .h5 file), written beside and renamed, once the disk is seen to hold `margin`
     times the weights: h5py, meeting a full disk inside a write, can leave a half file or end the process."""
+    import numpy as np
+
     folder = os.path.dirname(os.path.abspath(path))
-    need = sum(int(v.numpy().nbytes) for v in model.weights) + 64 * 1024
+    need = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights) + 64 * 1024
     try:
         free = shutil.disk_usage(folder).free
     except OSError as e:
@@ -155,15 +157,14 @@ def check_writable(path, flag="--out"):
         raise UserError(f"{flag} {path}: cannot write in {existing} ({e.strerror})") from None
 
 
-def make_out(out, flag="--out"):
-    """Create the output folder, checked to be writable (its lock file too)."""
-    check_writable(out, flag)
-    FolderLock(out).check()
+def make_out(out):
+    """Create the output folder, checked to be writable (its lock file too, by check_writable)."""
+    check_writable(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{flag} {out}: cannot create the folder ({e.strerror})") from None
-    check_writable(out, flag)
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    check_writable(out)
 
 
 @contextlib.contextmanager

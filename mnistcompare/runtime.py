@@ -63,13 +63,17 @@ def tensorflow_environment():
         os.environ.setdefault(name, value)
 
 
+def keras_home():
+    """Keras' folder (keras.json, datasets/): $KERAS_HOME, else ~/.keras; found without importing Keras."""
+    return os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+
+
 def keras_backend():
     """The backend Keras will load, as Keras chooses it: $KERAS_BACKEND, else keras.json's, else TensorFlow."""
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     try:
-        with open(os.path.join(home, "keras.json")) as f:
+        with open(os.path.join(keras_home(), "keras.json")) as f:
             return str(json.load(f).get("backend", "tensorflow"))
     except (OSError, ValueError, AttributeError):
         return "tensorflow"

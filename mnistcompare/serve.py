@@ -216,7 +216,9 @@ def make_app(model, timeout=TIMEOUT):
         regex = "[^/:]+"
     convertors.register_url_convertor("model", ModelName())
 
-    workers = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+    from mnistcompare.runtime import available_cpus
+
+    workers = anyio.CapacityLimiter(available_cpus())
 
     def error(message, status=400):
         return JSONResponse({"error": message}, status_code=status)

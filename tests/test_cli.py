@@ -41,7 +41,7 @@ def test_user_mistakes_exit_2_with_one_line(args, message, tmp_path, cli):
 def test_missing_data_without_any_setting_fails_fast_offline(tmp_path, cli):
     import time
 
-    env = {"TFDS_DATA_DIR": "", "HOME": str(tmp_path), "KERAS_HOME": "",
+    env = {"TFDS_DATA_DIR": "", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / ".keras"),
            # offline here; a proxy that refuses makes the download fail at once on a machine with internet too
            "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
     start = time.perf_counter()

@@ -42,9 +42,18 @@ class Search:
     assumptions: tuple = ()
 
 
-def _r001_search(base):
-    # Table II's best cell (weight sharing and the auxiliary loss), with Table I's initial values
-    return lambda: Config(arch="siamese", alpha=0.5, **base)
+def _r001_search(base, table, tower, stages):
+    """Report 001's staged search of a sub-net, from Table II's best cell (weight sharing and the auxiliary loss)
+    with Table I's initial values; its last stage's score (α's) is read as the chosen configuration's test figure."""
+    return Search(lambda: Config(arch="siamese", alpha=0.5, **base), stages, runs_per_trial=3, final_rounds=10,
+                  about=f"001 Table {table}, the {tower} sub-net's staged grid search", source=f"001 Table {table}",
+                  final={"test_accuracy": stages[-1].score}, assumptions=R001_ASSUMPTIONS)
+
+
+# report 001's grids: KL and HL, C-KL and C-HL, α
+R001_KL_HL = {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}
+R001_C_KL_HL = {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]}
+R001_ALPHA = {"alpha": [round(0.1 * i, 1) for i in range(11)]}
 
 
 WIDTHS = ("8", "16", "32", "64", "128", "256")
@@ -58,23 +67,15 @@ R001_ASSUMPTIONS = (
     "the chosen configuration's test figure), nor over how many rounds.",
 )
 SEARCHES = {
-    "report001-table3": Search(
-        _r001_search(R001_FCN), (
-            Stage("KL, HL", {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}, {"layers": 2, "hidden": 128}, 0.9105),
-            Stage("C-KL, C-HL", {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]},
-                  {"head_layers": 2, "head": 256}, 0.9205),
-            Stage("α", {"alpha": [round(0.1 * i, 1) for i in range(11)]}, {"alpha": 0.11}, 0.9282)),
-        runs_per_trial=3, final_rounds=10, about="001 Table III, the FCN sub-net's staged grid search",
-        source="001 Table III", final={"test_accuracy": 0.9282}, assumptions=R001_ASSUMPTIONS),
-    "report001-table4": Search(
-        _r001_search(R001_CNN), (
-            Stage("KL, HL", {"layers": [1, 2], "hidden": [32, 64, 128, 256, 512]}, {"layers": 2, "hidden": 512}, 0.9298),
-            Stage("BC, K", {"channels": [4, 8, 16, 24, 48], "kernel": [3, 5]}, {"channels": 24, "kernel": 3}, 0.9638),
-            Stage("C-KL, C-HL", {"head_layers": [1, 2], "head": [32, 64, 128, 256, 512]},
-                  {"head_layers": 2, "head": 512}, 0.9676),
-            Stage("α", {"alpha": [round(0.1 * i, 1) for i in range(11)]}, {"alpha": 0.44}, 0.9721)),
-        runs_per_trial=3, final_rounds=10, about="001 Table IV, the CNN sub-net's staged grid search",
-        source="001 Table IV", final={"test_accuracy": 0.9721}, assumptions=R001_ASSUMPTIONS),
+    "report001-table3": _r001_search(R001_FCN, "III", "FCN", (
+        Stage("KL, HL", R001_KL_HL, {"layers": 2, "hidden": 128}, 0.9105),
+        Stage("C-KL, C-HL", R001_C_KL_HL, {"head_layers": 2, "head": 256}, 0.9205),
+        Stage("α", R001_ALPHA, {"alpha": 0.11}, 0.9282))),
+    "report001-table4": _r001_search(R001_CNN, "IV", "CNN", (
+        Stage("KL, HL", R001_KL_HL, {"layers": 2, "hidden": 512}, 0.9298),
+        Stage("BC, K", {"channels": [4, 8, 16, 24, 48], "kernel": [3, 5]}, {"channels": 24, "kernel": 3}, 0.9638),
+        Stage("C-KL, C-HL", R001_C_KL_HL, {"head_layers": 2, "head": 512}, 0.9676),
+        Stage("α", R001_ALPHA, {"alpha": 0.44}, 0.9721))),
     "report000-channels": Search(
         lambda: preset("report000-siamese"), (
             Stage("channels", {"widths": ["-".join(w) for w in itertools.combinations(WIDTHS, 3)]},
