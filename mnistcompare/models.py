@@ -251,7 +251,7 @@ def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=False, synchr
     statistics over the whole batch across the replicas of a tf.distribute
     strategy (one process's statistics).
     """
-    builder = globals()[ARCHS[cfg.arch].builder]
+    builder = globals()[ARCHS[cfg.validate().arch].builder]
     return builder(cfg, Layers(cfg, synchronized), mean, std, serving=serving, xla=serving and xla)
 
 

@@ -290,6 +290,7 @@ def train_round(cfg: Config, train_pairs, test_pairs, model=None, initial_epoch=
     `curves=True` also logs the test accuracy after every epoch (`TestCurve`,
     left out of the fit time, as is the final evaluation).
     """
+    cfg.validate()  # a Config made in Python and not validated: one UserError, not a nonsense round
     if len(train_pairs) == 0 or len(test_pairs) == 0:
         raise RunError("no training or test pairs to train on")
     fit_pairs, val_pairs = fit_split(cfg, train_pairs)

@@ -115,3 +115,20 @@ def test_a_bad_value_in_a_config_file_is_named_by_its_key(tmp_path, cli):
     line = one_line(cli("train", "--config", tmp_path / "bad.json", "--out", tmp_path / "run"))
     assert f'--config {tmp_path / "bad.json"}: "batch_size": must be >= 1, got -3' in line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_config_made_in_python_is_one_user_error_at_the_api_too(tiny_pairs):
+    # unvalidated, it trained 0 epochs, or with a negative learning rate, or failed deep inside (KeyError,
+    # ZeroDivisionError); load_pairs drew 29,995 pairs for pairs=-5
+    from helpers import SMALL
+    from mnistcompare.data import load_pairs
+    from mnistcompare.models import build_model
+    from mnistcompare.training import train_round
+
+    for changes, flag in (({"epochs": 0}, "--epochs"), ({"lr": -1.0}, "--lr"), ({"batch_size": 0}, "--batch-size")):
+        with pytest.raises(UserError, match=flag):
+            train_round(Config(**SMALL, **changes), *tiny_pairs, verbose=0)
+    with pytest.raises(UserError, match="--arch"):
+        build_model(Config(arch="nope"))
+    with pytest.raises(UserError, match="--pairs"):  # before any MNIST is read: no source needed
+        load_pairs(Config(pairs=-5))
