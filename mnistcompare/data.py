@@ -397,7 +397,7 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
     import tensorflow as tf
 
     x, y = pairs.features(), pairs.labels(digits=True)
-    size = cfg.batch_size
+    size = cfg.validate().batch_size
     if not training:
         return tf.data.Dataset.from_tensor_slices((x, labels_for(y, outputs))).batch(size).prefetch(
             tf.data.AUTOTUNE)

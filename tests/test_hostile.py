@@ -121,7 +121,7 @@ def test_a_bad_config_made_in_python_is_one_user_error_at_the_api_too(tiny_pairs
     # unvalidated, it trained 0 epochs, or with a negative learning rate, or failed deep inside (KeyError,
     # ZeroDivisionError); load_pairs drew 29,995 pairs for pairs=-5
     from helpers import SMALL
-    from mnistcompare.data import load_pairs
+    from mnistcompare.data import load_pairs, to_dataset
     from mnistcompare.models import build_model
     from mnistcompare.training import train_round
 
@@ -132,3 +132,5 @@ def test_a_bad_config_made_in_python_is_one_user_error_at_the_api_too(tiny_pairs
         build_model(Config(arch="nope"))
     with pytest.raises(UserError, match="--pairs"):  # before any MNIST is read: no source needed
         load_pairs(Config(pairs=-5))
+    with pytest.raises(UserError, match="--batch-size"):
+        to_dataset(tiny_pairs[0], Config(batch_size=0))
