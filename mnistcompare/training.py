@@ -22,7 +22,7 @@ import numpy as np
 from mnistcompare.callbacks import Diverged, TestCurve
 from mnistcompare.config import Config
 from mnistcompare.data import epoch_steps, labels_for, normalisation, to_dataset
-from mnistcompare.errors import RunError
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.models import build_model, count_params
 
 
@@ -70,7 +70,10 @@ def fit_split(cfg: Config, train_pairs):
     """(pairs fit trains on, pairs it validates on or None): `--val-split` holds out the last part."""
     if not cfg.val_split:
         return train_pairs, None
-    return train_pairs.split(round(len(train_pairs) * cfg.val_split))
+    held_out = round(len(train_pairs) * cfg.val_split)
+    if not 0 < held_out < len(train_pairs):  # (Config.validate checks cfg.pairs, not the pairs given)
+        raise UserError(f"--val-split {cfg.val_split:g} holds out {held_out} of the {len(train_pairs)} pairs given")
+    return train_pairs.split(held_out)
 
 
 def pixel_stats(cfg: Config, fit_pairs):
@@ -114,6 +117,8 @@ class Predictor:
         return _PREDICTORS[model]
 
     def __call__(self, pairs, batch_size=2000):
+        if len(pairs) == 0:  # outputs of no rows (TensorFlow's convolutions fail on an empty batch)
+            return {k: np.zeros((0, *t.shape[1:]), np.float32) for k, t in self.model.output.items()}
         chunks = [self.call({"image_a": pairs.image_a[i:i + batch_size], "image_b": pairs.image_b[i:i + batch_size]})
                   for i in range(0, len(pairs), batch_size)]
         return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
@@ -126,6 +131,8 @@ def model_outputs(model, pairs, batch_size=2000):
 
 def scores(out, pairs, prefix=""):
     """Compare accuracy and loss and, where the outputs have them, digit accuracy (both images)."""
+    if len(pairs) == 0:
+        raise UserError("no pairs to score")
     target = pairs.target
     p = np.clip(out["compare"][:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
     result = {f"{prefix}accuracy": float(np.mean((p > 0.5) == (target > 0.5))),

@@ -134,3 +134,23 @@ def test_a_bad_config_made_in_python_is_one_user_error_at_the_api_too(tiny_pairs
         load_pairs(Config(pairs=-5))
     with pytest.raises(UserError, match="--batch-size"):
         to_dataset(tiny_pairs[0], Config(batch_size=0))
+
+
+def test_no_pairs_to_score_and_a_split_that_holds_out_nothing_are_one_user_error(tiny_pairs):
+    # an IndexError, both (the split's check read cfg.pairs, not the pairs given)
+    import numpy as np
+
+    from helpers import SMALL
+    from mnistcompare.data import Pairs
+    from mnistcompare.models import build_model
+    from mnistcompare.training import accuracy, model_outputs, train_round
+
+    model = build_model(Config(**SMALL))
+    none = Pairs(np.zeros((0, 14, 14, 1)), np.zeros((0, 14, 14, 1)), np.zeros(0, int), np.zeros(0, int))
+    assert {k: v.shape for k, v in model_outputs(model, none).items()} == {
+        "compare": (0, 1), "digit_a": (0, 10), "digit_b": (0, 10)}
+    with pytest.raises(UserError, match="no pairs to score"):
+        accuracy(model, none)
+    train, test = tiny_pairs  # 64 pairs: 0.005 of them rounds to none
+    with pytest.raises(UserError, match="--val-split 0.005 holds out 0 of the 64 pairs given"):
+        train_round(Config(**SMALL, val_split=0.005), train, test, verbose=0)
