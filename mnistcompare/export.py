@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnistcompare.errors import RunError
+from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import TEMPORARY
 from mnistcompare.layers import PooledConv
 from mnistcompare.models import build_model
@@ -39,7 +39,10 @@ def serving_model(model, cfg, xla=False):
     (docs/performance.md), where XLA is at hand.
     """
     twin = build_model(cfg, serving=True, xla=xla)
-    _copy_weights(model, twin)
+    try:
+        _copy_weights(model, twin)
+    except ValueError as e:  # no such layer, or weights of other shapes
+        raise UserError(f"the model is not one of this Config ({cfg.arch}): {str(e).splitlines()[0][:120]}") from None
     return twin
 
 

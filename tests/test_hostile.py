@@ -154,3 +154,16 @@ def test_no_pairs_to_score_and_a_split_that_holds_out_nothing_are_one_user_error
     train, test = tiny_pairs  # 64 pairs: 0.005 of them rounds to none
     with pytest.raises(UserError, match="--val-split 0.005 holds out 0 of the 64 pairs given"):
         train_round(Config(**SMALL, val_split=0.005), train, test, verbose=0)
+
+
+def test_exporting_a_model_with_a_config_of_another_model_is_one_user_error(tmp_path):
+    # a ValueError from deep inside the weights' copy ("No such layer: tower")
+    from helpers import SMALL
+    from mnistcompare.export import export_saved_model
+    from mnistcompare.models import build_model
+
+    mlp = build_model(Config(**SMALL, arch="mlp"))
+    for other in (Config(**SMALL, arch="siamese"), Config(**{**SMALL, "hidden": (32,)}, arch="mlp")):
+        with pytest.raises(UserError, match=rf"the model is not one of this Config \({other.arch}\)"):
+            export_saved_model(mlp, other, tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
