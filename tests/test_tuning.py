@@ -426,7 +426,8 @@ def test_the_hypermodel_gives_train_rounds_numbers_for_the_same_config_and_seed(
 @pytest.mark.parametrize("kwargs, message", [
     (dict(class_weight={0: 1.0}), "class_weight: not taken"),
     (dict(validation_data=None), "no validation_data"),
-    (dict(validation_data=({"image_a": 0}, {})), "validation_data: no image_b, digit_a, digit_b")])
+    (dict(validation_data=({"image_a": 0}, {})), "validation_data: no image_b, digit_a, digit_b"),
+    (dict(batch_size=0), "--batch-size: must be >= 1, got 0")])  # (0 was taken for None: the Config's size)
 def test_an_argument_the_hypermodel_cannot_honour_stops_the_search_at_its_first_trial(kwargs, message, tiny_pairs,
                                                                                      tmp_path):
     import keras_tuner as kt
@@ -440,6 +441,17 @@ def test_an_argument_the_hypermodel_cannot_honour_stops_the_search_at_its_first_
         tuner.search(*_as_keras_arrays(train), **{"validation_data": _as_keras_arrays(val), **kwargs}, verbose=0)
     assert message in str(raised.value) and "\n" not in str(raised.value)
     assert len(tuner.oracle.trials) == 1  # no trial spent on it after the first
+
+
+def test_a_space_made_in_python_with_a_name_the_config_does_not_have_is_refused(tmp_path):
+    # it was accepted, and the tuner searched an axis that set nothing
+    import keras_tuner as kt
+
+    from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
+
+    with pytest.raises(UserError, match="unknown name 'nonsense'; use a training option"):
+        kt.RandomSearch(ComparisonHyperModel(SMALL, {"nonsense": [1, 2]}), objective=OBJECTIVE, max_trials=1,
+                        directory=tmp_path, project_name="unknown")
 
 
 def test_validation_split_holds_out_the_last_pairs_as_keras_fit_does(tiny_pairs, tmp_path):

@@ -25,8 +25,17 @@ SHORTHANDS = ("channels", "hidden", "head", "layers", "head_layers", "kernel", "
 SCALARS = {f.name: f.type for f in dataclasses.fields(Config) if f.type in (int, float, str, bool)}
 
 
+def check_name(name):
+    """UserError unless `name` is a Config field a space can set, or a shorthand."""
+    if name not in SHORTHANDS and name not in SCALARS:
+        raise UserError(f"unknown name {name!r}; use a training option ({', '.join(sorted(SCALARS))}) "
+                        f"or {', '.join(SHORTHANDS)}")
+
+
 def apply(cfg: Config, values: dict) -> Config:
     """The Config that grid point `values` describes (shorthands applied after scalars)."""
+    for name in values:  # (a space made in Python is not parsed: a name it does not know would set nothing)
+        check_name(name)
     # keras-tuner may hand back a bool as 0/1 and an int as a float (its gRPC messages): the field's type
     changes = {k: SCALARS[k](v) for k, v in values.items() if k in SCALARS}
     cfg = cfg.replace(**changes)
@@ -122,9 +131,7 @@ def parse_grid(specs, base: Config, ranges=False):
         try:
             if not sep:
                 raise UserError("expected NAME=VALUES")
-            if name not in SHORTHANDS and name not in SCALARS:
-                raise UserError(f"unknown name {name!r}; use a training option ({', '.join(sorted(SCALARS))}) "
-                                f"or {', '.join(SHORTHANDS)}")
+            check_name(name)
             kind = SCALARS.get(name, str if name == "widths" else int)
             if ".." in text:
                 if not ranges:

@@ -105,8 +105,9 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
                                 "taken (x, y, validation_data, validation_split, epochs, batch_size, shuffle, "
                                 "callbacks and verbose are)")
             pairs, val, given = _trial_pairs(x, y, validation_data, validation_split)
-            changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size or given),
-                                         ("shuffle", shuffle)) if v is not None}
+            batch_size = given if batch_size is None else batch_size  # (0 is checked, not taken for None)
+            changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("shuffle", shuffle))
+                       if v is not None}
             cfg = self.config(hp, pairs).replace(**changes).validate()
         except UserError as e:
             raise keras_tuner.errors.FatalValueError(f"ComparisonHyperModel.fit: {e}") from None
