@@ -542,8 +542,8 @@ def predict_main(argv=None):
 
         import numpy as np
 
-        from mnistcompare.predict import (PREDICT_BATCH, SHOW_PAIRS, answer, batches, describe, find_saved_model,
-                                          load_image, read_pairs_file, show, to_mnist)
+        from mnistcompare.predict import (PREDICT_BATCH, SHOW_PAIRS, answer, batches, check_file, describe,
+                                          find_saved_model, load_image, read_pairs_file, show, to_mnist)
 
         if args.pairs and args.images:
             raise UserError("give IMAGE_A IMAGE_B, or --pairs FILE, not both")
@@ -557,8 +557,7 @@ def predict_main(argv=None):
         pairs = (lambda: read_pairs_file(args.pairs)) if args.pairs else (lambda: iter([tuple(args.images)]))
         for a, b in pairs():  # every line and file checked before TensorFlow starts
             for path in (a, b):
-                if not os.path.isfile(path):
-                    raise UserError(f"{path}: no such file")
+                check_file(path)
 
         def read(chunk):  # [N, 28, 28] uint8 images of each side, in MNIST form
             return [np.stack([to_mnist(load_image(path), path, raw=args.raw_mnist) for path in side])

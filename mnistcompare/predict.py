@@ -20,13 +20,18 @@ from mnistcompare.errors import UserError
 MAX_PIXELS = 50_000_000  # an image larger than this is refused before it is decoded
 
 
+def check_file(path):
+    """UserError unless `path` is a file: no such file, or a folder."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: {'a folder, not an image' if os.path.isdir(path) else 'no such file'}")
+
+
 def load_image(path):
     """A grayscale float array (0..255) of an image file of any size and colour; one clear UserError for a
     missing, empty, corrupt or non-image file."""
     from PIL import Image, UnidentifiedImageError
 
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no such file")
+    check_file(path)
     if os.path.getsize(path) == 0:
         raise UserError(f"{path}: the file is empty")
     try:

@@ -81,8 +81,8 @@ def test_predict_answers_for_png_files_as_serve_mnist_for_the_originals(trained_
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, "no such file"), (b"", "the file is empty"), ("truncated", "cannot read the image"),
-    (b"just some text", "not an image")])
+    (None, "no such file"), ("folder", "a folder, not an image"), (b"", "the file is empty"),
+    ("truncated", "cannot read the image"), (b"just some text", "not an image")])
 def test_unreadable_images_are_one_line(content, message, tmp_path, cli):
     (tmp_path / "saved_model").mkdir()
     (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"")
@@ -91,7 +91,9 @@ def test_unreadable_images_are_one_line(content, message, tmp_path, cli):
     if content == "truncated":  # a real PNG cut short
         content = (tmp_path / "good.png").read_bytes()
         content = content[:len(content) // 2]
-    if content is not None:
+    if content == "folder":
+        bad.mkdir()
+    elif content is not None:
         bad.write_bytes(content)
     assert message in one_line(cli("predict", tmp_path, bad, tmp_path / "good.png"))
 
