@@ -460,10 +460,13 @@ def evaluate_main(argv=None):
     args = evaluate_parser().parse_args(argv)
 
     def main():
-        for flag in ("rounds", "jobs"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise UserError(f"--{flag}: must be a positive integer, got {getattr(args, flag)}")
+        if args.jobs < 1:
+            raise UserError(f"--jobs: must be a positive integer, got {args.jobs}")
         plans = entries_from_args(args)
+        from mnistcompare.experiments import check_entries
+
+        for _, entries, rounds, _ in plans:  # --rounds, and entries of one name, before anything is written
+            check_entries(entries, rounds if args.rounds is None else args.rounds)
         source = data_source(args)
         label = "all" if args.study == "all" else plans[0][0]
         top = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))

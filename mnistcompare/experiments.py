@@ -380,6 +380,21 @@ def summary_view(results, entries, rounds, off_protocol=None):
     return {"entries": view, **({"off_protocol": off_protocol} if off_protocol else {})}
 
 
+def check_entries(entries, rounds):
+    """UserError for what `evaluate` cannot run: no entries, no rounds, two entries of one name (a name is its
+    row of results: their rounds would be mixed), a round's seed out of range."""
+    names = [e.name for e in entries]
+    if not entries:
+        raise UserError("no entries to evaluate")
+    if rounds < 1:
+        raise UserError(f"--rounds: must be a positive integer, got {rounds}")
+    if len(set(names)) < len(names):
+        raise UserError(f"two entries named {max(names, key=names.count)!r}: a name is its row of results")
+    last_seed = max(e.config.seed for e in entries) + rounds - 1
+    if last_seed > MAX_SEED:
+        raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
+
+
 def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs=1, study=None, tensorboard=None,
              progress=True, cluster=None, off_protocol=None):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
@@ -401,9 +416,7 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
     settings in which a study's run differs from its report's ("epochs 3,
     report 25"), said in results.md, which then gives no z and no verdicts.
     """
-    last_seed = max(e.config.seed for e in entries) + rounds - 1
-    if last_seed > MAX_SEED:
-        raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")
+    check_entries(entries, rounds)
     with run_folder(out):
         return _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster,
                          off_protocol)

@@ -285,9 +285,10 @@ def test_a_killed_worker_ends_evaluate_with_one_line_and_keeps_finished_rounds(i
     (["--study", "nope"], "unknown study"), (["--rounds", "0"], "--rounds"), (["--arch", "siamese,nope"], "--arch"),
     (["--jobs", "0"], "--jobs"), (["--study", "reports", "--epochs", "0"], "--epochs"),
     (["--study", "reports", "--preset", "report000-siamese"], "not both"),
-    (["--seed", "4294967295", "--rounds", "2"], "--seed: round 2")])
+    (["--seed", "4294967295", "--rounds", "2"], "--seed: round 2"), (["--arch", "mlp,mlp"], "two entries named 'mlp'")])
 def test_evaluate_user_mistakes(args, message, tmp_path, idx_dir, cli):
     assert message in one_line(cli("evaluate", *args, "--idx-dir", idx_dir, "--out", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_two_evaluations_of_one_folder_at_once_the_second_is_refused(idx_dir, tmp_path, cli):

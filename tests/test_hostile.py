@@ -167,3 +167,17 @@ def test_exporting_a_model_with_a_config_of_another_model_is_one_user_error(tmp_
         with pytest.raises(UserError, match=rf"the model is not one of this Config \({other.arch}\)"):
             export_saved_model(mlp, other, tmp_path / "saved")
     assert not (tmp_path / "saved").exists()
+
+
+def test_evaluate_from_python_refuses_no_entries_no_rounds_and_two_entries_of_one_name(tmp_path):
+    # a ValueError (max of nothing); a silent run of nothing; two entries' rounds mixed into one row
+    from helpers import SMALL
+    from mnistcompare.experiments import evaluate
+    from mnistcompare.reports import Entry
+
+    entry = Entry("a", Config(**SMALL))
+    for entries, rounds, message in (([], 2, "no entries to evaluate"), ([entry], 0, "--rounds: must be a positive"),
+                                     ([entry, Entry("a", Config(**SMALL, lr=0.01))], 1, "two entries named 'a'")):
+        with pytest.raises(UserError, match=message):
+            evaluate(entries, rounds, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
