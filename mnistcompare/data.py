@@ -232,7 +232,8 @@ class Pairs:
             if x.ndim == 3:
                 x = x[..., None]
             if x.ndim != 4 or x.shape[1:] != (14, 14, 1):
-                raise UserError(f"{name}: expected images of shape [N, 14, 14, 1], got {list(x.shape)}")
+                hint = "; raw 28x28 MNIST: mnistcompare.data.pool(images) first" if x.shape[1:3] == (28, 28) else ""
+                raise UserError(f"{name}: expected images of shape [N, 14, 14, 1], got {list(x.shape)}{hint}")
             if not np.issubdtype(x.dtype, np.number):
                 raise UserError(f"{name}: expected numbers, got dtype {x.dtype}")
             x = x.astype(np.float32)

@@ -110,7 +110,9 @@ def test_missing_sources_are_named(tmp_path, idx_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("image_a", np.zeros((4, 28, 28)), "shape"), ("image_b", np.full((4, 14, 14, 1), np.nan), "NaN"),
+    ("image_a", np.zeros((4, 28, 28)), r"shape \[N, 14, 14, 1\], got \[4, 28, 28, 1\]; raw 28x28 MNIST: "
+                                       r"mnistcompare.data.pool\(images\) first"),
+    ("image_a", np.zeros((4, 7, 7)), r"got \[4, 7, 7, 1\]$"), ("image_b", np.full((4, 14, 14, 1), np.nan), "NaN"),
     ("image_a", np.array([["x"] * 14] * 14 * 4).reshape(4, 14, 14, 1), "numbers"),
     ("digit_a", np.array([0, 1, 2, 10]), "0..9"), ("digit_b", np.zeros(3, int), "length"),
 ])
