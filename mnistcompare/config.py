@@ -318,7 +318,11 @@ class Config:
                 data = json.load(f)
         except FileNotFoundError:
             raise UserError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        except IsADirectoryError:  # (a run's folder: its config.json is meant)
+            raise UserError(f"config file {path} is a folder: give a file, e.g. {path}/config.json") from None
+        except OSError as e:
+            raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise UserError(f"config file {path} is not valid JSON: {str(e)[:200]}") from None
         # A metrics/results file saved beside a run keeps its config under "config".
         if isinstance(data, dict) and isinstance(data.get("config"), dict):

@@ -56,6 +56,12 @@ def test_malformed_config_files(tmp_path, text, message):
         Config.load(path)
 
 
+def test_a_folder_given_as_a_config_file_is_named_so(tmp_path):  # it said "not valid JSON: [Errno 21] ..."
+    with pytest.raises(UserError) as raised:
+        Config.load(tmp_path)
+    assert str(raised.value) == f"config file {tmp_path} is a folder: give a file, e.g. {tmp_path}/config.json"
+
+
 def test_wrong_type_in_config_file_is_caught_by_validate(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"epochs": "25"}')
