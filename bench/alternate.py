@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,3 +39,14 @@ def run_child(argv, failed):
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {failed}: "
                  f"{(result.stderr.strip().splitlines() or ['no message'])[-1]}")
     return result.stdout
+
+
+def torch_reference(python):
+    """The PyTorch reference's 10 rounds as a whole process, timed: the yardstick of this machine's speed that hour."""
+    script = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
+    start = time.perf_counter()
+    result = subprocess.run([python, script, "--rounds", "10"], capture_output=True, text=True,
+                            cwd=tempfile.mkdtemp())
+    if result.returncode:
+        return f"failed ({(result.stderr.strip().splitlines() or ['no message'])[-1]})"
+    return f"{time.perf_counter() - start:.1f} s for 10 rounds (whole process)"

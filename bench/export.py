@@ -14,14 +14,10 @@ torch_siamese_ref.py --rounds 10) is timed once in the same run, as a
 yardstick. A benchmark, never a test: it never fails on timing.
 """
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
-from alternate import ROOT, alternate, comparison_parser, run_child
+from alternate import alternate, comparison_parser, run_child, torch_reference
 
 CHILD = r"""
 import json, os, statistics, sys, tempfile, time
@@ -51,16 +47,6 @@ def side(root, args):
     stdout = run_child([sys.executable, "-c", CHILD, root, args.preset, str(args.exports)],
                        f"the export in {root} failed")
     return json.loads(stdout.strip().splitlines()[-1])
-
-
-def torch_reference(python):
-    script = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
-    start = time.perf_counter()
-    result = subprocess.run([python, script, "--rounds", "10"], capture_output=True, text=True,
-                            cwd=tempfile.mkdtemp())
-    if result.returncode:
-        return f"failed ({(result.stderr.strip().splitlines() or ['no message'])[-1]})"
-    return f"{time.perf_counter() - start:.1f} s for 10 rounds (whole process)"
 
 
 def main():

@@ -12,15 +12,11 @@ Conv2D with groups=K (grouped), or patches times a kernel per round (patches). T
 rounds, as a yardstick. A benchmark, never a test; a prototype, not the package's training path.
 """
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
-IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
+from alternate import ROOT, run_child, torch_reference
 
 
 def child(k, conv):
@@ -133,18 +129,12 @@ def main():
     seconds = {k: [] for k in together}
     for i in range(args.pairs):
         for k in together:
-            out = subprocess.run([sys.executable, __file__, "--child", str(k), "--conv", args.conv],
-                                 capture_output=True, text=True)
-            if out.returncode:
-                sys.exit(f"grouped.py: error: K={k}: {(out.stderr.strip().splitlines() or ['no message'])[-1]}")
-            first, rest = float(out.stdout.split()[1]), float(out.stdout.split()[3])
+            out = run_child([sys.executable, __file__, "--child", str(k), "--conv", args.conv], f"K={k}")
+            first, rest = float(out.split()[1]), float(out.split()[3])
             seconds[k].append(rest / k)
             print(f"pass {i + 1}, K={k}: first epoch {first:.2f} s, other 24 epochs {rest:.2f} s, "
                   f"{rest / k:.3f} s a round", flush=True)
-    start = time.perf_counter()
-    subprocess.run([args.torch_python, REFERENCE, "--rounds", "10", "--idx-dir", IDX_DIR], capture_output=True,
-                   check=True)
-    print(f"\nthe PyTorch reference, 10 rounds, whole process: {time.perf_counter() - start:.1f} s")
+    print(f"\nthe PyTorch reference in the same run: {torch_reference(args.torch_python)}")
     base = statistics.median(seconds[together[0]])
     for k in together:
         median = statistics.median(seconds[k])

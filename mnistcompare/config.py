@@ -9,6 +9,7 @@ both `validate` and `--help`. Nothing here imports TensorFlow.
 import dataclasses
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 
@@ -319,7 +320,8 @@ class Config:
         except FileNotFoundError:
             raise UserError(f"config file not found: {path}") from None
         except IsADirectoryError:  # (a run's folder: its config.json is meant)
-            raise UserError(f"config file {path} is a folder: give a file, e.g. {path}/config.json") from None
+            raise UserError(f"config file {path} is a folder: give a file, e.g. {os.path.join(path, 'config.json')}") \
+                from None
         except OSError as e:
             raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
         except (UnicodeDecodeError, ValueError, RecursionError) as e:

@@ -382,7 +382,7 @@ def summary_view(results, entries, rounds, off_protocol=None):
 
 def check_entries(entries, rounds):
     """UserError for what `evaluate` cannot run: no entries, no rounds, two entries of one name (a name is its
-    row of results: their rounds would be mixed), a round's seed out of range."""
+    row of results: their rounds would be mixed), a bad Config, a round's seed out of range."""
     names = [e.name for e in entries]
     if not entries:
         raise UserError("no entries to evaluate")
@@ -390,6 +390,8 @@ def check_entries(entries, rounds):
         raise UserError(f"--rounds: must be a positive integer, got {rounds}")
     if len(set(names)) < len(names):
         raise UserError(f"two entries named {max(names, key=names.count)!r}: a name is its row of results")
+    for entry in entries:  # here, not in a worker process with the rounds started
+        entry.config.validate()
     last_seed = max(e.config.seed for e in entries) + rounds - 1
     if last_seed > MAX_SEED:
         raise UserError(f"--seed: round {rounds} would use seed {last_seed}, beyond {MAX_SEED}; lower --seed or --rounds")

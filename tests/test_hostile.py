@@ -177,7 +177,8 @@ def test_evaluate_from_python_refuses_no_entries_no_rounds_and_two_entries_of_on
 
     entry = Entry("a", Config(**SMALL))
     for entries, rounds, message in (([], 2, "no entries to evaluate"), ([entry], 0, "--rounds: must be a positive"),
-                                     ([entry, Entry("a", Config(**SMALL, lr=0.01))], 1, "two entries named 'a'")):
+                                     ([entry, Entry("a", Config(**SMALL, lr=0.01))], 1, "two entries named 'a'"),
+                                     ([Entry("b", Config(**SMALL, epochs=0))], 1, "--epochs: must be >= 1")):
         with pytest.raises(UserError, match=message):
             evaluate(entries, rounds, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
