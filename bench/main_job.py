@@ -8,7 +8,9 @@ round (`../shared/bench/torch_siamese_ref.py --rounds 1`), and prints the median
 more process of ours with each part timed: Python and TensorFlow start-up (imports), MNIST (read and paired),
 the model (built and compiled), fit (its first epoch, tracing included, and the rest), the final scores,
 model.keras, the SavedModel, the pictures, and what is left. Both read MNIST from TFDS_DATA_DIR (ours) and
-the IDX files (PyTorch's). A benchmark, never a test.
+the IDX files (PyTorch's). Ours is the `mnistcompare-train` of the Python that runs this script: run it with
+the Python of a plain install (`pip install -e .`, no extras) to time what a new user's first command costs.
+A benchmark, never a test.
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TORCH = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
+COMMAND = os.path.join(os.path.dirname(sys.executable), "mnistcompare-train")  # this Python's environment's
 
 # One run of the command in this process, with its parts timed by wrapping the functions that do them.
 PARTS = r"""
@@ -88,7 +91,7 @@ def main():
     ours, theirs = [], []
     for _ in range(args.pairs):
         out = os.path.join(tempfile.mkdtemp(), "run")
-        ours.append(whole(["mnistcompare-train", "--arch", "siamese", "--quiet", "--out", out]))
+        ours.append(whole([COMMAND, "--arch", "siamese", "--quiet", "--out", out]))
         theirs.append(whole([args.torch_python, TORCH, "--idx-dir", args.idx_dir, "--rounds", "1"]))
         print(f"ours {ours[-1]:.1f} s, PyTorch {theirs[-1]:.1f} s", flush=True)
     print(f"\nwhole process, median of {args.pairs}: ours {statistics.median(ours):.1f} s, PyTorch "

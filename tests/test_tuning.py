@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -555,6 +556,17 @@ def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, 
     assert result.returncode == 0, result.stderr[-3000:]
     after = completed(out)
     assert len(after) == 4 and all(after[t] == first[t] for t in first)
+
+
+def test_the_bayesian_tuner_without_its_extra_is_one_line_naming_the_install(tmp_path, main, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as in an install without mnistcompare[bayesian]
+    result = main("tune", "--tuner", "bayesian", "--grid", "lr=1e-3..1e-2", "--out", tmp_path / "b")
+    assert "--tuner bayesian needs sklearn" in one_line(result)
+    assert "pip install 'mnistcompare[bayesian]'" in result.stderr and not (tmp_path / "b").exists()
+    from mnistcompare.tuning.search import make_oracle
+
+    with pytest.raises(UserError, match=r"mnistcompare\[bayesian\]"):  # from Python too
+        make_oracle("bayesian", {"lr": {"min": 1e-3, "max": 1e-2}}, max_trials=2)
 
 
 def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):

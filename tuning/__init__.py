@@ -8,8 +8,21 @@ HyperModel that any tuner drives, `search` the tuners of mnistcompare-tune
 `ComparisonHyperModel` and `OBJECTIVE` are importable from here; they load
 keras-tuner (and TensorFlow) when first used.
 """
+import importlib.util
+
+from mnistcompare.errors import UserError
+
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside the output folder
 TUNERS = ("grid", "random", "bayesian", "hyperband")  # mnistcompare-tune --tuner: keras-tuner's four oracles
+
+
+def check_bayesian():
+    """keras-tuner's Bayesian oracle needs scikit-learn and SciPy, an extra of the package: said before any
+    search starts (found, not imported: before TensorFlow starts)."""
+    missing = [name for name in ("sklearn", "scipy") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--tuner bayesian needs {' and '.join(missing)} (keras-tuner's Bayesian oracle): "
+                        "pip install 'mnistcompare[bayesian]'")
 
 
 def __getattr__(name):

@@ -18,7 +18,7 @@ from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.experiments import console_text, earlier_results
 from mnistcompare.files import check_writable, make_out, run_folder, write_json, write_text
-from . import PROJECT, TUNERS
+from . import PROJECT, TUNERS, check_bayesian
 from .grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
@@ -160,6 +160,8 @@ def check_counts(args):
         raise UserError("--final-rounds and --workers must be >= 0")
     if args.max_trials is not None and args.tuner not in ("random", "bayesian"):
         raise UserError(f"--max-trials is for --tuner random or bayesian (--tuner {args.tuner} sets its own)")
+    if args.tuner == "bayesian":
+        check_bayesian()
     if args.tuner in ("random", "bayesian"):
         args.max_trials = 10 if args.max_trials is None else args.max_trials
         if not 1 <= args.max_trials <= MAX_POINTS:

@@ -21,7 +21,7 @@ from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.progress import Progress
 from mnistcompare.files import write_json, write_text
-from . import PROJECT
+from . import PROJECT, check_bayesian
 from .grid import points
 from .hypermodel import OBJECTIVE, ComparisonHyperModel, declare
 
@@ -152,6 +152,8 @@ def make_oracle(kind, space, seed=None, max_trials=None, max_epochs=None):
         return GridOracle(**common)
     if kind == "hyperband":
         return HyperbandOracle(max_epochs=max_epochs, factor=3, **common)
+    if kind == "bayesian":
+        check_bayesian()
     return {"random": RandomOracle, "bayesian": BayesianOracle}[kind](max_trials=max_trials, **common)
 
 
