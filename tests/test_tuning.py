@@ -561,7 +561,7 @@ def test_a_killed_random_search_ends_with_exactly_max_trials(idx_dir, tmp_path, 
 def test_the_bayesian_tuner_without_its_extra_is_one_line_naming_the_install(tmp_path, main, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # as in an install without mnistcompare[bayesian]
     result = main("tune", "--tuner", "bayesian", "--grid", "lr=1e-3..1e-2", "--out", tmp_path / "b")
-    assert "--tuner bayesian needs sklearn" in one_line(result)
+    assert "--tuner bayesian needs scikit-learn" in one_line(result)
     assert "pip install 'mnistcompare[bayesian]'" in result.stderr and not (tmp_path / "b").exists()
     from mnistcompare.tuning.search import make_oracle
 

@@ -19,7 +19,8 @@ TUNERS = ("grid", "random", "bayesian", "hyperband")  # mnistcompare-tune --tune
 def check_bayesian():
     """keras-tuner's Bayesian oracle needs scikit-learn and SciPy, an extra of the package: said before any
     search starts (found, not imported: before TensorFlow starts)."""
-    missing = [name for name in ("sklearn", "scipy") if importlib.util.find_spec(name) is None]
+    missing = [name for module, name in (("sklearn", "scikit-learn"), ("scipy", "SciPy"))
+               if importlib.util.find_spec(module) is None]
     if missing:
         raise UserError(f"--tuner bayesian needs {' and '.join(missing)} (keras-tuner's Bayesian oracle): "
                         "pip install 'mnistcompare[bayesian]'")

@@ -87,7 +87,8 @@ def tune_parser():
                              "layers, head_layers, kernel, widths (16-32-64). Repeat for more axes.")
     parser.add_argument("--tuner", choices=TUNERS, default="grid",
                         help="keras-tuner's GridSearch (every point, the default), RandomSearch, "
-                             "BayesianOptimization or Hyperband (its epoch budgets up to --epochs)")
+                             "BayesianOptimization (pip install 'mnistcompare[bayesian]') or Hyperband (its epoch budgets "
+                             "up to --epochs)")
     parser.add_argument("--max-trials", type=int, default=None, metavar="N",
                         help="trials of --tuner random or bayesian (default: 10)")
     parser.add_argument("--study", choices=list(SEARCHES), default=None,
