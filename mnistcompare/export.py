@@ -95,17 +95,18 @@ def export_saved_model(model, cfg, path, xla=False):
         out = answer(*(tf.reshape(tf.pad(x, pad), [-1, *x.shape[1:]]) for x in (image_a, image_b)))
         return {name: value[:n] for name, value in out.items()}
 
-    # The model traced once, as one function that every endpoint calls: tracing it inside each of the six
-    # endpoints' signatures made most of an export's time.
+    # The model traced once, as one concrete function that every endpoint calls: tracing it inside each of the
+    # six endpoints' signatures made most of an export's time; and a concrete function, not a tf.function,
+    # because saving retraces every tf.function under its save context (tensorflow#56370), the model too.
     image = tf.TensorSpec([None, 14, 14, 1], tf.float32)
 
     # autograph=False here and below: no Python branch depends on a tensor, and converting the functions'
     # source took 0.23 s of a 1.6 s export
-    @tf.function(input_signature=[image, image], autograph=False)
-    def answer(image_a, image_b):
+    def model_answer(image_a, image_b):
         out = model({"image_a": image_a, "image_b": image_b}, training=False)
         return {"compare": tf.squeeze(out["compare"], axis=-1),
                 **{name: out[name] for name in ("digit_a", "digit_b") if name in out}}
+    answer = tf.function(model_answer, autograph=False).get_concrete_function(image, image)
 
     def pool(images):
         if images.dtype != tf.uint8:  # other integer types: refused outside 0..255, never wrapped
