@@ -23,6 +23,7 @@ from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 from mnistcompare.data import find_source
 from mnistcompare.files import check_run, check_writable, clear_run, make_out, run_folder, write_text
 from mnistcompare.reports import PRESETS, preset
+from mnistcompare.runtime import own_process
 from mnistcompare.workers import LAUNCHED
 
 EXIT_USER_ERROR = 2
@@ -193,6 +194,8 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
     command line, so the process itself ends (`_exit`), whatever the outcome; arguments from Python (a test)
     return, or end in SystemExit."""
     whole_process = argv is None
+    if whole_process:
+        own_process()  # (see runtime.quiet_tensorflow)
     if whole_process and sys.stderr is not None:  # (None: started with stderr closed)
         faulthandler.enable()  # a crash in native code still says where Python was
     # tune's launcher stops its chief and workers with SIGTERM and says why itself. They end at once, as

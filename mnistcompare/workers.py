@@ -21,8 +21,9 @@ from mnistcompare.errors import RunError, UserError
 def _start_worker(pids, workers):
     """A process that trains rounds for `evaluate --jobs`, one of `workers`: Ctrl-C left to the parent,
     which ends the workers; its pid reported so that the parent ends exactly its own workers."""
-    from mnistcompare.runtime import start_tensorflow
+    from mnistcompare.runtime import own_process, start_tensorflow
 
+    own_process()
     pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Ends with the parent even when the parent is killed (SIGKILL): nothing else would end it.

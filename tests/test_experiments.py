@@ -369,26 +369,31 @@ def test_op_threads_are_a_share_of_the_cores_plus_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("user, rounds_at_once", [({}, 1), ({}, 2), (
-    {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTEROP_THREADS": "5"}, 1)])
+@pytest.mark.parametrize("user, rounds_at_once, own", [({}, 1, False), ({}, 2, True), (
+    {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTEROP_THREADS": "5"}, 1, True)])
 def test_each_process_runs_onednn_and_gets_its_share_of_the_cores_unless_the_user_says_otherwise(user,
-                                                                                              rounds_at_once):
+                                                                                              rounds_at_once, own):
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items()
            if k not in ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")}
-    code = ("from mnistcompare.runtime import available_cpus, start_tensorflow\n"
+    # own: a process of the package's own (a command, a worker), where TensorFlow's import is frozen, not
+    # collected; imported as a library, the user's garbage collector is left as it was
+    code = ("import gc\n"
+            "from mnistcompare.runtime import available_cpus, own_process, start_tensorflow\n"
+            f"{'own_process()' if own else ''}\n"
             f"start_tensorflow(rounds_at_once={rounds_at_once})\n"
             "start_tensorflow(rounds_at_once=7)  # a later start keeps the first one's threads\n"
             "import tensorflow as tf\n"
             "from tensorflow.python.util import _pywrap_util_port\n"
             "print(_pywrap_util_port.IsMklEnabled(), available_cpus(),\n"
             "      tf.config.threading.get_inter_op_parallelism_threads(),\n"
-            "      tf.config.threading.get_intra_op_parallelism_threads())")
+            "      tf.config.threading.get_intra_op_parallelism_threads(), gc.isenabled(), gc.get_freeze_count())")
     out = subprocess.run([sys.executable, "-c", code], env={**env, **user}, capture_output=True, text=True,
                          check=True)
-    onednn, cpus, inter, intra = out.stdout.split()
+    onednn, cpus, inter, intra, collecting, frozen = out.stdout.split()
+    assert collecting == "True" and (int(frozen) > 100_000 if own else int(frozen) == 0)
     assert onednn == str("TF_ENABLE_ONEDNN_OPTS" not in user)
     # 0: TensorFlow's own choice, which reads the user's TF_NUM_INTEROP_THREADS
     assert int(inter) == (0 if user else max(1, int(cpus) // rounds_at_once) + 1)
