@@ -42,6 +42,7 @@ def timed(module, name, part):
     setattr(module, name, wrapper)
 
 import mnistcompare.cli as cli, mnistcompare.runtime as runtime, mnistcompare.data as data
+runtime.own_process()  # as the command's own process starts (cli.run)
 timed(runtime, "start_tensorflow", "imports: TensorFlow, Keras")
 timed(data, "load_pairs", "MNIST: read and paired")
 import mnistcompare.training as training, mnistcompare.export as export, keras
