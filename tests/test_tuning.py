@@ -569,6 +569,17 @@ def test_the_bayesian_tuner_without_its_extra_is_one_line_naming_the_install(tmp
         make_oracle("bayesian", {"lr": {"min": 1e-3, "max": 1e-2}}, max_trials=2)
 
 
+@pytest.mark.parametrize("kind", ["random", "bayesian", "hyperband"])
+def test_a_sampling_search_from_seed_0_samples_the_same_points_each_run(kind):
+    # keras-tuner takes a seed of 0 for none: the default --seed sampled other points each run
+    from mnistcompare.tuning.search import make_oracle
+
+    space = {"lr": {"min": 1e-3, "max": 1e-2, "sampling": "log"}, "dropout": [0.0, 0.25, 0.5]}
+    first, again, other = ([make_oracle(kind, space, seed=seed, max_trials=3, max_epochs=3).populate_space(f"{i}")
+                            ["values"] for i in range(3)] for seed in (0, 0, 1))
+    assert first == again != other
+
+
 def test_a_study_refuses_a_grid_of_its_own(tmp_path, cli):
     line = one_line(cli("tune", "--study", "report000-optimizer", "--grid", "lr=0.1", "--out", tmp_path / "s"))
     assert "--study runs the report's own grids" in line

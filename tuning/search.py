@@ -17,7 +17,7 @@ quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with the
 
 import keras_tuner
 
-from mnistcompare.config import Config
+from mnistcompare.config import MAX_SEED, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.progress import Progress
 from mnistcompare.files import write_json, write_text
@@ -147,7 +147,9 @@ def make_oracle(kind, space, seed=None, max_trials=None, max_epochs=None):
     hps = keras_tuner.HyperParameters()
     for name, axis in space.items():
         declare(hps, name, axis)
-    common = dict(objective=OBJECTIVE, hyperparameters=hps, seed=seed)
+    # keras-tuner takes a seed of 0 for none (`seed or random.randint(1, 10000)`): a search from --seed 0, the
+    # default, sampled other points each run. It samples as from the largest seed instead (all must fit 32 bits).
+    common = dict(objective=OBJECTIVE, hyperparameters=hps, seed=MAX_SEED if seed == 0 else seed)
     if kind == "grid":
         return GridOracle(**common)
     if kind == "hyperband":
