@@ -147,8 +147,8 @@ def make_oracle(kind, space, seed=None, max_trials=None, max_epochs=None):
     hps = keras_tuner.HyperParameters()
     for name, axis in space.items():
         declare(hps, name, axis)
-    # keras-tuner takes a seed of 0 for none (`seed or random.randint(1, 10000)`): a search from --seed 0, the
-    # default, sampled other points each run. It samples as from the largest seed instead (all must fit 32 bits).
+    # keras-tuner takes a seed of 0 for none (`seed or random.randint(1, 10000)`; seen in keras-tuner#421): a
+    # search from --seed 0, the default, sampled other points each run. It samples as from the largest seed.
     common = dict(objective=OBJECTIVE, hyperparameters=hps, seed=MAX_SEED if seed == 0 else seed)
     if kind == "grid":
         return GridOracle(**common)
