@@ -1,7 +1,7 @@
 """The main job (`mnistcompare-train --arch siamese`, one round) as a whole process, beside PyTorch's, and where
 its time goes.
 
-    python bench/main_job.py [--pairs 3] [--idx-dir DIR] [--torch-python PY]
+    python bench/main_job.py [--pairs 3] [--idx-dir DIR] [--torch-python PY] [--previous DIR]
 
 Alternates --pairs times: this package's whole process, then the PyTorch reference's whole process for one
 round (`../shared/bench/torch_siamese_ref.py --rounds 1`), and prints the medians and their ratio. Then one
@@ -10,7 +10,8 @@ the model (built and compiled), fit (its first epoch, tracing included, and the 
 model.keras, the SavedModel, the pictures, and what is left. Both read MNIST from TFDS_DATA_DIR (ours) and
 the IDX files (PyTorch's). Ours is the `mnistcompare-train` of the Python that runs this script: run it with
 the Python of a plain install (`pip install -e .`, no extras) to time what a new user's first command costs.
-A benchmark, never a test.
+With --previous DIR (a checkout of another version: `git worktree add ../prev REV`), each pair also runs
+that version's command, with the same Python, between the two. A benchmark, never a test.
 """
 import argparse
 import json
@@ -24,6 +25,9 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TORCH = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
 COMMAND = os.path.join(os.path.dirname(sys.executable), "mnistcompare-train")  # this Python's environment's
+# The command of the checkout given first on its command line, as a whole process
+OTHER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'mnistcompare-train'; "
+         "from mnistcompare.cli import train_main; train_main()")
 
 # One run of the command in this process, with its parts timed by wrapping the functions that do them.
 PARTS = r"""
@@ -88,15 +92,24 @@ def main():
     parser.add_argument("--idx-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"),
                         help="the IDX files PyTorch's reference reads")
     parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
+    parser.add_argument("--previous", metavar="DIR", help="also time this checkout's command in each pair")
     args = parser.parse_args()
-    ours, theirs = [], []
+    ours, previous, theirs = [], [], []
+    job = ["--arch", "siamese", "--quiet", "--out"]
     for _ in range(args.pairs):
-        out = os.path.join(tempfile.mkdtemp(), "run")
-        ours.append(whole([COMMAND, "--arch", "siamese", "--quiet", "--out", out]))
+        ours.append(whole([COMMAND, *job, os.path.join(tempfile.mkdtemp(), "run")]))
+        if args.previous:
+            previous.append(whole([sys.executable, "-c", OTHER, args.previous, *job,
+                                   os.path.join(tempfile.mkdtemp(), "run")]))
         theirs.append(whole([args.torch_python, TORCH, "--idx-dir", args.idx_dir, "--rounds", "1"]))
-        print(f"ours {ours[-1]:.1f} s, PyTorch {theirs[-1]:.1f} s", flush=True)
+        print(f"ours {ours[-1]:.1f} s, " + (f"previous {previous[-1]:.1f} s, " if previous else "")
+              + f"PyTorch {theirs[-1]:.1f} s", flush=True)
+    torch = statistics.median(theirs)
     print(f"\nwhole process, median of {args.pairs}: ours {statistics.median(ours):.1f} s, PyTorch "
-          f"{statistics.median(theirs):.1f} s; ratio {statistics.median(ours) / statistics.median(theirs):.2f}")
+          f"{torch:.1f} s; ratio {statistics.median(ours) / torch:.2f}")
+    if previous:
+        print(f"previous: {statistics.median(previous):.1f} s, ratio {statistics.median(previous) / torch:.2f}; "
+              f"ours / previous {statistics.median(ours) / statistics.median(previous):.2f}")
     out = os.path.join(tempfile.mkdtemp(), "run")
     result = subprocess.run([sys.executable, "-c", PARTS, "--arch", "siamese", "--quiet", "--out", out],
                             capture_output=True, text=True, check=True)
