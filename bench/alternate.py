@@ -8,13 +8,20 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")  # the PyTorch reference
+IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")  # the MNIST IDX files it reads
+
+
+def check_previous(parser, previous):
+    """A parser error unless `previous` is a checkout of the package."""
+    if not os.path.isdir(os.path.join(previous, "mnistcompare")):
+        parser.error(f"--previous {previous}: no mnistcompare/ there")
 
 
 def alternate(parser, args, side):
     """{"this": [...], "previous": [...]}: `side(root)` for this checkout and for `args.previous`, one after
     the other, `args.pairs` times (a slow spell of a shared machine falls on both sides)."""
-    if not os.path.isdir(os.path.join(args.previous, "mnistcompare")):
-        parser.error(f"--previous {args.previous}: no mnistcompare/ there")
+    check_previous(parser, args.previous)
     runs = {"this": [], "previous": []}
     for i in range(args.pairs):
         for name, root in (("this", ROOT), ("previous", args.previous)):
@@ -43,9 +50,8 @@ def run_child(argv, failed):
 
 def torch_reference(python):
     """The PyTorch reference's 10 rounds as a whole process, timed: the yardstick of this machine's speed that hour."""
-    script = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
     start = time.perf_counter()
-    result = subprocess.run([python, script, "--rounds", "10"], capture_output=True, text=True,
+    result = subprocess.run([python, REFERENCE, "--rounds", "10", "--idx-dir", IDX_DIR], capture_output=True, text=True,
                             cwd=tempfile.mkdtemp())
     if result.returncode:
         return f"failed ({(result.stderr.strip().splitlines() or ['no message'])[-1]})"

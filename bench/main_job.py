@@ -17,13 +17,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-TORCH = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
+from alternate import IDX_DIR, REFERENCE, check_previous, run_child
+
 COMMAND = os.path.join(os.path.dirname(sys.executable), "mnistcompare-train")  # this Python's environment's
 # The command of the checkout given first on its command line, as a whole process
 OTHER = ("import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'mnistcompare-train'; "
@@ -80,28 +79,31 @@ print(json.dumps({"marks": marks, "whole": time.perf_counter() - start}))
 """
 
 
-def whole(argv):
+def whole(argv, name):
+    """Seconds of the process `argv`, start to end; a failed one ends the benchmark with its last error line."""
     start = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_child(argv, name)
     return time.perf_counter() - start
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="alternating (ours, PyTorch's) pairs (default 3)")
-    parser.add_argument("--idx-dir", default=os.path.join(ROOT, "..", "shared", "data", "mnist"),
-                        help="the IDX files PyTorch's reference reads")
+    parser.add_argument("--idx-dir", default=IDX_DIR, help="the IDX files PyTorch's reference reads")
     parser.add_argument("--torch-python", default=sys.executable, help="a Python with torch (default: this one)")
     parser.add_argument("--previous", metavar="DIR", help="also time this checkout's command in each pair")
     args = parser.parse_args()
+    if args.previous:
+        check_previous(parser, args.previous)
     ours, previous, theirs = [], [], []
     job = ["--arch", "siamese", "--quiet", "--out"]
     for _ in range(args.pairs):
-        ours.append(whole([COMMAND, *job, os.path.join(tempfile.mkdtemp(), "run")]))
+        ours.append(whole([COMMAND, *job, os.path.join(tempfile.mkdtemp(), "run")], "ours"))
         if args.previous:
             previous.append(whole([sys.executable, "-c", OTHER, args.previous, *job,
-                                   os.path.join(tempfile.mkdtemp(), "run")]))
-        theirs.append(whole([args.torch_python, TORCH, "--idx-dir", args.idx_dir, "--rounds", "1"]))
+                                   os.path.join(tempfile.mkdtemp(), "run")], "previous"))
+        theirs.append(whole([args.torch_python, REFERENCE, "--idx-dir", args.idx_dir, "--rounds", "1"],
+                            "the PyTorch reference"))
         print(f"ours {ours[-1]:.1f} s, " + (f"previous {previous[-1]:.1f} s, " if previous else "")
               + f"PyTorch {theirs[-1]:.1f} s", flush=True)
     torch = statistics.median(theirs)
@@ -111,9 +113,9 @@ def main():
         print(f"previous: {statistics.median(previous):.1f} s, ratio {statistics.median(previous) / torch:.2f}; "
               f"ours / previous {statistics.median(ours) / statistics.median(previous):.2f}")
     out = os.path.join(tempfile.mkdtemp(), "run")
-    result = subprocess.run([sys.executable, "-c", PARTS, "--arch", "siamese", "--quiet", "--out", out],
-                            capture_output=True, text=True, check=True)
-    parts = json.loads(result.stdout.strip().splitlines()[-1])
+    stdout = run_child([sys.executable, "-c", PARTS, "--arch", "siamese", "--quiet", "--out", out],
+                       "the process timed part by part")
+    parts = json.loads(stdout.strip().splitlines()[-1])
     marks = parts["marks"]
     marks["the rest (argument checks, files, Python's exit)"] = parts["whole"] - sum(marks.values())
     print(f"\n| part of one process of ours ({parts['whole']:.1f} s in this process) | seconds |\n|---|---|")

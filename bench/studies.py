@@ -14,15 +14,11 @@ A benchmark, never a test.
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from alternate import ROOT, alternate, comparison_parser, run_child
-
-REFERENCE = os.path.join(ROOT, "..", "shared", "bench", "torch_siamese_ref.py")
-IDX_DIR = os.path.join(ROOT, "..", "shared", "data", "mnist")
+from alternate import alternate, comparison_parser, run_child, torch_reference
 
 CHILD = r"""
 import json, sys, time
@@ -58,10 +54,7 @@ def main():
     def side(root):
         times = {study: study_seconds(root, study, args.rounds) for study in studies}
         if not reference:  # once, between the first two sides
-            start = time.perf_counter()
-            subprocess.run([args.torch_python, REFERENCE, "--rounds", "10", "--idx-dir", IDX_DIR], check=True,
-                           capture_output=True)
-            reference["seconds"] = time.perf_counter() - start
+            reference["text"] = torch_reference(args.torch_python)
         return times
 
     runs = alternate(parser, args, side)
@@ -70,7 +63,7 @@ def main():
         this, previous = (statistics.median(sum(r.values()) if study == "all" else r[study] for r in runs[name])
                           for name in ("this", "previous"))
         print(f"| {study} | {this:.0f} | {previous:.0f} | {this / previous:.2f} |")
-    print(f"\nThe PyTorch reference in the same run: {reference['seconds']:.1f} s for 10 rounds, whole process.")
+    print(f"\nThe PyTorch reference in the same run: {reference['text']}.")
     print(json.dumps(runs))
 
 
