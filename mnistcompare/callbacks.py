@@ -1,8 +1,5 @@
-"""The package's Keras callbacks, each standing in for a Keras one where that one falls short (said on each).
-
-`train_round` adds `Diverged` (always) and `TestCurve` (for curves);
-`mnistcompare-train` adds `HistoryFile` and `Checkpoint` to resume a killed run.
-"""
+"""The package's Keras callbacks, each standing in for a Keras one where that one falls short (said on each):
+`train_round` adds `Diverged` and `TestCurve`; `mnistcompare-train` adds `HistoryFile` and `Checkpoint`."""
 import csv
 import glob
 import math
@@ -44,14 +41,10 @@ class Diverged(keras.callbacks.Callback):
 
 
 class TestCurve(keras.callbacks.Callback):
-    """Adds `test_accuracy` and `test_compare_loss` (the comparison's binary cross-entropy, the one loss every
-    architecture has) to each epoch's logs, for per-epoch curves; times itself, so that the fit time leaves it
-    out. Keras' own `validation_data` would score the test pairs with every output's loss and metric, and
-    under the training run's names.
-
-    `score(model)`: the scores of the model being trained (see training.test_scorer). `log_dirs`: TensorBoard
-    folders; each gets a run `test` beside Keras' `train` and `validation`, under the training run's names
-    (epoch_compare_accuracy, epoch_compare_loss), so that the curves overlay."""
+    """Adds `test_accuracy` and `test_compare_loss` (the one loss every architecture has) to each epoch's logs,
+    timed apart from the fit. Stands in for `validation_data`, which would score every output under the
+    validation names. `score(model)`: see training.test_scorer. Each of `log_dirs` gets a TensorBoard run
+    `test` under the training run's names (epoch_compare_accuracy, epoch_compare_loss), so curves overlay."""
 
     def __init__(self, score, log_dirs=()):
         super().__init__()
@@ -59,12 +52,10 @@ class TestCurve(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         import tensorflow as tf
-
         self.writers = [tf.summary.create_file_writer(os.path.join(d, "test")) for d in self.log_dirs]
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
-
         start = time.perf_counter()
         result = self.score(self.model)
         logs.update(test_accuracy=result["accuracy"], test_compare_loss=result["compare_loss"])
@@ -114,19 +105,11 @@ class HistoryFile(keras.callbacks.Callback):
 class Checkpoint(keras.callbacks.Callback):
     """The whole training state after every epoch, to resume an interrupted run exactly.
 
-    Stands in for keras.callbacks.BackupAndRestore: its file (`save_weights`)
-    leaves out the dropout layers' seed states, so a resumed run draws other
-    dropout masks and ends with other numbers; and it writes the weights and the
-    epoch as two files, in place, so a kill between or during them resumes at
-    the wrong epoch.
-
-    Every variable of the model and its optimizer (weights, BatchNorm
-    statistics, dropout seed states, optimizer slots and step counter) goes to
-    FOLDER/epoch-NNNN.npz, written to a temporary file and renamed; the two
-    newest epochs are kept. `restore` loads the newest whole one (a damaged
-    newest is reported and the one before it used) and returns how many epochs
-    it holds. `write=False`: a process that restores but never writes (a
-    multi-worker peer).
+    Stands in for keras.callbacks.BackupAndRestore, whose `save_weights` file leaves out the dropout seed
+    states (a resumed run ends with other numbers) and which writes weights and epoch as two files in place
+    (a kill between them resumes at the wrong epoch). Every variable of the model and its optimizer goes to
+    FOLDER/epoch-NNNN.npz, written beside and renamed; the two newest are kept. `restore` loads the newest
+    whole one and returns its epochs. `write=False`: a multi-worker peer, which restores but never writes.
     """
 
     PATTERN = re.compile(r"epoch-(\d{4,})\.npz$")
@@ -138,7 +121,6 @@ class Checkpoint(keras.callbacks.Callback):
 
     def set_model(self, model):
         import tensorflow as tf
-
         super().set_model(model)
         variables = self.state_variables(model)  # read in one graph call: one by one, 10 ms an epoch
         self._read = tf.function(lambda: [v.value for v in variables], autograph=False)

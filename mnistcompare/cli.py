@@ -249,7 +249,6 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
 # -- mnistcompare-train ----------------------------------------------------------
 def train_parser():
     from mnistcompare.runtime import STRATEGIES
-
     parser = Parser(
         prog="mnistcompare-train",
         description="Train one round on the 1000-pair protocol, print the accuracy, "
@@ -276,7 +275,6 @@ def train_main(argv=None):
 
     def main():
         from mnistcompare.runtime import cluster_role
-
         cfg = config_from_args(args)
         writes = cluster_role()[3] if args.strategy == "multiworker" else True
         source = data_source(args)
@@ -288,10 +286,8 @@ def train_main(argv=None):
             if args.tensorboard:
                 check_writable(args.tensorboard, "--tensorboard")
         from mnistcompare.runtime import start_tensorflow
-
         strategy = start_tensorflow(args.strategy)  # before any op: a multi-worker strategy needs that
         from mnistcompare.data import load_pairs
-
         train, test = load_pairs(cfg, source)  # data errors leave no folder behind
         if not writes:  # a multi-worker peer: trains its share, writes nothing
             train_here(cfg, args, train, test, out, strategy, resuming=False, writes=False)
@@ -311,7 +307,6 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.export import export_saved_model
     from mnistcompare.files import atomic_path, write_json
     from mnistcompare.training import as_saved, distributed_model, fit_split, new_model, train_round
-
     name = args.preset or cfg.arch
     checkpoint = Checkpoint(os.path.join(out, "backup"), write=writes)
     # Order matters: the history row of an epoch is written before its backup,
@@ -320,12 +315,10 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     callbacks = [history, checkpoint] if writes else [checkpoint]
     if args.tensorboard and writes:
         import keras
-
         callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, write_graph=False))
     import tensorflow as tf
 
     from mnistcompare.runtime import peer_failure
-
     fit_pairs = fit_split(cfg, train)[0]
     model = new_model(cfg, fit_pairs) if strategy is None else distributed_model(cfg, strategy, fit_pairs)
     done = checkpoint.restore(model)  # (a peer of a multi-worker run restores the chief's backup too)
@@ -371,7 +364,6 @@ def draw_run(model, cfg, metrics, test, out, name):
     """pairs.png and, where the model has digit heads, confusion.png of a trained run; their names."""
     from mnistcompare.plots import plot_confusion, plot_pairs
     from mnistcompare.training import Predictor, examples
-
     plot_pairs(examples(Predictor.of(model)(test), test), os.path.join(out, "pairs.png"),
                f"{name}, seed {cfg.seed}: test pairs, mistakes first")
     if "confusion" not in metrics:
@@ -384,7 +376,6 @@ def draw_run(model, cfg, metrics, test, out, name):
 def evaluate_parser():
     from mnistcompare.reports import ALIASES, STUDIES
     from mnistcompare.runtime import DEFAULT_JOBS
-
     parser = Parser(
         prog="mnistcompare-evaluate",
         description="Train many rounds of one or more configurations (round r: seed+r for the pairs and the "
@@ -416,7 +407,6 @@ def entries_from_args(args):
     """What to evaluate: [(label, entries, default rounds, Study or None)] from --study (all: every table of
     the reports), --preset P[,Q..] or --arch A[,B..]; validated."""
     from mnistcompare.reports import TABLES, Entry, study
-
     if args.study:
         if args.preset or args.config:
             raise UserError("--study: give a study, or --preset/--config, not both")
@@ -467,14 +457,12 @@ def evaluate_main(argv=None):
             raise UserError(f"--jobs: must be a positive integer, got {args.jobs}")
         plans = entries_from_args(args)
         from mnistcompare.experiments import check_entries
-
         for _, entries, rounds, _ in plans:  # --rounds, and entries of one name, before anything is written
             check_entries(entries, rounds if args.rounds is None else args.rounds)
         source = data_source(args)
         label = "all" if args.study == "all" else plans[0][0]
         top = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
         from mnistcompare.workers import connect
-
         cluster = connect(args.cluster) if args.cluster else None  # first: a refused address writes nothing
         try:
             if args.tensorboard:
@@ -490,7 +478,6 @@ def evaluate_main(argv=None):
 
 def evaluate_plans(args, plans, source, top, cluster):
     from mnistcompare.experiments import console_text, evaluate, markdown_table
-
     for name, entries, rounds, study in plans:
         out = os.path.join(top, name) if len(plans) > 1 else top
         off = off_protocol(args, study, rounds) if study else None
@@ -509,7 +496,6 @@ def evaluate_plans(args, plans, source, top, cluster):
     if args.study == "all":
         from mnistcompare.experiments import tables_summary
         from mnistcompare.reports import TABLES
-
         summary, _ = tables_summary(top, TABLES)
         write_text(os.path.join(top, "summary.md"), summary)
         print(f"\nAll tables ({top}/summary.md):\n\n{console_text(summary, top)}", end="", flush=True)
@@ -572,10 +558,8 @@ def predict_main(argv=None):
         first = next(chunks)                      # many pairs there are; the first read before TensorFlow starts
         images = read(first)
         from mnistcompare.runtime import quiet_tensorflow
-
         quiet_tensorflow()
         import tensorflow as tf
-
         try:
             model = tf.saved_model.load(folder)
         except Exception as e:  # a damaged file fails in many ways (OpError, IndexError, ...): each is the file's

@@ -1,9 +1,7 @@
 """One configuration object per run, and the one description of each architecture.
 
-The command-line programs, the presets and studies (`reports`), the
-experiments and the tuner all build a `Config`; it is saved as `config.json`
-beside every result and read back with `Config.load`, so any run can be
-repeated. Each option's bounds and choices live beside its field and drive
+The commands, presets, studies, experiments and the tuner all build a `Config`, saved as `config.json`
+beside every result (`Config.load` reads it back). Each option's bounds live beside its field and drive
 both `validate` and `--help`. Nothing here imports TensorFlow.
 """
 import dataclasses
@@ -93,13 +91,11 @@ SECTIONS = {"arch": "architecture", "conv_batch_norm": "regularisation", "alpha"
 
 @dataclass
 class Config:
-    """Everything that defines a run: the model, its training, its data. One per run, saved as config.json.
+    """Everything that defines a run: the model, its training, its data; saved as config.json.
 
-    Defaults are report 000's siamese net (its Appendix A) with Keras'
-    numerics; `reports.preset(name)` gives each report's. Build one with
-    keyword arguments, `Config.load(path)` or `replace(**changes)`, and check
-    it with `validate()`, which names the first bad option. Each field's help
-    and bounds are in `dataclasses.fields(Config)[i].metadata` (what --help shows).
+    Defaults: report 000's siamese net with Keras' numerics (`reports.preset(name)` gives each report's).
+    Build with keyword arguments, `Config.load(path)` or `replace(**changes)`; `validate()` names the first
+    bad option. Each field's help and bounds are in its `metadata` (what --help shows).
     """
     # -- architecture
     arch: str = _opt("siamese", "architecture", choices=tuple(ARCHS))
@@ -302,14 +298,12 @@ class Config:
         used = [f"{name} {data[name]!r}" for name in REMOVED if name in data and data[name] != REMOVED[name]]
         if used:
             import warnings
-
             warnings.warn(f"{source}: option(s) no longer in mnistcompare, ignored: {', '.join(used)}; this run "
                           "trains without them (docs/best.md)", MnistcompareWarning, stacklevel=2)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, path):
         from mnistcompare.files import write_json
-
         write_json(path, self.to_dict())
 
     @classmethod

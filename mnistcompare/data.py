@@ -1,8 +1,7 @@
 """MNIST images -> pairs (the reports' protocol) -> tf.data.
 
-The protocol of every report: 2x2 average-pool the 28x28 images to 14x14,
-draw a seeded permutation of a split, pair consecutive images, target =
-class(first) <= class(second), keep both classes for the auxiliary losses.
+Every report's protocol: 2x2 average-pool the images to 14x14, pair consecutive images of a seeded
+permutation of a split, target = class(first) <= class(second), both classes kept for the auxiliary losses.
 """
 import dataclasses
 import functools
@@ -33,12 +32,9 @@ class Source:
 
 
 def find_source(data_dir=None, idx_dir=None, npz=None, download=True):
-    """The MNIST to read, checked to exist; imports nothing heavy unless it downloads.
-
-    In order: --idx-dir, --npz, --data-dir, $TFDS_DATA_DIR, TFDS' default folder
-    (~/tensorflow_datasets), Keras' cache (~/.keras/datasets/mnist.npz), and
-    last, unless `download` is False, Keras' own download into that cache.
-    """
+    """The MNIST to read, checked to exist, in order: --idx-dir, --npz, --data-dir, $TFDS_DATA_DIR,
+    ~/tensorflow_datasets, Keras' cache (~/.keras/datasets/mnist.npz), and, unless `download` is False,
+    Keras' own download into that cache."""
     if idx_dir:
         if not os.path.isdir(idx_dir):
             raise UserError(f"--idx-dir {idx_dir}: no such folder; {WHERE}")
@@ -68,23 +64,19 @@ def find_source(data_dir=None, idx_dir=None, npz=None, download=True):
 def keras_npz_path():
     """Where keras.datasets.mnist.load_data() keeps mnist.npz (KERAS_HOME, else ~/.keras)."""
     from mnistcompare.runtime import keras_home
-
     return os.path.join(keras_home(), "datasets", "mnist.npz")
 
 
 def _download():
     """Keras' own download of mnist.npz into its cache; one clear line, within seconds, when offline."""
     import socket
-
     print("MNIST not found here: downloading it once with keras.datasets.mnist.load_data() ...", flush=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
         from mnistcompare.runtime import quiet_tensorflow
-
         quiet_tensorflow()
         import keras
-
         keras.datasets.mnist.load_data()
     except Exception as e:  # urllib, ssl, hash and OS errors all mean the same to the user
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -138,7 +130,6 @@ def load_npz(path, split):
 
 def load_tfds(data_dir, split):
     import tensorflow_datasets as tfds  # slow import: only when this source is used
-
     try:
         images, labels = tfds.as_numpy(tfds.load(
             "mnist", split=split, data_dir=data_dir, download=False, batch_size=-1, as_supervised=True))
@@ -160,7 +151,6 @@ def load_tfds_cached(data_dir, split):
     sizes and times: reading it takes 0.1 s, where TFDS takes 3 s (its import and the PNGs it decodes) of a
     15 s main job. Where the copy cannot be written, MNIST is read from TFDS each time."""
     import hashlib
-
     records = sorted(glob.glob(os.path.join(data_dir, "mnist", "*", f"mnist-{split}.tfrecord*")))
     if not records:
         return load_tfds(data_dir, split)
@@ -174,7 +164,6 @@ def load_tfds_cached(data_dir, split):
     images, labels = load_tfds(data_dir, split)
     try:
         from mnistcompare.files import TEMPORARY
-
         os.makedirs(cache_dir(), exist_ok=True)
         tmp = f"{os.path.join(cache_dir(), TEMPORARY)}{os.getpid()}.npz"
         np.savez(tmp, images=images, labels=labels)
@@ -276,10 +265,9 @@ class Pairs:
 
 
 def as_pairs(x, y=None, what="x"):
-    """(Pairs, batch size or None) from what Keras' `fit` takes: Pairs; dicts of arrays, features
-    {"image_a", "image_b"} ([N,14,14,1] or [N,14,14], pixel scale) and targets {"digit_a", "digit_b"} (the
-    comparison target is digit_a <= digit_b; a "compare" given is checked against it); or a finite
-    `tf.data.Dataset` of (features, targets) such dicts, batched (its batch size is returned) or not."""
+    """(Pairs, batch size or None) from what Keras' `fit` takes: Pairs; dicts of arrays, x {"image_a",
+    "image_b"} ([N,14,14(,1)], pixel scale) and y {"digit_a", "digit_b"} (a "compare" given is checked); or a
+    finite `tf.data.Dataset` of such (x, y), batched (its batch size is returned) or not."""
     if isinstance(x, Pairs) and y is None:
         return x, None
     batch_size = None
@@ -303,7 +291,6 @@ def as_pairs(x, y=None, what="x"):
 def _from_dataset(dataset, what):
     """(features, targets, batch size or None) of a finite tf.data.Dataset, read whole."""
     import tensorflow as tf
-
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise UserError(f"{what}: the tf.data.Dataset repeats forever; give it once (no .repeat())")
     spec = dataset.element_spec
@@ -326,8 +313,8 @@ def pairs_from(images, labels, indices):
 
 
 def sample_pairs(images, labels, counts, rng):
-    """The reports' `generate_pair_sets`: one random permutation of the split, its first
-    2*counts[0] images paired two by two, then the next 2*counts[1], ... (disjoint samples)."""
+    """The reports' `generate_pair_sets`: one permutation of the split, its first 2*counts[0] images paired two
+    by two, then the next 2*counts[1], ... (disjoint samples)."""
     if 2 * sum(counts) > len(images):
         raise UserError(f"{sum(counts)} pairs need {2 * sum(counts)} images, the split has {len(images)}")
     order = rng.permutation(len(images))
@@ -340,13 +327,9 @@ def make_pairs(images, labels, n, rng):
 
 
 def load_pairs(cfg, source=None, validation=0):
-    """(train, test) Pairs for a Config from `source` (default: `find_source()`): its seed fixes both samples.
-
-    With `validation=N`, returns (train, validation) instead: N more pairs from
-    images of the MNIST training split that the training pairs do not use (for
-    model selection that never sees the test split). The training pairs are the
-    same either way.
-    """
+    """(train, test) Pairs for a Config from `source` (default: `find_source()`), fixed by its seed. With
+    `validation=N`: (train, validation), N pairs of MNIST training images the training pairs do not use (the
+    same training pairs either way)."""
     rng = np.random.default_rng(cfg.validate().seed)  # (unvalidated, --pairs -5 drew 29,995 pairs)
     source = source or find_source()
     train_images, train_labels = load_mnist("train", source)
@@ -383,20 +366,14 @@ DEFAULT_OUTPUTS = ("compare", "digit_a", "digit_b")
 
 
 def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS):
-    """The pairs as a tf.data pipeline of (features, labels) batches of `cfg.batch_size`, for `model.fit`.
+    """The pairs as (features, labels) batches of `cfg.batch_size` for `model.fit`, labels of `outputs`.
 
-    training=True: the batches of epochs `first_epoch` .. `cfg.epochs` - 1,
-    back to back (pass `epoch_steps` to fit); with `cfg.double`, an epoch
-    holds every pair twice, the second time swapped with its target flipped. Each epoch's order
-    (`cfg.shuffle`) and augmentation (`cfg.swap`, shift, rotate, zoom)
-    are drawn from (seed, epoch) alone, so a run resumed at
-    any epoch sees the batches an uninterrupted run would have seen.
-    training=False: the pairs once, in order, as they are (validation, test).
-    Labels: those of `outputs`, a model's `output_names` (default: `compare`
-    and both digits).
+    training=True: epochs `first_epoch` .. `cfg.epochs` - 1 back to back (pass `epoch_steps` to fit); with
+    `cfg.double` every pair twice, the second time swapped. Each epoch's order and augmentation are drawn
+    from (seed, epoch) alone, so a resumed run sees an uninterrupted run's batches. training=False: the
+    pairs once, in order (validation, test).
     """
     import tensorflow as tf
-
     x, y = pairs.features(), pairs.labels(digits=True)
     size = cfg.validate().batch_size
     if not training:
@@ -438,7 +415,6 @@ def augment_batch(batch, seed, swap, moves):
     """(features, labels) of a batch, each pair swapped with probability 1/2 (`swap`; the compare
     label follows), then each image moved by `moves` = (shift, rotate, zoom); `seed`: [2] ints."""
     import tensorflow as tf
-
     features, labels = batch
     a, b = features["image_a"], features["image_b"]
     da, db = labels["digit_a"], labels["digit_b"]
@@ -463,7 +439,6 @@ def _affine(images, max_shift, max_degrees, max_zoom, seed):
     import math
 
     import tensorflow as tf
-
     n = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(seed, 3)
     d = tf.cast(tf.random.stateless_uniform([n, 2], seeds[0], -max_shift, max_shift + 1, tf.int32), tf.float32)

@@ -1,9 +1,7 @@
 """Many rounds of many configurations: the reports' tables, ablations and curves.
 
-Round r of an entry uses seed + r for both its pair sample and its weights,
-so any round can be rerun alone with `mnistcompare-train --seed`. Results are
-written atomically after every round; rerunning into the same folder
-continues with the rounds that are missing.
+Round r of an entry uses seed + r for its pairs and its weights (`mnistcompare-train --seed` reruns it
+alone). Results are written after every round; rerunning into the same folder continues.
 """
 import contextlib
 import functools
@@ -26,24 +24,17 @@ from mnistcompare.workers import connect, end_workers, local_pool
 # -- statistics and tables ---------------------------------------------------------
 def summarise(rounds):
     """Mean, sample std, min, max of each accuracy; median seconds; over a list of round records."""
-    def stats(key):
-        values = [r[key] for r in rounds]
-        return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "min": min(values), "max": max(values)}
-
     summary = {"rounds": len(rounds)}
     for key in ("test_accuracy", "train_accuracy", "test_digit_accuracy"):
         if rounds and key in rounds[0]:
-            for stat, value in stats(key).items():
-                summary[f"{key}_{stat}"] = value
+            values = [r[key] for r in rounds]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary.update({f"{key}_mean": statistics.mean(values), f"{key}_std": std, f"{key}_min": min(values),
+                            f"{key}_max": max(values)})
     if rounds:
-        summary["train_seconds_median"] = statistics.median(r["train_seconds"] for r in rounds)
-        summary["params"] = rounds[0]["params"]
+        summary.update(train_seconds_median=statistics.median(r["train_seconds"] for r in rounds),
+                       params=rounds[0]["params"])
     return summary
-
-
-def _pm(mean, std, digits=3):
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 STD_KEYS = {"test_accuracy": "std", "train_accuracy": "train_std"}  # a published figure's std, by its key
@@ -128,18 +119,14 @@ def score_counts(cells, claim_lines=()):
 
 
 def markdown_table(results, study=None):
-    """Ours, entry by entry; then every published cell beside ours with z and the strict figure, and their
-    counts; each effect the report claims and whether our numbers show it; what was assumed where the
-    report is silent; its figures. A study with `errors` shows errors in % (report 004's form). Results
-    run off the report's protocol (`results["off_protocol"]`, the settings that differ) say so first, and
-    give no z and no verdicts."""
-    errors = bool(study and study.errors)
-    off = results.get("off_protocol")
-
+    """Ours, entry by entry; every published cell beside ours with z and the strict figure, and their counts;
+    the report's claims checked; its assumptions and figures. `study.errors`: errors in %. Off the report's
+    protocol (`results["off_protocol"]`): said first, with no z and no verdicts."""
+    errors, off = bool(study and study.errors), results.get("off_protocol")
     value = functools.partial(_shown, errors=errors)
 
     def score(v):
-        return f"{v:+.1f}" if v is not None else "–"
+        return "–" if off or v is None else f"{v:+.1f}"
 
     what = "error %" if errors else "accuracy"
     lines = [f"**Off the report's protocol** ({off}): no z and no verdicts on the report's claims.", ""] \
@@ -152,7 +139,7 @@ def markdown_table(results, study=None):
             lines.append(" | ".join([
                 f"| {e['name']}", value(e["test_accuracy_mean"], e["test_accuracy_std"]),
                 value(e["train_accuracy_mean"], e["train_accuracy_std"]),
-                _pm(e["test_digit_accuracy_mean"], e["test_digit_accuracy_std"]) if "test_digit_accuracy_mean" in e
+                _shown(e["test_digit_accuracy_mean"], e["test_digit_accuracy_std"]) if "test_digit_accuracy_mean" in e
                 else "–", f"{e['params']:,}", f"{e['train_seconds_median']:.1f}", f"{e['rounds']} |"]))
     cells = score_cells(results, errors)
     claim_lines = check_claims(results, study.claims) if study and study.claims and not off else []
@@ -162,13 +149,9 @@ def markdown_table(results, study=None):
                       "the difference of the means over its standard error. Times are ratios between rows.", "",
                   "| cell | published | ours | z | strict |", "|---|---|---|---|---|"]
         for c in cells:
-            if c["kind"] == "accuracy":
-                lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | "
-                             f"{'–' if off else score(c['z'])} | {'–' if off else score(c['strict'])} |")
-            elif c["kind"] == "params":
-                lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | {c['note']} | |")
-            else:
-                lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | – | – |")
+            last = {"accuracy": f"{score(c.get('z'))} | {score(c.get('strict'))}", "params": f"{c.get('note')} |",
+                    "time": "– | –"}[c["kind"]]
+            lines.append(f"| {c['cell']} | {c['published']} | {c['ours']} | {last} |")
         if not off:
             counts = score_counts(cells, claim_lines)
             parts = [f"{counts['z']['within_2']} of {counts['z']['cells']} by z",
@@ -193,8 +176,7 @@ def markdown_table(results, study=None):
 
 
 def console_text(markdown, folder):
-    """A results page as a terminal shows it: without the page's markers for the documentation site, its bold
-    marks, and with each picture as the path of its file."""
+    """A results page as a terminal shows it: no site markers or bold marks, each picture as its file's path."""
     lines = []
     for line in markdown.splitlines():
         if line.startswith("<!-- --8<--"):
@@ -206,20 +188,16 @@ def console_text(markdown, folder):
 
 
 def tables_summary(folder, names):
-    """(markdown, totals): each report table's counts, read from the `scores` of FOLDER/NAME/results.json
-    (tables run off their protocol have none, and are left out), and their totals."""
+    """(markdown, totals): each report table's counts, from the `scores` of FOLDER/NAME/results.json (none
+    off the protocol: left out), and their totals."""
     totals = {"z": {"cells": 0, "within_2": 0}, "strict": {"cells": 0, "within_2": 0},
               "params": {"cells": 0, "equal": 0, "explained": 0}, "claims": {"claims": 0, "hold": 0}}
+    columns = (("z", "within_2", "cells"), ("strict", "within_2", "cells"), ("params", "equal", "cells"),
+               ("params", "explained", "cells"), ("claims", "hold", "claims"))
 
     def row(name, scores):
-        z, strict, params, claims = (scores[k] for k in ("z", "strict", "params", "claims"))
-
-        def of(part, whole, extra=""):
-            return f"{part} of {whole}{extra}" if whole else "–"
-
-        return (f"| {name} | {of(z['within_2'], z['cells'])} | {of(strict['within_2'], strict['cells'])} | "
-                f"{of(params['equal'], params['cells'])} | {of(params['explained'], params['cells'])} | "
-                f"{of(claims['hold'], claims['claims'])} |")
+        return f"| {name} | " + " | ".join(f"{scores[g][part]} of {scores[g][whole]}" if scores[g][whole] else "–"
+                                           for g, part, whole in columns) + " |"
 
     lines = ["| table | within 2 by z | within 2 by the strict figure | parameter counts equal | "
              "parameter counts explained by our hypothesis | claims that hold |", "|---|---|---|---|---|---|"]
@@ -275,8 +253,8 @@ def check_claims(results, claims):
 
 # -- running ---------------------------------------------------------------------
 def load_results(path):
-    """The entries of an earlier results.json, in its order, to resume from and to keep; each field that
-    is read back checked (a damaged or edited file is one line, never a traceback later)."""
+    """The entries of an earlier results.json, in its order, each field read back checked (a damaged or
+    edited file is one line, never a traceback later)."""
     try:
         with open(path) as f:
             entries = json.load(f)["entries"]
@@ -291,8 +269,8 @@ def load_results(path):
 
 
 def earlier_results(entries, out, overwrite=False):
-    """The entries of out/results.json (none with `overwrite`), checked: UserError, before anything is written,
-    if it holds one of `entries` under another configuration."""
+    """The entries of out/results.json (none with `overwrite`); UserError if it holds one of `entries` under
+    another configuration."""
     path = os.path.join(out, "results.json")
     previous = load_results(path) if os.path.exists(path) and not overwrite else {}
     for entry in entries:
@@ -321,11 +299,10 @@ def _check_entry(entry):
         where = f"entry {name!r}, round {i}"
         if not isinstance(record, dict):
             raise ValueError(f"{where}: not a record")
-        for key in ("test_accuracy", "train_accuracy", "train_seconds", "params", "seed", "round"):
-            if not number(record.get(key)):
+        for key in ("test_accuracy", "train_accuracy", "train_seconds", "params", "seed", "round",
+                    "test_digit_accuracy"):
+            if not number(record.get(key, 0 if key == "test_digit_accuracy" else None)):
                 raise ValueError(f"{where}: {key} is {record.get(key)!r}, not a number")
-        if "test_digit_accuracy" in record and not number(record["test_digit_accuracy"]):
-            raise ValueError(f"{where}: test_digit_accuracy is not a number")
         history = record.get("history", {})
         if not isinstance(history, dict) or not all(
                 isinstance(v, list) and all(x is None or number(x) for x in v) for v in history.values()):
@@ -341,19 +318,17 @@ _ONE_ROUND_AT_A_TIME = threading.Lock()  # a Dask worker with several threads st
 
 
 def train_job(job, cache=None):
-    """(metrics, history, examples) of one round: job = (Config with the round's seed, data Source, whether to
-    return example test pairs for a picture (else None), a TensorBoard log folder or None)."""
+    """(metrics, history, example test pairs or None) of one round: job = (Config with the round's seed, data
+    Source, whether to return the examples, a TensorBoard log folder or None)."""
     global _CACHE
     cfg, source, pictures, tensorboard = job
     with _ONE_ROUND_AT_A_TIME:
         from mnistcompare.runtime import start_tensorflow
-
         start_tensorflow()  # in a Dask worker, one round at a time; done already in the other processes
         import keras
 
         from mnistcompare.data import load_pairs
         from mnistcompare.training import ModelCache, Predictor, examples, fit_split, train_round
-
         if cache is None:
             _CACHE = cache = _CACHE or ModelCache()
         train, test = load_pairs(cfg, source)
@@ -364,25 +339,21 @@ def train_job(job, cache=None):
 
 
 def slug(name):
-    """A folder name for an entry: 'CNN: sharing, aux' -> 'cnn-sharing-aux'; an architecture's name as it is
-    ('two_tower')."""
+    """A folder name for an entry: 'CNN: sharing, aux' -> 'cnn-sharing-aux', 'two_tower' as it is."""
     return "-".join("".join(c if c.isalnum() or c == "_" else " " for c in name.lower()).split()) or "entry"
 
 
 def summary_view(results, entries, rounds, off_protocol=None):
-    """The requested entries, each summarised over its first `rounds` rounds (what was asked for;
-    the folder may hold more)."""
-    by_name = {e["name"]: e for e in results["entries"]}
-    view = []
-    for entry in entries:
-        record = dict(by_name[entry.name], per_round=by_name[entry.name]["per_round"][:rounds])
-        view.append({**record, **summarise(record["per_round"])})
-    return {"entries": view, **({"off_protocol": off_protocol} if off_protocol else {})}
+    """The requested entries, each summarised over its first `rounds` rounds (the folder may hold more)."""
+    kept = {e["name"]: e["per_round"][:rounds] for e in results["entries"]}
+    view = [{**e, "per_round": kept[e["name"]], **summarise(kept[e["name"]])} for e in results["entries"]]
+    by_name = {e["name"]: e for e in view}
+    return {"entries": [by_name[e.name] for e in entries], **({"off_protocol": off_protocol} if off_protocol else {})}
 
 
 def check_entries(entries, rounds):
-    """UserError for what `evaluate` cannot run: no entries, no rounds, two entries of one name (a name is its
-    row of results: their rounds would be mixed), a bad Config, a round's seed out of range."""
+    """UserError for what `evaluate` cannot run: no entries or rounds, two entries of one name (a name is its
+    row of results), a bad Config, a round's seed out of range."""
     names = [e.name for e in entries]
     if not entries:
         raise UserError("no entries to evaluate")
@@ -401,22 +372,13 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
              progress=True, cluster=None, off_protocol=None):
     """Train `rounds` rounds of every entry; results.json/.md after each round, the plots at the end.
 
-    The folder keeps everything it holds: entries evaluated there before and
-    rounds beyond `rounds` stay in results.json (which, with results.md and the
-    plots, describes the whole folder); what is returned, and printed, is the
-    requested entries over their first `rounds` rounds. jobs=1 trains in this
-    process. `study` (a reports.Study) shapes results.md: its error form and its
-    claims checked; `tensorboard` a folder for TensorBoard logs, one run per round
-    (DIR/<entry>/round-N); `progress` a status line on a terminal. jobs=N>1
-    trains N rounds side by side, in N worker processes
-    (TensorFlow is not imported here then): each traces its own model once and
-    trains the rounds it is given; results come back, and are saved, in round
-    order. Processes, not threads: tracing holds Python's lock, and TensorFlow
-    2.21 fails now and then ("Container __per_step_0 does not exist") when
-    threads run graphs at once. `cluster`, the address of a Dask scheduler (or a client of one),
-    sends the rounds to its workers instead (see `connect`). `off_protocol`: the
-    settings in which a study's run differs from its report's ("epochs 3,
-    report 25"), said in results.md, which then gives no z and no verdicts.
+    The folder keeps what it held (other entries, rounds beyond `rounds`); what is returned is the
+    requested entries over their first `rounds` rounds. `study` (a reports.Study) shapes results.md;
+    `off_protocol` (how a study's run differs from its report's) is said there, with no z and no verdicts.
+    `tensorboard`: a log folder, one run per round. jobs=1 trains here; jobs=N in N worker processes,
+    each tracing its model once, results saved in round order (processes, not threads: tracing holds
+    Python's lock, and TensorFlow 2.21 fails now and then when threads run graphs at once); `cluster`,
+    a Dask scheduler's address or client, sends the rounds to its workers instead (see `connect`).
     """
     check_entries(entries, rounds)
     with run_folder(out):
@@ -427,7 +389,6 @@ def evaluate(entries, rounds, out, source=None, overwrite=False, log=print, jobs
 def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorboard, progress, cluster,
               off_protocol):
     from mnistcompare.plots import plot_confusion, plot_curves, plot_figure, plot_pairs, plot_rounds
-
     path = os.path.join(out, "results.json")
     previous = earlier_results(entries, out, overwrite)
     # the requested entries in their order (a study's), then what else the folder held
@@ -477,10 +438,8 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         trained = executor.map(train_job, jobs_args)
     else:  # trained here (with --jobs N, TensorFlow is never imported in this process)
         from mnistcompare.runtime import start_tensorflow
-
         start_tensorflow()  # before Keras is imported: TensorFlow's start-up quiet
         from mnistcompare.training import ModelCache
-
         cache = ModelCache()  # one build and trace per configuration, not per round
         trained = (train_job(job, cache) for job in jobs_args)
     finished = False

@@ -6,11 +6,8 @@
     m.serve({"image_a": a, "image_b": b})   # either, with the two images in one dict
     # -> {"compare": [B] P(a <= b), "digit_a": [B,10], "digit_b": [B,10]} (digits where the model has them)
 
-`serve` is also the `serving_default` signature. The SavedModel holds the
-trained model's inference form (`serving_model`): the same outputs, served
-faster. By default it runs wherever TensorFlow runs (a stock TF Serving, the
-TF1 session loader, TFLite, TFSMLayer); `xla=True` makes a faster form that
-needs XLA where it is served (docs/deploying.md).
+`serve` is also `serving_default`. It holds the model's inference form (`serving_model`), which runs
+wherever TensorFlow does (TF Serving, the TF1 loader, TFLite, TFSMLayer); `xla=True`: faster, needs XLA.
 """
 import os
 import shutil
@@ -30,14 +27,9 @@ from mnistcompare.models import build_model
 
 
 def serving_model(model, cfg, xla=False):
-    """`model` rebuilt for inference, with its weights (`build_model(..., serving=True)`).
-
-    Shared towers are called on each image apart rather than on the stacked
-    pair, so the two calls run in parallel, and (xla=True) a tower's first conv
-    layer, its BatchNorm folded in, becomes one XLA-compiled PooledConv. The
-    outputs are the same; the XLA form serves more pairs/s on a CPU
-    (docs/performance.md), where XLA is at hand.
-    """
+    """`model` rebuilt for inference with its weights (`build_model(..., serving=True)`): shared towers
+    called on each image apart, in parallel, and (xla=True) a first conv with its BatchNorm folded into one
+    PooledConv (more pairs/s, docs/performance.md). The same outputs."""
     twin = build_model(cfg, serving=True, xla=xla)
     try:
         _copy_weights(model, twin)
@@ -65,13 +57,9 @@ def _copy_weights(source, target):
 
 
 def export_saved_model(model, cfg, path, xla=False):
-    """Write `model` (built from `cfg`) as a SavedModel with the endpoints above.
-
-    Each endpoint takes the two images as two arguments, or as one dict
-    {"image_a", "image_b"} (what keras.layers.TFSMLayer passes). xla=True
-    adds the XLA-compiled PooledConv (see `serving_model`): a server must then
-    run XLA (TF Serving only with --xla_cpu_compilation_enabled=true).
-    """
+    """Write `model` (built from `cfg`) as a SavedModel with the endpoints above, each taking two images or
+    one dict of them (as TFSMLayer passes). xla=True: a server must run XLA (TF Serving:
+    --xla_cpu_compilation_enabled=true)."""
     model = serving_model(model, cfg, xla)
 
     def outputs(image_a, image_b):

@@ -52,7 +52,6 @@ def write_weights(model, path, margin=2.0):
     """`model.save_weights(path)` (an .h5 file), written beside and renamed, once the disk is seen to hold `margin`
     times the weights: h5py, meeting a full disk inside a write, can leave a half file or end the process."""
     import numpy as np
-
     folder = os.path.dirname(os.path.abspath(path))
     need = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights) + 64 * 1024
     try:

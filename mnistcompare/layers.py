@@ -13,11 +13,8 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class Standardize(keras.layers.Layer):
-    """(x - mean) / std with the training pixels' statistics, kept in the model.
-
-    Stored as non-trainable weights so that a built model can be reused for a
-    new sample of pairs (see `set_stats`) and exports carry the values.
-    """
+    """(x - mean) / std with the training pixels' statistics, kept as non-trainable weights (exports carry
+    them; `set_stats` fits a built model to a new sample of pairs)."""
 
     def __init__(self, mean=0.0, std=1.0, **kwargs):
         super().__init__(**kwargs)
@@ -43,11 +40,8 @@ class Standardize(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class StackPair(keras.layers.Layer):
-    """[a, b] -> concat along the batch axis, so a shared tower runs once per step.
-
-    One call instead of two: one larger matmul and one BatchNorm update of the
-    moving statistics per step (a tower called twice updates them twice).
-    """
+    """[a, b] -> concat along the batch axis, so a shared tower runs once per step (one larger matmul, one
+    BatchNorm update of the moving statistics, where a tower called twice updates them twice)."""
 
     def call(self, inputs):
         return ops.concatenate(inputs, axis=0)
@@ -70,10 +64,7 @@ class SplitPair(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class ExactCompare(keras.layers.Layer):
-    """P(a <= b) = sum_{i <= j} p_a(i) p_b(j) from two independent digit distributions.
-
-    Computed as sum_j p_b(j) * CDF_a(j), which is exact and differentiable.
-    """
+    """P(a <= b) = sum_{i <= j} p_a(i) p_b(j) = sum_j p_b(j) CDF_a(j): exact, differentiable."""
 
     def call(self, inputs):
         p_a, p_b = inputs
@@ -86,12 +77,8 @@ class ExactCompare(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class TwoClassProbability(keras.layers.Layer):
-    """Two logits [B, 2] -> the probability of the second class [B, 1], by softmax.
-
-    With binary cross-entropy on it, the loss is PyTorch's CrossEntropyLoss on
-    the two logits (the reports' Linear(k, 2) output), and the output keeps the
-    one-probability form of every other model.
-    """
+    """Two logits [B, 2] -> the second class's softmax probability [B, 1]: with binary cross-entropy, the
+    loss is PyTorch's CrossEntropyLoss on the reports' Linear(k, 2), in every other model's output form."""
 
     def call(self, logits):
         return ops.softmax(logits, axis=-1)[:, 1:]
@@ -135,10 +122,9 @@ def view_transforms(rotate=0.0, zoom=0.0):
 
 
 def view_matrix(h, w, angle=0.0, scale=1.0, dy=0.0, dx=0.0):
-    """[h*w, h*w] M such that a flattened image times M is that image rotated by `angle` degrees and scaled by
-    `scale` about its centre, then shifted by (dy, dx) pixels: bilinear, 0 (the background) outside the image,
-    as TensorFlow's ImageProjectiveTransformV3 computes it. A fixed matrix, so that the views are one matmul
-    that every runtime (SavedModel, TFLite) has."""
+    """[h*w, h*w] M: a flattened image times M is that image rotated by `angle` degrees, scaled by `scale`
+    about its centre and shifted by (dy, dx), bilinear with 0 outside, as ImageProjectiveTransformV3 does;
+    fixed, so that the views are one matmul, which every runtime (SavedModel, TFLite) has."""
     cy, cx = (h - 1) / 2, (w - 1) / 2
     c, s = math.cos(math.radians(angle)) / scale, math.sin(math.radians(angle)) / scale
     ys, xs = np.mgrid[0:h, 0:w]
@@ -213,16 +199,10 @@ class MeanOfViews(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """Keras' BatchNormalization, trained through TensorFlow's fused kernel.
-
-    Keras 3 normalises a training batch with a dozen separate ops (moments,
-    then scale and shift), each with its own gradient; TensorFlow's
-    FusedBatchNormV3 does both ways in one oneDNN kernel, in less time
-    (docs/best.md). The arithmetic is Keras' up to float rounding: the
-    batch's biased variance normalises and feeds the moving average (the
-    kernel returns the unbiased one, so it is converted back). Inference,
-    masks, synchronised statistics under a strategy and other dtypes take
-    Keras' own path, so the layer serves and exports exactly as Keras' does.
+    """Keras' BatchNormalization, trained through TensorFlow's fused kernel: Keras 3 uses a dozen ops, each
+    with its own gradient, where FusedBatchNormV3 is one oneDNN kernel each way, faster (docs/best.md).
+    Keras' arithmetic up to float rounding (the biased variance feeds the moving average). Inference, masks,
+    synchronised statistics and other dtypes take Keras' own path, so it serves and exports as Keras' does.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -247,18 +227,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
 @keras.saving.register_keras_serializable(package="mnistcompare")
 class PooledConv(keras.layers.Layer):
-    """Conv2D on a one-channel image -> activation -> MaxPooling2D, as one XLA kernel.
-
-    The serving form of a tower's first conv layer (see `export.serving_model`).
-    oneDNN runs a convolution with one input channel slowly and writes the whole
-    unpooled map before pooling it; here each pooled output is the max over its
-    pool x pool positions, each position a sum of kernel x kernel shifted
-    multiply-adds, all compiled together, so the unpooled map never reaches
-    memory (a few times faster, docs/deploying.md).
-
-    XLA compiles once per input shape, so the batch is padded to the
-    next power of two: a server sees a handful of shapes, not one per batch size.
-    The padding uses only ops that TensorFlow Lite has built in.
+    """Conv2D on a one-channel image -> activation -> MaxPooling2D, as one XLA kernel: the serving form of a
+    tower's first conv layer (`export.serving_model`). oneDNN runs a one-channel convolution slowly and writes
+    the unpooled map; here each pooled output is the max of shifted multiply-adds compiled together, a few
+    times faster (docs/deploying.md). The batch is padded to a power of two (with ops TFLite has built in),
+    so that XLA compiles a handful of shapes, not one per batch size.
     """
 
     def __init__(self, filters, kernel_size, padding="valid", pool=1, activation="relu", negative_slope=0.2,

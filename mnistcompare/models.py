@@ -1,10 +1,7 @@
 """Functional builders of every architecture (described once, in `config.ARCHS`).
 
-All models take the same two inputs, `image_a` and `image_b` (float32
-[B, 14, 14, 1], pixel scale 0..255), standardise them with the training
-pixels' mean/std (stored in the model), and return a dict of outputs:
-`compare` ([B, 1], P(a <= b)) and, where the architecture has them,
-`digit_a` / `digit_b` ([B, 10] class probabilities).
+Every model takes `image_a` and `image_b` (float32 [B, 14, 14, 1], pixel scale 0..255), standardises them
+inside, and returns a dict: `compare` ([B, 1], P(a <= b)) and, where it has them, `digit_a` / `digit_b`.
 """
 import math
 import random
@@ -26,9 +23,8 @@ BN_MOMENTUM = 0.9
 
 
 class Layers:
-    """Dense, Conv2D, BatchNormalization and activation layers as `cfg` wants them: Keras'
-    defaults, or PyTorch's where `cfg.numerics` says (initialisers, BatchNorm epsilon, LeakyReLU
-    slope), all built-in serialisable Keras objects."""
+    """Dense, Conv2D, BatchNormalization and activation layers with Keras' defaults, or PyTorch's where
+    `cfg.numerics` says (initialisers, BatchNorm epsilon, LeakyReLU slope)."""
 
     def __init__(self, cfg: Config, synchronized=False):
         self.cfg, self.parts, self.synchronized = cfg, cfg.torch_parts, synchronized
@@ -55,13 +51,11 @@ class Layers:
         return layers.Dropout(rate, seed=self.seed(), name=name)(x)
 
     def dense(self, x, units, name, activation=None):
-        return layers.Dense(units, activation=activation, name=name,
-                            **self._init(x.shape[-1]))(x)
+        return layers.Dense(units, activation=activation, name=name, **self._init(x.shape[-1]))(x)
 
     def conv(self, x, channels, kernel, padding, groups, name):
         fan_in = kernel * kernel * x.shape[-1] // groups
-        return layers.Conv2D(channels, kernel, padding=padding, groups=groups, name=name,
-                             **self._init(fan_in))(x)
+        return layers.Conv2D(channels, kernel, padding=padding, groups=groups, name=name, **self._init(fan_in))(x)
 
     def batch_norm(self, x, name):
         epsilon = 1e-5 if "bn-eps" in self.parts else 1e-3
@@ -118,11 +112,8 @@ class Layers:
 
 
 def build_tower(cfg, make, name="tower", pooled_conv=False):
-    """One image (standardised) -> 10 digit logits: conv stack (or none), dense blocks, Dense(10); with
-    head_input "features", the last dense block's features (the digits are read after the head).
-
-    pooled_conv=True: the first conv layer as one PooledConv (for serving).
-    """
+    """One image (standardised) -> 10 digit logits (conv stack, dense blocks, Dense(10)), or with head_input
+    "features" the last block's features. pooled_conv=True: the first conv as one PooledConv (serving)."""
     image = keras.Input((14, 14, 1), name="image")
     x = make.conv_stack(image, pooled_conv=pooled_conv) if cfg.has_conv else layers.Flatten(name="flatten")(image)
     for i, units in enumerate(cfg.hidden):
@@ -147,13 +138,8 @@ def _compare_head(a, b, cfg, make):
 
 
 def _per_image(fn, inputs, standardize, apart):
-    """`fn` (shared weights) on both standardised images -> (out_a, out_b).
-
-    For training, once on the two images stacked into one batch: one call per
-    step, one BatchNorm update. Apart (for serving, or PyTorch's way with
-    numerics part "apart"), on each image: two independent calls, which
-    TensorFlow runs in parallel.
-    """
+    """`fn` (shared weights) on both standardised images -> (out_a, out_b): once on the two stacked into one
+    batch (one BatchNorm update a step), or `apart` (serving, numerics part "apart"): two calls, in parallel."""
     if not apart:
         both = standardize(StackPair(name="stack_pair")([inputs["image_a"], inputs["image_b"]]))
         return SplitPair(name="split_pair")(fn(both))
@@ -242,15 +228,9 @@ def build_mlp(cfg, make, mean=0.0, std=1.0, serving=False, xla=False):
 
 
 def build_model(cfg: Config, mean=0.0, std=1.0, serving=False, xla=False, synchronized=False):
-    """The model a Config describes, standardising with the given pixel statistics.
-
-    serving=True builds the inference form of the same model (see
-    export.serving_model): shared towers called on each image apart and, with
-    xla, a tower's first conv layer as one XLA-compiled PooledConv. Given the
-    trained weights, it computes the same outputs. synchronized=True: BatchNorm
-    statistics over the whole batch across the replicas of a tf.distribute
-    strategy (one process's statistics).
-    """
+    """The model a Config describes, standardising with the given pixel statistics. serving=True: its
+    inference form (towers called on each image apart; with xla, a first conv as one PooledConv), the same
+    outputs given the same weights. synchronized=True: BatchNorm statistics across a strategy's replicas."""
     builder = globals()[ARCHS[cfg.validate().arch].builder]
     return builder(cfg, Layers(cfg, synchronized), mean, std, serving=serving, xla=serving and xla)
 

@@ -1,13 +1,8 @@
 """Your own images -> MNIST form -> a trained model's answer (`mnistcompare-predict`).
 
-MNIST digits are white on black, size-normalised to fit a 20x20 box (aspect
-kept, anti-aliased) and centred by mass in a 28x28 frame; the models see them
-2x2-pooled to 14x14. `to_mnist` brings any image there: grayscale, polarity
-detected from the border (dark-on-light is inverted), background removed,
-the digit's box scaled to 20 pixels and centred by mass. An image that is
-in MNIST form already (28x28, its ink's box 17 to 21 pixels on its long side,
-its centre of mass within 2 pixels of the centre) is taken as it is, its
-polarity fixed; `raw=True` (`--raw-mnist`) takes 28x28 images as they are.
+MNIST digits are white on black, scaled to fit 20x20 and centred by mass in 28x28. `to_mnist` brings any
+image there (grayscale, polarity from the border, background removed, box scaled, centred by mass); an
+image in that form already is taken as it is, its polarity fixed; `raw=True` takes 28x28 images as they are.
 """
 import itertools
 import os
@@ -30,7 +25,6 @@ def load_image(path):
     """A grayscale float array (0..255) of an image file of any size and colour; one clear UserError for a
     missing, empty, corrupt or non-image file."""
     from PIL import Image, UnidentifiedImageError
-
     check_file(path)
     if os.path.getsize(path) == 0:
         raise UserError(f"{path}: the file is empty")
@@ -106,7 +100,6 @@ def to_mnist(gray, name="image", raw=False):
 def _resize(image, scale):
     """Anti-aliased resize of a float image by `scale` (at least one pixel each way)."""
     from PIL import Image
-
     h, w = image.shape
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.asarray(Image.fromarray(image, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32).clip(0, 255)
@@ -152,7 +145,6 @@ def read_pairs_file(path):
     """(image_a, image_b) paths, one pair per line of a CSV file, read as they are needed (a generator); relative
     paths are taken from the file's folder. UserError for a line that is not two paths, or a file of none."""
     import csv
-
     if not os.path.isfile(path):
         raise UserError(f"--pairs {path}: no such file")
     folder = os.path.dirname(os.path.abspath(path))
@@ -215,7 +207,6 @@ def show(pairs, images_a, images_b, answers, path):
 
     from mnistcompare.data import pool
     from mnistcompare.files import atomic_path
-
     n = len(pairs)
     fig = Figure(figsize=(4.4, 2.3 * n))
     axes = fig.subplots(n, 2, squeeze=False)

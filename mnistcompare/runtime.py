@@ -1,8 +1,5 @@
 """How TensorFlow is started: quietly, with oneDNN's kernels, one thread per op, and tf.distribute strategies.
-
-Every command-line program, worker process and benchmark starts TensorFlow
-through `start_tensorflow`, so all of them compute the same numbers.
-"""
+Every command, worker and benchmark starts it through `start_tensorflow`, so all compute the same numbers."""
 import contextlib
 import gc
 import json
@@ -56,7 +53,6 @@ def tensorflow_environment():
         import warnings
 
         from mnistcompare.errors import MnistcompareWarning
-
         warnings.warn(f"TensorFlow was imported before mnistcompare, without {' and '.join(unset)}: its kernels "
                       "then differ from the commands', and the numbers can too; import mnistcompare before "
                       "TensorFlow", MnistcompareWarning, stacklevel=3)
@@ -90,11 +86,8 @@ def own_process():
 
 
 def quiet_tensorflow():
-    """Import TensorFlow and Keras with their C++ start-up messages (absl, oneDNN, CUDA) kept off stderr.
-
-    TensorFlow prints them from C++ whatever TF_CPP_MIN_LOG_LEVEL says, so the
-    stderr file descriptor is pointed at /dev/null for the import only.
-    """
+    """Import TensorFlow and Keras with their C++ start-up messages (absl, oneDNN, CUDA), printed whatever
+    TF_CPP_MIN_LOG_LEVEL says, kept off stderr: its file descriptor points at /dev/null for the import."""
     if "tensorflow" in sys.modules:
         return
     if keras_backend() != "tensorflow":
@@ -113,7 +106,6 @@ def quiet_tensorflow():
     try:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
-
         if freezing:
             gc.freeze()
     finally:
@@ -137,21 +129,13 @@ _THREADS_SET = False  # the first start in a process chooses its threads; later 
 
 
 def choose_threads(rounds_at_once=1):
-    """Run each TensorFlow op on one thread, with one more op thread than the cores a round has.
-
-    The ops of nets this small are too small to split across threads: on two
-    cores this trains faster than TensorFlow's default, leaves the other cores
-    to rounds trained side by side (evaluate --jobs), and a round's numbers do
-    not depend on how many rounds run at once. Independent ops (the members of
-    an ensemble, a siamese net's two towers) still run side by side: with one
-    spare thread, a core is not left idle while an op waits for its inputs
-    (measured in docs/performance.md). TF_NUM_INTRAOP_THREADS (which
-    `import mnistcompare` sets to 1 where it is not set) and
-    TF_NUM_INTEROP_THREADS, when set, win.
+    """Run each TensorFlow op on one thread, with one more op thread than the cores a round has: these nets'
+    ops are too small to split, so this trains faster than TensorFlow's default, leaves cores to rounds side
+    by side, and a round's numbers do not depend on them; the spare thread keeps a core busy while an op
+    waits (docs/performance.md). TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS, when set, win.
     """
     global _THREADS_SET
     import tensorflow as tf
-
     if _THREADS_SET:
         return
     _THREADS_SET = True
@@ -199,18 +183,11 @@ def cluster_role():
 
 
 def start_tensorflow(strategy="none", collective_timeout=60, start_timeout=120, rounds_at_once=1):
-    """Start TensorFlow as every command trains with it: imported quietly, each op on one thread;
-    returns the tf.distribute strategy `strategy` names (None for "none").
-
-    `rounds_at_once`: how many processes train on this machine at the same time
-    (evaluate --jobs, tune --workers), which sets the op threads of each. The
-    first start in a process decides them.
-
-    The strategy is made before TensorFlow runs any op: a multi-worker strategy
-    must configure its collective ops at start-up. "multiworker" reads TF_CONFIG;
-    a worker that does not join within `start_timeout` seconds, or a collective
-    that waits `collective_timeout` seconds for a peer (a worker that died or
-    hangs), ends the run with one line instead of a hang.
+    """Start TensorFlow as every command trains with it (quiet, each op on one thread); returns the
+    tf.distribute strategy `strategy` names (None for "none"). `rounds_at_once`: processes training on this
+    machine at once, which sets each one's op threads (the first start in a process decides). The strategy
+    is made before any op runs, as a multi-worker one must be; a worker that does not join within
+    `start_timeout` s, or a peer a collective waits `collective_timeout` s for, ends the run with one line.
     """
     if strategy == "multiworker":
         cluster_role()  # a malformed TF_CONFIG is one line, before TensorFlow starts
@@ -219,7 +196,6 @@ def start_tensorflow(strategy="none", collective_timeout=60, start_timeout=120, 
     if strategy in (None, "none"):
         return None
     import tensorflow as tf
-
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     # Making the strategy waits for every worker of TF_CONFIG to join; one that never does (it died, or
@@ -244,6 +220,5 @@ def _give_up(message):
 def peer_failure(error):
     """A RunError for a tf.distribute collective that failed because a peer died or hung (one line, exit 1)."""
     from mnistcompare.errors import RunError
-
     return RunError(f"another process of the multi-worker run died or stopped answering ({type(error).__name__}); "
                     "nothing of the unfinished epoch is saved: restart every worker to resume")

@@ -4,12 +4,9 @@
     curl -d '{"signature_name": "serve_mnist", "instances": [{"image_a": ..., "image_b": ...}]}' \\
         http://127.0.0.1:8501/v1/models/mnistcompare:predict
 
-The API is TF Serving's (status, metadata, :predict in the row and columnar
-formats), so a client written for TF Serving works against this server and
-against a real TF Serving on the same export. The model is the SavedModel
-loaded with plain TensorFlow; requests are checked (size, batch, JSON, shapes,
-dtypes, finite values) and refused with 400 / 413 and TF Serving's
-{"error": ...}. Starlette and uvicorn come with `pip install 'mnistcompare[serve]'`.
+The API is TF Serving's (status, metadata, :predict in row and columnar formats): a TF Serving client
+works here and on a TF Serving of the same export. Requests are checked (size, batch, JSON, shapes, dtypes,
+values) and refused with TF Serving's {"error": ...}. Needs `pip install 'mnistcompare[serve]'`.
 """
 import asyncio
 import json
@@ -43,7 +40,6 @@ class ServedModel:
 
     def __init__(self, folder, name, version="1"):
         import tensorflow as tf
-
         self.folder, self.name, self.version, self.tf = folder, name, version, tf
         self.model = tf.saved_model.load(folder)
         self.signatures = dict(self.model.signatures)
@@ -131,7 +127,6 @@ def signature_defs(folder):
     names included (serving_default_image_a:0, ...)."""
     from tensorflow.core.framework import types_pb2
     from tensorflow.core.protobuf import saved_model_pb2
-
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(folder, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
@@ -177,7 +172,6 @@ def draw_answer(model, body):
     MNIST form, the 14x14 images the net reads, and the model's answer."""
     from mnistcompare.data import pool
     from mnistcompare.predict import to_mnist
-
     images = []
     for side in ("a", "b"):
         drawing = body.get(f"image_{side}") if isinstance(body, dict) else None
@@ -209,7 +203,6 @@ def make_app(model, timeout=TIMEOUT):
     from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
-
     page = resources.files("mnistcompare").joinpath("static", "draw.html").read_text()
 
     class ModelName(convertors.StringConvertor):  # a model's name ends before ':' (/v1/models/NAME:predict)
@@ -217,7 +210,6 @@ def make_app(model, timeout=TIMEOUT):
     convertors.register_url_convertor("model", ModelName())
 
     from mnistcompare.runtime import available_cpus
-
     workers = anyio.CapacityLimiter(available_cpus())
 
     def error(message, status=400):
@@ -308,7 +300,6 @@ def make_app(model, timeout=TIMEOUT):
 
 def serve_parser():
     from mnistcompare.cli import Parser
-
     parser = Parser(
         prog="mnistcompare-serve",
         description="Serve a trained model over TF Serving's REST API (GET /v1/models/NAME, .../metadata, "
@@ -329,12 +320,10 @@ def serve_parser():
 
 def serve_main(argv=None):
     from mnistcompare.cli import run
-
     args = serve_parser().parse_args(argv)
 
     def main():
         from mnistcompare.predict import find_saved_model, version_of
-
         if not 0 < args.port < 65536:
             raise UserError(f"--port: must be in 1..65535, got {args.port}")
         if not 0 < args.timeout <= 3600:
@@ -354,7 +343,6 @@ def serve_main(argv=None):
             raise UserError("mnistcompare-serve needs Starlette and uvicorn: pip install 'mnistcompare[serve]'") \
                 from None
         from mnistcompare.runtime import quiet_tensorflow
-
         quiet_tensorflow()
         try:
             model = ServedModel(folder, args.name, version_of(folder))
@@ -379,7 +367,6 @@ def deadline_protocol(timeout=TIMEOUT):
     closed; and a bound on open connections (MAX_CONNECTIONS), past which a new one is closed at once.
     uvicorn closes idle kept-alive connections itself, but not one that trickles its headers."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
-
     class DeadlineProtocol(H11Protocol):
         deadline = None
 
@@ -421,7 +408,6 @@ def deadline_protocol(timeout=TIMEOUT):
 def enough_files(count):
     """Raise this process's open-file limit to `count` where its hard limit allows (connections are files)."""
     import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < count:
         resource.setrlimit(resource.RLIMIT_NOFILE, (count if hard == resource.RLIM_INFINITY else min(count, hard),

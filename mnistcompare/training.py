@@ -1,11 +1,8 @@
 """One round: Config + pairs -> compiled model -> `model.fit` on a tf.data pipeline -> metrics.
 
-`train_round` is one straight path: a model (new, or one given) -> `fit` on
-`data.to_dataset`, with `steps_per_execution` set to a whole epoch (one graph
-call per epoch) -> scores. The variations hand it their model: `ModelCache.get`
-(a configuration traced once per process, re-initialised for each round),
-`Checkpoint.restore` (a killed run's state, with its `initial_epoch`) and
-`distributed_model` (made under a tf.distribute strategy).
+`train_round` is one straight path (model -> `fit`, a whole epoch per graph call -> scores); the
+variations hand it their model: `ModelCache.get` (traced once per process), `Checkpoint.restore` (a
+killed run's state, with its `initial_epoch`) and `distributed_model` (under a tf.distribute strategy).
 """
 import contextlib
 import json
@@ -44,9 +41,8 @@ def make_optimizer(cfg: Config, steps_per_epoch):
 
 
 def compile_model(model, cfg: Config, steps_per_epoch, distributed=False):
-    """Losses, metrics and loss weights keyed by output name (dicts that match exactly:
-    a mismatched `loss_weights` dict is applied by position without an error). `distributed`:
-    for a model built under a tf.distribute strategy's scope."""
+    """Losses, metrics and loss weights keyed by output name (a mismatched `loss_weights` dict would be
+    applied by position without an error). `distributed`: a model built under a strategy's scope."""
     losses = {"compare": keras.losses.BinaryCrossentropy()}
     # Keras prefixes a metric with its output's name only where a model has several outputs.
     several = len(model.output_names) > 1
@@ -95,13 +91,11 @@ _PREDICTORS = weakref.WeakKeyDictionary()
 
 
 class Predictor:
-    """A model's outputs as numpy, in inference mode (no dropout, BN moving statistics), through one
-    traced call per batch shape: several times faster than calling the model eagerly. Under a
-    tf.distribute strategy too (each process computes the whole batch on its own copy)."""
+    """A model's outputs as numpy, in inference mode, through one traced call: several times faster than
+    calling the model eagerly; under a strategy too (each process computes the whole batch)."""
 
     def __init__(self, model):
         import tensorflow as tf
-
         self.model = model
         # one trace for every batch size: TensorFlow counts the traces of all Predictors together (they share
         # this lambda's code) and warns of "excessive retracing" past five
@@ -157,9 +151,8 @@ def confusion(out, pairs):
 
 
 def examples(out, pairs, count=30, mistakes=18):
-    """`count` test pairs for a picture, up to `mistakes` mistakes of the comparison first, then pairs it got
-    right: their images, true digits and target, and the model's P(a <= b) and digits (-1 where it has no
-    digit heads)."""
+    """`count` test pairs for a picture, up to `mistakes` mistakes first: images, digits, target, the model's
+    P(a <= b) and digits (-1 without digit heads)."""
     p = out["compare"][:, 0]
     wrong = (p > 0.5) != (pairs.target > 0.5)
     shown = np.flatnonzero(wrong)[:mistakes]
@@ -172,15 +165,10 @@ def examples(out, pairs, count=30, mistakes=18):
 
 
 class ModelCache:
-    """Compiled models kept across rounds, so that each configuration is built, compiled and traced once
-    per process: Keras keeps a model's traced train function until it is compiled again.
-
-    Tracing the training step of a new model costs seconds, more than the whole
-    fit of a 1000-pair round. A round on a cached model starts from exactly the
-    state a fresh model would have: every variable (weights, BatchNorm
-    statistics, dropout seed states, normalisation constants) is copied from a
-    model freshly built with the round's seed, and the optimizer's slots and
-    step counter from a fresh optimizer. So a round gives the same result either way.
+    """Compiled models kept across rounds, so that each configuration is traced once per process (seconds,
+    more than a 1000-pair round's fit): Keras keeps a model's traced train function until it is compiled
+    again. A round on a cached model starts from exactly a fresh model's state: every variable (weights,
+    BatchNorm statistics, dropout seeds, normalisation) and the optimizer's are copied from fresh ones.
     """
 
     def __init__(self, size=4):
@@ -219,7 +207,6 @@ class ModelCache:
     @staticmethod
     def entry(model):
         import tensorflow as tf
-
         targets = model.variables + model.optimizer.variables
         # every variable in one traced call, not one call per variable
         return model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)], autograph=False), targets
@@ -232,9 +219,9 @@ class ModelCache:
 
 
 class _VectorLogs(keras.Model):
-    """A model whose train and test steps return each value as a vector of one: Keras 3.15's fit averages
-    the replicas' values along axis 0 under MultiWorkerMirroredStrategy, which fails for scalars
-    (tensorflow#72388). For training only: `as_saved` gives the same layers as a plain Model, to save."""
+    """Train and test steps that return each value as a vector of one: Keras 3.15's fit averages the
+    replicas' values along axis 0 under MultiWorkerMirroredStrategy, which fails for scalars
+    (tensorflow#72388). For training only (see `as_saved`)."""
 
     def train_step(self, data):
         return {name: keras.ops.reshape(value, [1]) for name, value in super().train_step(data).items()}
@@ -244,17 +231,11 @@ class _VectorLogs(keras.Model):
 
 
 def distributed_model(cfg, strategy, fit_pairs):
-    """A compiled model whose variables, optimizer and metrics are made under `strategy`'s scope, for `fit`
-    under that scope.
-
-    The Model object itself is made outside the scope, over the same layers:
-    Keras 3.15's fit reduces a first batch across the replicas to build a model
-    made under a strategy, which fails for dict inputs under
-    MultiWorkerMirroredStrategy. So the loss and metric variables are made here,
-    on two pairs, as fit would make them.
-    """
+    """A compiled model whose variables, optimizer and metrics are made under `strategy`'s scope. The Model
+    object is made outside it, over the same layers, and its loss and metric variables here on two pairs:
+    Keras 3.15's fit would reduce a first batch across the replicas to build it, which fails for dict
+    inputs under MultiWorkerMirroredStrategy."""
     import tensorflow as tf
-
     # BatchNorm statistics over the whole batch, across the replicas, as one process computes them; but
     # PyTorch's way (numerics part "apart") normalises each replica's batch, as its DistributedDataParallel
     # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
@@ -277,8 +258,7 @@ def distributed_model(cfg, strategy, fit_pairs):
 
 
 def as_saved(model, cfg: Config, fit_pairs):
-    """`model` as it is saved: a model of `distributed_model` as the plain, compiled keras.Model of its layers
-    that every other round gives (its class is for training only)."""
+    """`model` as it is saved: a `distributed_model` as the plain compiled keras.Model of its layers."""
     if not isinstance(model, _VectorLogs):
         return model
     return compile_model(keras.Model(model.input, model.output, name=model.name), cfg,
@@ -289,13 +269,10 @@ def train_round(cfg: Config, train_pairs, test_pairs, model=None, initial_epoch=
                 curves=False, strategy=None):
     """Train one round with `model.fit`; returns (model, metrics, history dict).
 
-    `model`: the compiled model to train, as it is (default: `new_model`, freshly
-    initialised from cfg.seed); `initial_epoch`: the epochs it has already been
-    trained (a restored backup; the batches of the later epochs are those an
-    uninterrupted run draws). `strategy`: a tf.distribute strategy; the model
-    is made under it (`distributed_model`) and fit runs in its scope.
-    `curves=True` also logs the test accuracy after every epoch (`TestCurve`,
-    left out of the fit time, as is the final evaluation).
+    `model`: the compiled model to train (default: `new_model`); `initial_epoch`: the epochs it has been
+    trained (a restored backup: later epochs get an uninterrupted run's batches). `strategy`: the model is
+    made under it and fit runs in its scope. `curves=True` logs the test scores after every epoch
+    (`TestCurve`, left out of the fit time).
     """
     cfg.validate()  # a Config made in Python and not validated: one UserError, not a nonsense round
     if len(train_pairs) == 0 or len(test_pairs) == 0:
@@ -352,15 +329,9 @@ def round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs):
     predictor = Predictor.of(model)
     train, out = accuracy(model, fit_pairs, predictor), predictor(test_pairs)
     test = scores(out, test_pairs)
-    metrics = {
-        "arch": cfg.arch,
-        "test_accuracy": test["accuracy"],
-        "train_accuracy": train["accuracy"],
-        "params": count_params(model),
-        "seed": cfg.seed,
-        "train_pairs": len(fit_pairs),
-        "test_pairs": len(test_pairs),
-    }
+    metrics = {"arch": cfg.arch, "test_accuracy": test["accuracy"], "train_accuracy": train["accuracy"],
+               "params": count_params(model), "seed": cfg.seed, "train_pairs": len(fit_pairs),
+               "test_pairs": len(test_pairs)}
     if "digit_accuracy" in test:
         metrics["test_digit_accuracy"] = test["digit_accuracy"]
         metrics["train_digit_accuracy"] = train["digit_accuracy"]

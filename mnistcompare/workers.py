@@ -22,7 +22,6 @@ def _start_worker(pids, workers):
     """A process that trains rounds for `evaluate --jobs`, one of `workers`: Ctrl-C left to the parent,
     which ends the workers; its pid reported so that the parent ends exactly its own workers."""
     from mnistcompare.runtime import own_process, start_tensorflow
-
     own_process()
     pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -49,14 +48,9 @@ def end_workers(pids):
 
 # -- evaluate --cluster: a Dask cluster --------------------------------------------------
 def connect(address):
-    """A Dask distributed client of the scheduler at `address` (the optional extra `[cluster]`).
-
-    Dask rather than Ray: its client hands out a concurrent.futures executor,
-    the interface of the local worker pool, so rounds go to a cluster through
-    the same code; a round whose worker dies is given to another worker by the
-    scheduler itself. Its workers need mnistcompare and MNIST at the same path,
-    and run one round at a time (start them with --nthreads 1).
-    """
+    """A Dask distributed client of the scheduler at `address` (the extra `[cluster]`). Dask, as its client
+    hands out a concurrent.futures executor, the local pool's interface, and its scheduler gives a dead
+    worker's round to another. Workers need mnistcompare and MNIST at the same path, and --nthreads 1."""
     try:
         from dask.distributed import Client
     except ImportError:
@@ -131,15 +125,10 @@ def _interrupt(signum, frame):
 
 
 def launch_workers(argv, workers, out, poll=0.2):
-    """Start a chief and `workers` workers of this same command on 127.0.0.1, and watch them.
-
-    The chief serves the oracle and, once the grid is done, writes the outputs
-    and runs the final rounds; its output is shown, the workers' go to
-    OUT/worker-N.log. If any of them dies (a worker killed, the chief
-    crashed), the others are ended within a second and the launcher fails with
-    one line: finished trials are kept, and rerunning the same command resumes
-    (trials that were running are retried). SIGTERM or SIGINT to the launcher
-    ends them all too; SIGKILL to it ends them through the kernel.
+    """Start a chief and `workers` workers of this same command on 127.0.0.1, and watch them. The chief's
+    output is shown, the workers' go to OUT/worker-N.log. If one dies, the others are ended within a second
+    and the launcher fails with one line (finished trials kept; a rerun resumes). SIGTERM or SIGINT to the
+    launcher ends them all; SIGKILL ends them through the kernel.
     """
     command = [sys.executable, "-c", WORKER_CODE, *argv]
     env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(free_port()),

@@ -1,12 +1,8 @@
 """keras-tuner searches over `mnistcompare.Config`, installed as `mnistcompare.tuning`.
 
-`grid` parses search spaces (no TensorFlow), `hypermodel` is the keras-tuner
-HyperModel that any tuner drives, `search` the tuners of mnistcompare-tune
-(keras-tuner's oracles, resumable), `studies` the reports' own searches,
-`cli` the `mnistcompare-tune` command and its chief + workers launcher.
-
-`ComparisonHyperModel` and `OBJECTIVE` are importable from here; they load
-keras-tuner (and TensorFlow) when first used.
+`grid` (search spaces, no TensorFlow), `hypermodel` (the HyperModel any tuner drives), `search` (the
+resumable tuners of mnistcompare-tune), `studies` (the reports' searches), `cli` (the command). Importing
+`ComparisonHyperModel` or `OBJECTIVE` from here loads keras-tuner and TensorFlow.
 """
 import importlib.util
 
@@ -29,6 +25,5 @@ def check_bayesian():
 def __getattr__(name):
     if name in ("ComparisonHyperModel", "OBJECTIVE"):
         from . import hypermodel
-
         return getattr(hypermodel, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,6 @@ from .grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
 
-
 def search_file(out):
     return os.path.join(out, "search.json")
 
@@ -53,7 +52,6 @@ def check_search(out, search, overwrite):
 def damaged_file(project):
     """The first of keras-tuner's files in `project` that is not JSON (else the folder)."""
     import glob
-
     for path in sorted(glob.glob(os.path.join(project, "**", "*.json"), recursive=True)):
         try:
             with open(path) as f:
@@ -70,7 +68,6 @@ def save_search(out, search):
 # -- mnistcompare-tune --------------------------------------------------------------
 def tune_parser():
     from .studies import SEARCHES
-
     parser = Parser(
         prog="mnistcompare-tune",
         description="keras-tuner search over a Config: each trial trains --runs-per-trial rounds and scores "
@@ -119,7 +116,6 @@ def tune_main(argv=None):
 
     def main():
         import shutil
-
         if args.study:
             return study_main(args)
         args.out = args.out or "runs/tune"
@@ -179,7 +175,6 @@ def check_paths(args):
 def study_main(args):
     """mnistcompare-tune --study NAME (see mnistcompare.tuning.studies)."""
     from .studies import SEARCHES, final_test, results_markdown, stage_record
-
     if args.grid or args.tuner != "grid" or args.workers or args.preset or args.config:
         raise UserError("--study runs the report's own grids in one process: give no --grid, --tuner, --workers, "
                         "--preset or --config with it")
@@ -225,11 +220,9 @@ def search_grid(args, base, grid, source, out=None, final=True):
     """Run (or resume) the search; as the chief, write trials.md and best_config.json and test the best
     configuration. Returns the tuner's finished trials, best first (None in a worker)."""
     from mnistcompare.runtime import start_tensorflow
-
     start_tensorflow(rounds_at_once=int(os.environ.get(WORKERS, 1)))
     from mnistcompare.reports import Entry
     from .search import make_tuner, trial_rows, trials_markdown, write_outputs
-
     out = out or args.out
     try:  # keras-tuner reloads its project here
         tuner = make_tuner(base, grid, out, args.runs_per_trial, args.val_pairs, source, kind=args.tuner,
@@ -240,7 +233,6 @@ def search_grid(args, base, grid, source, out=None, final=True):
     callbacks = []
     if args.tensorboard:
         import keras
-
         callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, write_graph=False))
     try:
         tuner.search(callbacks=callbacks, verbose=0 if args.quiet else 1)
@@ -265,7 +257,6 @@ def search_grid(args, base, grid, source, out=None, final=True):
     if final and args.final_rounds:
         from mnistcompare.experiments import evaluate, markdown_table
         from mnistcompare.runtime import DEFAULT_JOBS
-
         results = evaluate(best, args.final_rounds, os.path.join(out, "final"), source,
                            log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
         print(console_text(markdown_table(results), os.path.join(out, "final")), end="")

@@ -4,7 +4,6 @@
     from mnistcompare import Config
     from mnistcompare.data import load_pairs
     from mnistcompare.tuning import OBJECTIVE, ComparisonHyperModel
-
     base = Config(arch="siamese", epochs=10)
     train, val = load_pairs(base, validation=1000)
     hypermodel = ComparisonHyperModel(base, {"alpha": [0.3, 0.5, 0.7],
@@ -43,31 +42,16 @@ def declare(hp, name, axis):
 class ComparisonHyperModel(keras_tuner.HyperModel):
     """A search space over `mnistcompare.Config`, for any keras-tuner tuner.
 
-    `space` maps names (see `mnistcompare.tuning.grid`) to a list of values or
-    a range {"min", "max", "sampling"}. `build(hp)` builds and compiles the
-    trial's model, standardised with the mean and std of `train_pairs` (without
-    them, 0 and 1 until `fit` sets the values of the pairs it trains on).
-
-    `fit(hp, model, x, y, validation_data=..., epochs=..., batch_size=...)`
-    takes what `tuner.search` is given, as `model.fit` does: `Pairs`, dicts of
-    arrays (x: image_a, image_b; y: digit_a, digit_b, and compare if you like)
-    or `tf.data.Dataset`s of such (features, targets), and `validation_data`
-    or `validation_split`; `epochs`, `batch_size` and `shuffle` replace the
-    Config's. It trains `runs` rounds (seeds seed, seed+1, ...) through
-    `train_round` and returns their mean validation accuracy. Given no pairs,
-    each round draws its own (its seed fixes them) from `source`, with
-    `val_pairs` validation pairs from MNIST training images that the training
-    pairs do not use: what mnistcompare-tune does. An argument it cannot honour
-    stops the search (keras_tuner.errors.FatalValueError), so that no trial is
-    spent on it. The values of each round of the last trial are in `rounds`.
-
-    keras-tuner's best-weights checkpoint sees one epoch per round, whose logs
-    hold the round's final validation accuracy: each trial keeps the weights
-    of its best round, which `get_best_models` loads. A tuner's several
-    executions of a trial (`executions_per_trial`) continue the seeds (the
-    second starts at seed + runs). Hyperband's budget (`tuner/epochs`) sets the
-    epochs; where keras-tuner's Hyperband hands on a trial's weights
-    (`tuner/trial_id`, `initial_epoch`), its rounds continue from them.
+    `space` maps names (see `tuning.grid`) to a list of values or a range {"min", "max", "sampling"}.
+    `build(hp)` builds and compiles the trial's model, standardised with `train_pairs`' statistics (else
+    0 and 1). `fit(hp, model, x, y, validation_data=..., epochs=..., batch_size=...)` takes what
+    `tuner.search` is given, as `model.fit` does (`Pairs`, dicts of arrays, `tf.data.Dataset`s;
+    `validation_data` or `validation_split`), trains `runs` rounds (seed, seed+1, ...) and returns their
+    mean validation accuracy; given no pairs, each round draws its own from `source` with `val_pairs`
+    held-out validation pairs, as mnistcompare-tune does. An argument it cannot honour stops the search
+    (FatalValueError). keras-tuner's best-weights checkpoint sees a round as one epoch, so a trial keeps
+    its best round's weights; further executions of a trial continue the seeds; Hyperband's budget sets
+    the epochs, and its rounds continue from a trial's handed-on weights.
     """
 
     def __init__(self, base: Config = None, space=None, train_pairs=None, runs=1, val_pairs=1000, source=None,
@@ -89,7 +73,6 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         from mnistcompare.models import build_model
         from mnistcompare.training import compile_model, fit_split, pixel_stats
-
         cfg = self.config(hp)
         stats = pixel_stats(cfg, fit_split(cfg, self.train_pairs)[0]) if self.train_pairs is not None else (0.0, 1.0)
         return compile_model(build_model(cfg, *stats), cfg, _steps(cfg))
@@ -98,7 +81,6 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
             batch_size=None, shuffle=None, initial_epoch=0, callbacks=(), verbose=0, **others):
         from mnistcompare.data import load_pairs
         from mnistcompare.training import ModelCache, fit_split, train_round
-
         try:
             if args or others:
                 raise UserError(f"{', '.join(sorted(others)) or 'more than x and y as positional arguments'}: not "
@@ -157,7 +139,6 @@ def _trial_pairs(x, y, validation_data, validation_split):
     """(training Pairs or None, validation Pairs or None, a batched Dataset's batch size or None) from fit's
     arguments; UserError for what cannot be used."""
     from mnistcompare.data import as_pairs
-
     if validation_split and validation_data is not None:
         raise UserError("give validation_data or validation_split, not both")
     if x is None:
@@ -193,7 +174,6 @@ def _keep_if_best(checkpoint, model, value):
 def _steps(cfg):
     """Steps of an epoch of `cfg`'s rounds: its pairs less those `--val-split` holds out (train_round's split)."""
     from mnistcompare.data import epoch_steps
-
     return epoch_steps(cfg, cfg.pairs - round(cfg.pairs * cfg.val_split))
 
 
@@ -210,6 +190,5 @@ def _for_round(callback, run, runs):
 def _write_score(log_dir, score):
     """The trial's score as a scalar of its TensorBoard run, the metric of the HParams dashboard."""
     import tensorflow as tf
-
     with tf.summary.create_file_writer(log_dir).as_default():
         tf.summary.scalar(OBJECTIVE.name, score, step=0)

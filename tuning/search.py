@@ -1,10 +1,5 @@
-"""The tuners of mnistcompare-tune: keras-tuner's Tuner with keras-tuner's four oracles.
-
-Each trial trains the HyperModel's rounds; the objective is their mean
-validation compare accuracy, on pairs drawn from MNIST training images that
-the training pairs do not use; the test split is touched once, at the end,
-for the best configuration only. A killed search resumes where it stopped.
-"""
+"""The tuners of mnistcompare-tune: keras-tuner's Tuner with its four oracles, resumable after a kill.
+A trial's objective is its rounds' mean validation accuracy, on pairs of held-out MNIST training images."""
 import functools
 import json
 import os
@@ -27,16 +22,9 @@ from .hypermodel import OBJECTIVE, ComparisonHyperModel, declare
 
 
 class Resumable:
-    """An oracle that reloads the state a killed chief left, trial files first.
-
-    keras-tuner writes a trial's own file before the oracle's state, so a chief
-    killed between the two writes leaves the state behind: a finished trial
-    still listed as running (it would be trained again), or a new trial not
-    listed at all (it would never run, yet count towards --max-trials). The
-    trial's own file is the later word: such a trial counts as started, and
-    as running if its file says so. (Trials left running are retried by
-    keras-tuner itself on reload.)
-    """
+    """An oracle that reloads the state a killed chief left, trial files first: keras-tuner writes a trial's
+    file before the oracle's state, so a kill between them leaves a finished trial listed as running, or a
+    new one unlisted (never run, yet counted). The trial's file is the later word."""
 
     def save(self):
         # keras-tuner writes its files in place (oracle.json at every trial's start and end, trial.json,

@@ -1,11 +1,8 @@
-"""The reports' own searches (`mnistcompare-tune --study NAME`, run by `tuning.cli.study_main`): each stage's
-record, the test of the chosen configuration, and the results page beside the reports' figures.
+"""The reports' own searches (`mnistcompare-tune --study NAME`, run by `cli.study_main`).
 
-Each stage is a keras-tuner grid search in OUT/stage-N, from the best
-configuration of the stage before (a staged search) or from the search's base;
-the chosen configuration is then tested in OUT/final. results.md and
-results.json in OUT give every stage's best values and score beside the
-report's. Rerunning the same command resumes, stage by stage.
+Each stage is a keras-tuner grid search in OUT/stage-N, from the best of the stage before (staged) or from
+the search's base; the chosen configuration is tested in OUT/final; results.md gives every stage's best
+beside the report's. Rerunning the same command resumes, stage by stage.
 """
 import dataclasses
 import itertools
@@ -131,7 +128,6 @@ def final_test(args, search, configs, labels, source, top):
     from mnistcompare.experiments import evaluate
     from mnistcompare.reports import Entry, published
     from mnistcompare.runtime import DEFAULT_JOBS
-
     pub = search.final or {}
     entries = [Entry(label, config, published(pub["test_accuracy"], pub.get("std"), search.source)
                      if pub and len(configs) == 1 else None) for label, config in zip(labels, configs)]
