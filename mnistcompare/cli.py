@@ -1,9 +1,7 @@
 """Command-line programs. Every option of `Config` is a flag, generated from the dataclass.
 
-Bad flags and missing data end in one line on stderr and exit code 2; a run
-that cannot go on (diverged, a worker died, a full disk) in one line and exit
-code 1, its finished work kept. Arguments and data folders are checked before
-TensorFlow is imported, so a mistake is reported at once.
+A user's mistake is one line on stderr and exit 2, checked before TensorFlow is imported; a run that cannot
+go on (diverged, a worker died, a full disk) one line and exit 1, its finished work kept.
 """
 import argparse
 import atexit
@@ -69,8 +67,7 @@ def _tuple_type(element):
 def add_config_arguments(parser):
     """--preset, --config and one flag per Config field (flags override both)."""
     parser.add_argument("--preset", help=f"start from a named configuration: {', '.join(PRESETS)}")
-    parser.add_argument("--config", metavar="FILE",
-                        help="start from a saved config.json instead (flags override it)")
+    parser.add_argument("--config", metavar="FILE", help="start from a saved config.json instead (flags override it)")
     for name, fields in sections().items():
         group = parser.add_argument_group(f"{name} options (defaults: report 000's siamese net)")
         for f in fields:
@@ -80,8 +77,7 @@ def add_config_arguments(parser):
 def add_config_flag(group, f):
     """The flag of one Config field, with its help, bounds and default."""
     flag = "--" + f.name.replace("_", "-")
-    default = ",".join(map(str, f.default)) if f.type is tuple else f"{f.default:.4g}" if f.type is float \
-        else f.default
+    default = ",".join(map(str, f.default)) if f.type is tuple else f"{f.default:.4g}" if f.type is float else f.default
     bounds = bounds_text(f)  # checked by Config.validate, so that a config file gets the same errors
     help = f"{f.metadata['help']}{'; ' + bounds if bounds else ''} (default: {default})"
     if f.type is bool:
@@ -174,33 +170,27 @@ def _end_now(signum, frame):
 
 
 def _exit(code, whole_process):
-    # Not sys.exit for a command: the interpreter's shutdown, with TensorFlow loaded, takes 1.5 s after the
-    # main job's last line; with its threads still running after an interrupted fit it crashed once with
-    # SIGSEGV in CI, and after a multi-worker peer died, a pool of TensorFlow's printed a traceback under the
-    # one line. Every finally block that matters has run; nothing is left to write.
+    # Not sys.exit for a command: with TensorFlow loaded, the interpreter's shutdown takes 1.5 s, crashed once
+    # (SIGSEGV) after an interrupted fit, and printed a traceback after a multi-worker peer died.
     if not whole_process:
         sys.exit(code)
-    # What Python's exit does first (no public name): the atexit functions, among them multiprocessing's, so
-    # that evaluate's worker pool releases its semaphores (else the resource tracker warns of them).
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # what Python's exit does first: multiprocessing's releases the pool's semaphores
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
 def run(main, prog, argv, stopped="rerun the same command to resume"):
-    """Run a command body; user mistakes -> one line + exit 2, a failed run -> one line + exit 1,
-    Ctrl-C -> exit 130, SIGTERM -> one line + exit 143 (`stopped`: what to do next, said on that line). `argv` None: the
-    command line, so the process itself ends (`_exit`), whatever the outcome; arguments from Python (a test)
-    return, or end in SystemExit."""
+    """Run a command body: a user's mistake -> one line, exit 2; a failed run -> one line, exit 1; Ctrl-C ->
+    130; SIGTERM -> 143 (`stopped`: what to do next). `argv` None: the process ends (`_exit`) whatever the
+    outcome; given arguments (a test), it returns or raises SystemExit."""
     whole_process = argv is None
     if whole_process:
         own_process()  # (see runtime.quiet_tensorflow)
     if whole_process and sys.stderr is not None:  # (None: started with stderr closed)
         faulthandler.enable()  # a crash in native code still says where Python was
-    # tune's launcher stops its chief and workers with SIGTERM and says why itself. They end at once, as
-    # on SIGKILL (which resuming already covers): unwinding, the chief's gRPC server thread could print a
-    # traceback into the launcher's one line.
+    # tune's launcher stops its chief and workers with SIGTERM, and says why: they end at once, as on SIGKILL
+    # (unwinding, the chief's gRPC thread could print a traceback into the launcher's one line).
     previous = signal.signal(signal.SIGTERM, _end_now if LAUNCHED in os.environ else _terminated)
     shown = warnings.showwarning
 
@@ -216,12 +206,9 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
     except Terminated:
         print(f"\n{prog}: terminated{'; ' + stopped if stopped else ''}", file=sys.stderr)
         _exit(143, whole_process)
-    except UserError as e:
+    except (UserError, RunError) as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        _exit(EXIT_USER_ERROR, whole_process)
-    except RunError as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
-        _exit(1, whole_process)
+        _exit(EXIT_USER_ERROR if isinstance(e, UserError) else 1, whole_process)
     except BrokenPipeError:  # the reader of stdout has gone (`| head -1`): quiet, as Python's docs advise
         if whole_process:  # (else stdout is a caller's, perhaps not a file)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -233,8 +220,7 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
     except Exception as e:
         if type(e).__name__ not in TENSORFLOW_FILE_ERRORS or not type(e).__module__.startswith("tensorflow"):
             raise
-        # TensorFlow's own file errors (a SavedModel or event file it writes): its message's last part names
-        # the file and the cause
+        # TensorFlow's own file errors (a SavedModel, an event file): the message's last part names the file
         print(f"{prog}: error: {str(e).strip().splitlines()[-1][:300]}", file=sys.stderr)
         _exit(1, whole_process)
     except KeyboardInterrupt:
@@ -421,10 +407,7 @@ def entries_from_args(args):
         names = [n for n in args.preset.split(",") if n]
         return [(",".join(names), [Entry(n, config_from_args(args, preset_name=n)) for n in names], 10, None)]
     archs = [a for a in (args.arch or "siamese").split(",") if a]
-    entries = []
-    for arch in archs:
-        args.arch = arch
-        entries.append(Entry(arch, config_from_args(args)))
+    entries = [Entry(a, config_from_args(argparse.Namespace(**{**vars(args), "arch": a}))) for a in archs]
     return [(",".join(archs), entries, 10, None)]
 
 
@@ -547,9 +530,8 @@ def predict_main(argv=None):
             check_writable(os.path.dirname(args.show) or ".", "--show")
         folder = find_saved_model(args.model)
         pairs = (lambda: read_pairs_file(args.pairs)) if args.pairs else (lambda: iter([tuple(args.images)]))
-        for a, b in pairs():  # every line and file checked before TensorFlow starts
-            for path in (a, b):
-                check_file(path)
+        for path in itertools.chain.from_iterable(pairs()):  # every line and file checked before TensorFlow starts
+            check_file(path)
 
         def read(chunk):  # [N, 28, 28] uint8 images of each side, in MNIST form
             return [np.stack([to_mnist(load_image(path), path, raw=args.raw_mnist) for path in side])
@@ -584,10 +566,8 @@ def predict_main(argv=None):
                 if args.show and len(shown) < SHOW_PAIRS:
                     shown.append(((a, b), row, image_a, image_b))
             sys.stdout.flush()
-        if listing:
-            print("\n]")
-        elif args.json:
-            print()
+        if args.json:
+            print("\n]" if listing else "")
         if args.show:
             drawn, rows, drawn_a, drawn_b = zip(*shown)
             show(list(drawn), np.stack(drawn_a), np.stack(drawn_b), list(rows), args.show)

@@ -56,8 +56,7 @@ OUTPUTS = {
 }
 # Options of earlier releases, removed (tried for `best`, measured in docs/best.md, left out), with the value that
 # meant "off": a saved config that holds them still loads.
-REMOVED = {"member_loss": "ensemble", "label_smoothing": 0.0, "lr_floor": 0.0, "ema": 0.0, "elastic": 0.0,
-           "erase": 0}
+REMOVED = {"member_loss": "ensemble", "label_smoothing": 0.0, "lr_floor": 0.0, "ema": 0.0, "elastic": 0.0, "erase": 0}
 # Pairs each MNIST split can give (two images per pair).
 MAX_PAIRS = {"train": 30000, "test": 5000}
 MAX_SEED = 2 ** 32 - 1  # numpy's and Keras' seeds are 32-bit
@@ -172,8 +171,7 @@ class Config:
     double: bool = _opt(False, "each training pair twice an epoch, as it is and swapped with its target flipped (a tie "
                                "then reads 0): report 002's doubled training set")
     shift: int = _opt(0, "random shift of each training image by up to this many pixels", low=0, high=7)
-    rotate: float = _opt(0.0, "random rotation of each training image by up to this many degrees",
-                         low=0, high=180)
+    rotate: float = _opt(0.0, "random rotation of each training image by up to this many degrees", low=0, high=180)
     zoom: float = _opt(0.0, "random scaling of each training image by up to this fraction (0.1: 0.9-1.1)",
                        low=0, high=1, high_open=True)
     def __post_init__(self):
@@ -256,31 +254,29 @@ class Config:
                 if size < 1:
                     bad("channels", f"the conv stack shrinks the 14x14 image to nothing at conv layer {i + 1}; "
                         "use fewer layers, smaller --kernel or --pool, or --padding same")
-        if self.members > 1 and self.arch != "digits":
-            bad("members", "more than 1 only with --arch digits")
-        if self.tta and self.arch != "digits":
-            bad("tta", "only with --arch digits")
-        if self.head_input != "logits" and self.arch not in ("siamese", "two_tower"):
-            bad("head_input", "only with --arch siamese or two_tower (the nets with a comparison head)")
-        if self.head_input == "features" and not (self.hidden and self.head):
-            bad("head_input", "features needs --hidden and --head layers (the features, and the head's last "
-                "layer the digits are read from)")
-        if self.bottleneck and self.arch not in ("baseline", "mlp"):
-            bad("bottleneck", "only with --arch baseline or mlp (the other nets end in their digit heads)")
-        if self.double and self.swap:
-            bad("double", "not with --swap: the doubled set holds every swap already")
-        if self.groups > 1 and self.arch != "baseline":
-            bad("groups", "more than 1 only with --arch baseline")
-        if self.patience and not self.val_split:
-            bad("patience", "early stopping needs validation pairs: add --val-split (e.g. 0.2)")
-        if self.val_split and round(self.pairs * self.val_split) < 1:
-            bad("val_split", "holds out no pair; raise --val-split or --pairs")
-        if self.val_split and self.pairs - round(self.pairs * self.val_split) < 1:
-            bad("val_split", "leaves no training pair; lower --val-split or raise --pairs")
-        if self.dense_pool > 1 and any(units % self.dense_pool for units in self.hidden + self.head):
-            bad("dense_pool", f"every --hidden and --head size must be a multiple of {self.dense_pool}")
-        if self.n_test_pairs > MAX_PAIRS["test"]:
-            bad("test_pairs", f"at most {MAX_PAIRS['test']} (MNIST test has 10,000 images), got {self.n_test_pairs}")
+        held_out = round(self.pairs * self.val_split)
+        for broken, name, why in (  # the options that go together, in the order they are checked
+                (self.members > 1 and self.arch != "digits", "members", "more than 1 only with --arch digits"),
+                (self.tta and self.arch != "digits", "tta", "only with --arch digits"),
+                (self.head_input != "logits" and self.arch not in ("siamese", "two_tower"), "head_input",
+                 "only with --arch siamese or two_tower (the nets with a comparison head)"),
+                (self.head_input == "features" and not (self.hidden and self.head), "head_input", "features needs "
+                 "--hidden and --head layers (the features, and the head's last layer the digits are read from)"),
+                (self.bottleneck and self.arch not in ("baseline", "mlp"), "bottleneck",
+                 "only with --arch baseline or mlp (the other nets end in their digit heads)"),
+                (self.double and self.swap, "double", "not with --swap: the doubled set holds every swap already"),
+                (self.groups > 1 and self.arch != "baseline", "groups", "more than 1 only with --arch baseline"),
+                (self.patience and not self.val_split, "patience",
+                 "early stopping needs validation pairs: add --val-split (e.g. 0.2)"),
+                (self.val_split and held_out < 1, "val_split", "holds out no pair; raise --val-split or --pairs"),
+                (self.val_split and self.pairs - held_out < 1, "val_split",
+                 "leaves no training pair; lower --val-split or raise --pairs"),
+                (self.dense_pool > 1 and any(units % self.dense_pool for units in self.hidden + self.head),
+                 "dense_pool", f"every --hidden and --head size must be a multiple of {self.dense_pool}"),
+                (self.n_test_pairs > MAX_PAIRS["test"], "test_pairs",
+                 f"at most {MAX_PAIRS['test']} (MNIST test has 10,000 images), got {self.n_test_pairs}")):
+            if broken:
+                bad(name, why)
         return self
 
     # -- files -----------------------------------------------------------------

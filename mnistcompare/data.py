@@ -306,20 +306,15 @@ def _from_dataset(dataset, what):
     return features, targets, len(parts[0][1][next(iter(parts[0][1]))]) if batched else None
 
 
-def pairs_from(images, labels, indices):
-    """Pairs of consecutive `indices`: (i0, i1), (i2, i3), ..."""
-    a, b = indices[0::2], indices[1::2]
-    return Pairs(pool(images[a]), pool(images[b]), labels[a].astype(np.int32), labels[b].astype(np.int32))
-
-
 def sample_pairs(images, labels, counts, rng):
     """The reports' `generate_pair_sets`: one permutation of the split, its first 2*counts[0] images paired two
     by two, then the next 2*counts[1], ... (disjoint samples)."""
     if 2 * sum(counts) > len(images):
         raise UserError(f"{sum(counts)} pairs need {2 * sum(counts)} images, the split has {len(images)}")
-    order = rng.permutation(len(images))
-    starts = np.cumsum([0] + [2 * n for n in counts])
-    return [pairs_from(images, labels, order[start:end]) for start, end in zip(starts[:-1], starts[1:])]
+    order, starts = rng.permutation(len(images)), np.cumsum([0] + [2 * n for n in counts])
+    firsts, seconds = ([order[start + i:end:2] for start, end in zip(starts[:-1], starts[1:])] for i in (0, 1))
+    return [Pairs(pool(images[a]), pool(images[b]), labels[a].astype(np.int32), labels[b].astype(np.int32))
+            for a, b in zip(firsts, seconds)]
 
 
 def make_pairs(images, labels, n, rng):
@@ -377,8 +372,7 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
     x, y = pairs.features(), pairs.labels(digits=True)
     size = cfg.validate().batch_size
     if not training:
-        return tf.data.Dataset.from_tensor_slices((x, labels_for(y, outputs))).batch(size).prefetch(
-            tf.data.AUTOTUNE)
+        return tf.data.Dataset.from_tensor_slices((x, labels_for(y, outputs))).batch(size).prefetch(tf.data.AUTOTUNE)
     if cfg.double:  # each pair, then each pair swapped with its target flipped (report 002's doubled set)
         x = {"image_a": np.concatenate([x["image_a"], x["image_b"]]),
              "image_b": np.concatenate([x["image_b"], x["image_a"]])}

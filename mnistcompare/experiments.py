@@ -129,8 +129,7 @@ def markdown_table(results, study=None):
         return "–" if off or v is None else f"{v:+.1f}"
 
     what = "error %" if errors else "accuracy"
-    lines = [f"**Off the report's protocol** ({off}): no z and no verdicts on the report's claims.", ""] \
-        if off else []
+    lines = [f"**Off the report's protocol** ({off}): no z and no verdicts on the report's claims.", ""] if off else []
     lines += ["<!-- --8<-- [start:tables] -->",
               f"| model | test {what} | train {what} | digit accuracy | params | s/round | rounds |",
               "|---|---|---|---|---|---|---|"]

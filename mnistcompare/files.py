@@ -172,18 +172,13 @@ def run_folder(out):
     files of a run that died while writing are deleted first (holding the lock, no one is writing them)."""
     make_out(out)
     with FolderLock(out):
-        clear_temporaries(out)
+        for root, folders, files in os.walk(out):
+            for name in [n for n in folders if n.startswith(TEMPORARY)]:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                folders.remove(name)
+            for name in (n for n in files if n.startswith(TEMPORARY)):
+                os.unlink(os.path.join(root, name))
         yield out
-
-
-def clear_temporaries(out):
-    """Delete every file and folder named .tmp-* under `out`."""
-    for root, folders, files in os.walk(out):
-        for name in [n for n in folders if n.startswith(TEMPORARY)]:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-            folders.remove(name)
-        for name in (n for n in files if n.startswith(TEMPORARY)):
-            os.unlink(os.path.join(root, name))
 
 
 def check_run(out, identity, ours, overwrite, what, finished=None):

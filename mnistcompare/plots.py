@@ -134,8 +134,7 @@ def plot_rounds(results, path):
             ax.axhspan(max(mean - std, min(values)), min(mean + std, max(values)), color=color, alpha=0.08)
     for ax, title, ylabel in zip(axes, ("Train error", "Test error", "Fit time"),
                                  ("train error [%]", "test error [%]", "seconds per round")):
-        ax.set(title=f"{title} of each round (dashed: mean ± 1 std)", xlabel="round (seed + round - 1)",
-               ylabel=ylabel)
+        ax.set(title=f"{title} of each round (dashed: mean ± 1 std)", xlabel="round (seed + round - 1)", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     _legend(fig, axes[0])
@@ -165,8 +164,7 @@ def plot_pairs(examples, path, title):
         canvas[y:y + 14, x:x + 29] = np.hstack([examples["image_a"][i], gap, examples["image_b"][i]])
         wrong = (examples["p"][i] > 0.5) != (examples["target"][i] > 0.5)
         color = "#c62828" if wrong else "#1b5e20"
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 29, 14, fill=False, edgecolor=color,
-                               linewidth=2 if wrong else 0.5))
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), 29, 14, fill=False, edgecolor=color, linewidth=2 if wrong else 0.5))
         truth = f"{examples['digit_a'][i]} {'≤' if examples['target'][i] > 0.5 else '>'} {examples['digit_b'][i]}"
         said = "≤" if examples["p"][i] > 0.5 else ">"
         answer = f"P(a≤b)={examples['p'][i]:.2f}: a {said} b"

@@ -61,9 +61,12 @@ def looks_like_mnist(x):
         return False
     rows, cols = np.nonzero(x > 0.1 * x.max())
     side = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
-    mass = x / x.sum()
-    centre = (mass.sum(1) * np.arange(28)).sum(), (mass.sum(0) * np.arange(28)).sum()
-    return 17 <= side <= 21 and max(abs(c - 13.5) for c in centre) <= 2
+    return 17 <= side <= 21 and max(abs(c - 13.5) for c in centre_of_mass(x)) <= 2
+
+
+def centre_of_mass(x):
+    """(row, column) of a 2-D image's centre of mass."""
+    return tuple((x.sum(axis) * np.arange(x.shape[1 - axis])).sum() / x.sum() for axis in (1, 0))
 
 
 def to_mnist(gray, name="image", raw=False):
@@ -84,25 +87,16 @@ def to_mnist(gray, name="image", raw=False):
     x *= 255 / x.max()
     rows, cols = np.nonzero(x > 0.1 * 255)
     crop = x[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    digit = _resize(crop, 20 / max(crop.shape))
+    from PIL import Image
+    scale = 20 / max(crop.shape)  # anti-aliased, at least one pixel each way
+    size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+    digit = np.asarray(Image.fromarray(crop, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32).clip(0, 255)
     # Centre by mass: the digit's centre of mass on the frame's centre, kept inside the frame.
     h, w = digit.shape
-    total = digit.sum()
-    com_y = (digit.sum(1) * np.arange(h)).sum() / total
-    com_x = (digit.sum(0) * np.arange(w)).sum() / total
-    top = int(np.clip(np.round(13.5 - com_y), 0, 28 - h))
-    left = int(np.clip(np.round(13.5 - com_x), 0, 28 - w))
+    top, left = (int(np.clip(np.round(13.5 - c), 0, 28 - n)) for c, n in zip(centre_of_mass(digit), (h, w)))
     frame = np.zeros((28, 28), np.float32)
     frame[top:top + h, left:left + w] = digit
     return np.clip(np.round(frame), 0, 255).astype(np.uint8)
-
-
-def _resize(image, scale):
-    """Anti-aliased resize of a float image by `scale` (at least one pixel each way)."""
-    from PIL import Image
-    h, w = image.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image, mode="F").resize(size, Image.Resampling.LANCZOS), np.float32).clip(0, 255)
 
 
 def find_saved_model(path):

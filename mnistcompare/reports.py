@@ -391,8 +391,7 @@ def _curves(number, entry, what):
     if what == "accuracy":
         panel = Panel((("compare_accuracy", "train"), ("test_accuracy", "test")), "accuracy", (entry,))
     else:
-        panel = Panel((("loss", "train, total loss"), ("test_compare_loss", "test, comparison loss")), "loss",
-                      (entry,))
+        panel = Panel((("loss", "train, total loss"), ("test_compare_loss", "test, comparison loss")), "loss", (entry,))
     return Figure(number, f"{what.capitalize()} of the {entry.lower()} net over epochs", (panel,))
 
 

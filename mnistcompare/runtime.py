@@ -140,16 +140,13 @@ def choose_threads(rounds_at_once=1):
         return
     _THREADS_SET = True
     with contextlib.suppress(RuntimeError):  # TensorFlow already ran an op: it keeps its threads
-        tf.config.threading.set_intra_op_parallelism_threads(_int_env("TF_NUM_INTRAOP_THREADS", 1))
+        try:
+            intra = max(0, int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
+        except ValueError:
+            intra = 1
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
         if not os.environ.get("TF_NUM_INTEROP_THREADS"):
             tf.config.threading.set_inter_op_parallelism_threads(op_threads(rounds_at_once))
-
-
-def _int_env(name, default):
-    try:
-        return max(0, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
 
 
 def op_threads(rounds_at_once=1, cpus=None):

@@ -143,22 +143,6 @@ def signature_defs(folder):
             for key, sig in proto.meta_graphs[0].signature_def.items()}
 
 
-class Budget:
-    """A count of bytes held at once, bounded: `take` says whether n more fit."""
-
-    def __init__(self, limit):
-        self.limit, self.used = limit, 0
-
-    def take(self, n):
-        if self.used + n > self.limit:
-            return False
-        self.used += n
-        return True
-
-    def give(self, n):
-        self.used -= n
-
-
 def parse(data):
     """A request's body as JSON, or BadRequest."""
     try:
@@ -215,7 +199,7 @@ def make_app(model, timeout=TIMEOUT):
     def error(message, status=400):
         return JSONResponse({"error": message}, status_code=status)
 
-    held = Budget(HELD_BYTES)
+    held = {"bytes": 0}  # request bodies held at once (read, or waiting for the model): at most HELD_BYTES
 
     async def body_of(request):
         """(body bytes, None) or (None, an error answer). The bytes taken from `held` are noted in
@@ -230,8 +214,9 @@ def make_app(model, timeout=TIMEOUT):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size <= MAX_BODY:
-                        if not held.take(len(chunk)):
+                        if held["bytes"] + len(chunk) > HELD_BYTES:
                             return None, error("the server holds too many requests at once; try again", 503)
+                        held["bytes"] += len(chunk)
                         request.state.held += len(chunk)
                         chunks.append(chunk)
         except TimeoutError:
@@ -256,7 +241,7 @@ def make_app(model, timeout=TIMEOUT):
         except BadRequest as e:
             return error(str(e))
         finally:
-            held.give(request.state.held)
+            held["bytes"] -= request.state.held
 
     def missing(request):
         """TF Serving's 404 for a model name or version that is not served here, else None."""

@@ -83,8 +83,7 @@ def new_model(cfg: Config, fit_pairs):
     # Python's, NumPy's and TensorFlow's global generators for a user's own code. Not for a cached model:
     # TensorFlow's set_seed clears the kernel caches, which the next epoch would rebuild (docs/performance.md).
     keras.utils.set_random_seed(cfg.seed)
-    return compile_model(build_model(cfg, *pixel_stats(cfg, fit_pairs)), cfg,
-                         epoch_steps(cfg, len(fit_pairs)))
+    return compile_model(build_model(cfg, *pixel_stats(cfg, fit_pairs)), cfg, epoch_steps(cfg, len(fit_pairs)))
 
 
 _PREDICTORS = weakref.WeakKeyDictionary()
@@ -261,8 +260,7 @@ def as_saved(model, cfg: Config, fit_pairs):
     """`model` as it is saved: a `distributed_model` as the plain compiled keras.Model of its layers."""
     if not isinstance(model, _VectorLogs):
         return model
-    return compile_model(keras.Model(model.input, model.output, name=model.name), cfg,
-                         epoch_steps(cfg, len(fit_pairs)))
+    return compile_model(keras.Model(model.input, model.output, name=model.name), cfg, epoch_steps(cfg, len(fit_pairs)))
 
 
 def train_round(cfg: Config, train_pairs, test_pairs, model=None, initial_epoch=0, callbacks=(), verbose="auto",

@@ -71,11 +71,13 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         return (cfg if pairs is None else cfg.replace(pairs=len(pairs))).validate()
 
     def build(self, hp):
+        from mnistcompare.data import epoch_steps
         from mnistcompare.models import build_model
         from mnistcompare.training import compile_model, fit_split, pixel_stats
         cfg = self.config(hp)
         stats = pixel_stats(cfg, fit_split(cfg, self.train_pairs)[0]) if self.train_pairs is not None else (0.0, 1.0)
-        return compile_model(build_model(cfg, *stats), cfg, _steps(cfg))
+        steps = epoch_steps(cfg, cfg.pairs - round(cfg.pairs * cfg.val_split))  # less what --val-split holds out
+        return compile_model(build_model(cfg, *stats), cfg, steps)
 
     def fit(self, hp, model, x=None, y=None, *args, validation_data=None, validation_split=0.0, epochs=None,
             batch_size=None, shuffle=None, initial_epoch=0, callbacks=(), verbose=0, **others):
@@ -169,12 +171,6 @@ def _keep_if_best(checkpoint, model, value):
     if checkpoint.objective.better_than(value, checkpoint.best_value):
         checkpoint.best_value = value
         write_weights(model, checkpoint.filepath)
-
-
-def _steps(cfg):
-    """Steps of an epoch of `cfg`'s rounds: its pairs less those `--val-split` holds out (train_round's split)."""
-    from mnistcompare.data import epoch_steps
-    return epoch_steps(cfg, cfg.pairs - round(cfg.pairs * cfg.val_split))
 
 
 def _for_round(callback, run, runs):

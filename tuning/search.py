@@ -194,8 +194,7 @@ def trial_rows(tuner, grid):
             raise RunError(f"trial {trial.trial_id}'s rounds.json went missing or was damaged during the search; "
                            "rerun the same command to train that trial again")
         rows.append((trial, saved["config"], saved["rounds"]))
-    return sorted(rows, key=lambda row: (-statistics.mean(r[OBJECTIVE.name] for r in row[2]),
-                                         int(row[0].trial_id)))
+    return sorted(rows, key=lambda row: (-statistics.mean(r[OBJECTIVE.name] for r in row[2]), int(row[0].trial_id)))
 
 
 def trials_markdown(rows, grid):
