@@ -19,7 +19,7 @@ import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections
 from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 from mnistcompare.data import find_source
-from mnistcompare.files import check_run, check_writable, clear_run, make_out, run_folder, write_text
+from mnistcompare.files import FolderLock, check_writable, clear_run, make_out, run_folder, write_text
 from mnistcompare.reports import PRESETS, preset
 from mnistcompare.runtime import own_process
 from mnistcompare.workers import LAUNCHED
@@ -139,13 +139,29 @@ RUN_FILES = ("metrics.json", "history.csv", "model.keras", "pairs.png", "confusi
 
 
 def check_out(out, cfg, overwrite):
-    """True when `out` holds an unfinished run of `cfg` to resume; changes nothing (see files.check_run)."""
-    def ours(path):
-        try:
-            return Config.load(path) == cfg
-        except UserError as e:  # damaged, or of another version of the package
-            raise UserError(f"{e}; the run in {out} cannot be resumed: pass --overwrite to start again") from None
-    return check_run(out, "config.json", ours, overwrite, "run of mnistcompare-train", finished="metrics.json")
+    """True when `out` holds an unfinished run of `cfg` to resume; changes nothing. A finished run (metrics.json)
+    or another configuration's is refused unless --overwrite, which a folder of files but no run refuses."""
+    if not os.path.exists(out):
+        return False
+    if not os.path.isdir(out):
+        raise UserError(f"--out {out}: exists and is not a folder")
+    config, finished = os.path.join(out, "config.json"), os.path.exists(os.path.join(out, "metrics.json"))
+    if overwrite:
+        if not finished and not os.path.exists(config) and [n for n in os.listdir(out) if n != FolderLock.NAME]:
+            raise UserError(f"--overwrite: {out} holds files but no run of mnistcompare-train; nothing deleted")
+        return False
+    if finished:
+        raise UserError(f"--out {out} holds a finished run; choose another folder or pass --overwrite")
+    if not os.path.exists(config):
+        return False
+    try:
+        ours = Config.load(config) == cfg
+    except UserError as e:  # damaged, or of another version of the package
+        raise UserError(f"{e}; the run in {out} cannot be resumed: pass --overwrite to start again") from None
+    if not ours:
+        raise UserError(f"--out {out} holds an unfinished run of another configuration; choose another folder or "
+                        "pass --overwrite")
+    return True
 
 
 # tf.errors raised for files: no permission, full disk, read-only or missing folder

@@ -19,12 +19,12 @@ TEMPORARY = ".tmp-"  # the names atomic_path and the SavedModel export write bef
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path beside `path` that replaces it on success: readers never see half a file,
-    and a crash or a full disk at any byte leaves the previous file whole."""
+def atomic_path(path, suffix=None):
+    """A temporary path beside `path` (ending in `suffix`, else as `path` ends) that replaces it on success:
+    readers never see half a file, and a crash or a full disk at any byte leaves the previous file whole."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY, suffix=os.path.splitext(str(path))[1])
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMPORARY, suffix=suffix or os.path.splitext(str(path))[1])
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
@@ -49,27 +49,22 @@ def write_text(path, text):
 
 
 def write_weights(model, path, margin=2.0):
-    """`model.save_weights(path)` (an .h5 file), written beside and renamed, once the disk is seen to hold `margin`
+    """`model.save_weights(path)` (an .h5 file) through `atomic_path`, once the disk is seen to hold `margin`
     times the weights: h5py, meeting a full disk inside a write, can leave a half file or end the process."""
     import numpy as np
-    folder = os.path.dirname(os.path.abspath(path))
     need = sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights) + 64 * 1024
     try:
-        free = shutil.disk_usage(folder).free
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     except OSError as e:
         raise RunError(f"cannot write {path}: {e.strerror}") from None
     if free < margin * need:
         raise RunError(f"cannot write {path}: {os.strerror(28)} ({free // 1024:,} kB free, about "
                        f"{need // 1024:,} kB needed)")
-    tmp = os.path.join(folder, f"{TEMPORARY}{os.getpid()}.weights.h5")  # (Keras wants the .weights.h5 ending)
-    try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise RunError(f"cannot write {path}: {' '.join(str(e).split())[:200]}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path, suffix=".weights.h5") as tmp:  # (the ending Keras wants)
+        try:
+            model.save_weights(tmp)
+        except (RuntimeError, ValueError) as e:
+            raise RunError(f"cannot write {path}: {' '.join(str(e).split())[:200]}") from None
 
 
 def finite(data, digits=None):
@@ -179,34 +174,6 @@ def run_folder(out):
             for name in (n for n in files if n.startswith(TEMPORARY)):
                 os.unlink(os.path.join(root, name))
         yield out
-
-
-def check_run(out, identity, ours, overwrite, what, finished=None):
-    """True when `out` holds an unfinished run of ours to resume; changes nothing.
-
-    `identity` is the file a run writes first (its configuration): `ours(path)`
-    tells whether it is this run's. A run of another configuration is refused,
-    and so is a finished run (its `finished` file exists) unless --overwrite;
-    --overwrite is refused for a folder that holds files but no run.
-    """
-    if not os.path.exists(out):
-        return False
-    if not os.path.isdir(out):
-        raise UserError(f"--out {out}: exists and is not a folder")
-    marks = [name for name in (finished, identity) if name and os.path.exists(os.path.join(out, name))]
-    if overwrite:
-        if not marks and [n for n in os.listdir(out) if n != FolderLock.NAME]:
-            raise UserError(f"--overwrite: {out} holds files but no {what}; nothing deleted")
-        return False
-    if finished and os.path.exists(os.path.join(out, finished)):
-        raise UserError(f"--out {out} holds a finished {what.split(' of ')[0]}; choose another folder or pass "
-                        "--overwrite")
-    if os.path.exists(os.path.join(out, identity)):
-        if not ours(os.path.join(out, identity)):
-            raise UserError(f"--out {out} holds an unfinished {what.split(' of ')[0]} of another configuration; "
-                            "choose another folder or pass --overwrite")
-        return True
-    return False
 
 
 def clear_run(out, patterns):

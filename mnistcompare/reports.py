@@ -120,13 +120,9 @@ def preset(name):
 
 # -- studies --------------------------------------------------------------------
 def study_report000_table1():
-    """Report 000 Table I: baseline, non-siamese, siamese; 25 epochs, batch 100, Adam, 15 rounds.
-
-    Its parameter counts name the nets exactly: the baseline is Appendix A's
-    (81,239); the non-siamese net has two towers of 32-64-128 channels (117,516,
-    section V); the siamese net of Table I has 64-128-256 channels (192,601),
-    not Appendix A's 16-32-64 (23,833: the `report000-siamese` preset).
-    """
+    """Report 000 Table I: baseline, non-siamese, siamese; 25 epochs, batch 100, Adam, 15 rounds. Its parameter
+    counts name the nets: Appendix A's baseline (81,239), two towers of 32-64-128 channels (117,516, section
+    V), and a siamese net of 64-128-256 (192,601), not Appendix A's 16-32-64 (23,833, `report000-siamese`)."""
     source = "000 Table I"
     return [
         Entry("Baseline", Config(**R000_BASELINE),
@@ -171,23 +167,10 @@ R002_ROWS = ("no sharing", "sharing", "sharing, aux", "sharing, aux, BN", "shari
 
 def study_report002_table1():
     """Report 002 Table 1: no sharing; sharing; + aux; + batch-norm; + dropout; transfer learning; 10 rounds;
-    then the siamese rows again with logits into the comparison part, a variant the report does not describe.
-
-    As its text states: its siamese nets give "all the 10 digits probabilities"
-    of each image's digit classifier to a comparison part of "three linear
-    layers" (no activation between them: the report calls the comparison "a
-    linearly separable problem"), sigmoid + BCE; L = L_cmp + 0.5 L_rec, our
-    alpha = 1/2; dropout at PyTorch's default rate 0.5; 25 epochs (the report
-    states none); and every net trains on the set "doubled by swapping between
-    the pairs of images and flipping the targets" (--double: 2,000 pairs an
-    epoch, a tie's flipped target 0). Its batch-norm follows the two convs: its
-    parameter counts say so (every siamese row counts 73,299 with or without
-    it, so the layers are defined in all and used in the BN rows; the transfer
-    net's 72,418 is ours plus exactly BatchNorm2d(32) and (64), which
-    batch-norm after the dense layers would not give). The transfer row keeps
-    none: the report ablates batch-norm only in the siamese rows, and its
-    counts include layers a row does not use.
+    then the siamese rows with logits into the comparison part, a variant the report does not describe. As its
+    text states (the study's assumptions say how each setting was read).
     """
+    # L = L_cmp + 0.5 L_rec: alpha 1/2. Batch-norm in the siamese rows only, which alone ablate it.
     siamese = dict(head=(20, 20), head_activation="linear", head_input="probs")
     bn = dict(siamese, arch="siamese", alpha=0.5, conv_batch_norm=True)
     # The counts, read against the layers: every row counts BatchNorm2d(32) and BatchNorm2d(64) (192), used
