@@ -19,9 +19,7 @@ import numpy as np
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import atomic_path
 
-# A loss past this has exploded: the highest epoch loss of every committed study's rounds is 13.9 (report 004's
-# l2 penalty of 0.1), and the cross-entropies of probabilities that Keras clips at 1e-7 stay under about 16
-# each (docs/train.md, "A run that diverges").
+# A loss past this has exploded: no committed study's epoch loss passed 13.9 (docs/train.md, "A run that diverges").
 LOSS_LIMIT = 1000.0
 
 

@@ -311,8 +311,7 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.training import as_saved, distributed_model, fit_split, new_model, train_round
     name = args.preset or cfg.arch
     checkpoint = Checkpoint(os.path.join(out, "backup"), write=writes)
-    # Order matters: the history row of an epoch is written before its backup,
-    # so a run killed in between redoes that epoch and rewrites that row.
+    # An epoch's history row before its backup: a run killed in between redoes the epoch and rewrites the row.
     history = HistoryFile(os.path.join(out, "history.csv"))
     callbacks = [history, checkpoint] if writes else [checkpoint]
     if args.tensorboard and writes:

@@ -54,8 +54,7 @@ OUTPUTS = {
     "softmax2": "Dense(2) + softmax, cross-entropy (PyTorch's Linear(k, 2) + CrossEntropyLoss)",
     "relu-softmax2": "Dense(2), ReLU, softmax (report 004's final Linear + ReLU)",
 }
-# Options of earlier releases, removed (tried for `best`, measured in docs/best.md, left out), with the value that
-# meant "off": a saved config that holds them still loads.
+# Options of earlier releases (tried for `best`, docs/best.md) and their "off" value: a config holding them loads.
 REMOVED = {"member_loss": "ensemble", "label_smoothing": 0.0, "lr_floor": 0.0, "ema": 0.0, "elastic": 0.0, "erase": 0}
 # Pairs each MNIST split can give (two images per pair).
 MAX_PAIRS = {"train": 30000, "test": 5000}

@@ -397,8 +397,7 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
 
         return tf.data.Dataset.range(steps_per_epoch(n, size)).map(batch)
 
-    # One pipeline thread and no autotuning: tf.data's own pool and tuning competed with the training's threads
-    # for the cores and slowed whole rounds (measured in docs/performance.md).
+    # One pipeline thread, no autotuning: tf.data's own competed with training for the cores (docs/performance.md).
     options = tf.data.Options()
     options.threading.private_threadpool_size = 1
     options.autotune.enabled = False

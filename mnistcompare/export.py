@@ -69,27 +69,22 @@ def export_saved_model(model, cfg, path, xla=False):
             checks.append(tf.debugging.Assert(tf.reduce_all((x >= 0) & (x <= 255)),
                                               ["pixels must be finite numbers in 0..255"]))
         with tf.control_dependencies(checks):
-            # A call with two batch sizes would otherwise fail while TensorFlow infers the shapes inside the
-            # model, with a message about a concatenation, before the check runs: hide the batch sizes.
+            # (else two batch sizes fail in the model's shape inference, before the check runs)
             image_a, image_b = (tf.compat.v1.placeholder_with_default(x, [None, *x.shape[1:]])
                                 for x in (image_a, image_b))
 
-        # A batch of no images gets outputs of no rows: TensorFlow's convolutions fail on an empty batch, so
-        # it is given one blank pair, whose answer is cut off (a pad of 0 rows otherwise; no tf.cond to trace).
+        # No images: outputs of no rows, from one blank pair cut off (convolutions fail on an empty batch).
         n = tf.shape(image_a)[0]
         pad = [[0, 1 - tf.minimum(n, 1)], [0, 0], [0, 0], [0, 0]]
-        # (the image's shape restated by a reshape: with padding computed in the graph it would be unknown, which
-        # TFLite's built-in convolution does not take)
+        # (the shape restated by a reshape: TFLite's built-in convolution takes no unknown image shape)
         out = answer(*(tf.reshape(tf.pad(x, pad), [-1, *x.shape[1:]]) for x in (image_a, image_b)))
         return {name: value[:n] for name, value in out.items()}
 
-    # The model traced once, as one concrete function that every endpoint calls: tracing it inside each of the
-    # six endpoints' signatures made most of an export's time; and a concrete function, not a tf.function,
-    # because saving retraces every tf.function under its save context (tensorflow#56370), the model too.
+    # The model traced once, as a concrete function every endpoint calls: tracing it in each of six signatures made
+    # most of an export's time, and saving retraces every tf.function (tensorflow#56370).
     image = tf.TensorSpec([None, 14, 14, 1], tf.float32)
 
-    # autograph=False here and below: no Python branch depends on a tensor, and converting the functions'
-    # source took 0.23 s of a 1.6 s export
+    # autograph=False: no Python branch depends on a tensor; converting took 0.23 s of a 1.6 s export
     def model_answer(image_a, image_b):
         out = model({"image_a": image_a, "image_b": image_b}, training=False)
         return {"compare": tf.squeeze(out["compare"], axis=-1),
@@ -132,8 +127,7 @@ def export_saved_model(model, cfg, path, xla=False):
     archive.track(model)
     archive.add_endpoint("serve", serve)  # the first endpoint is also serving_default
     archive.add_endpoint("serve_mnist", serve_mnist)
-    # Written in a temporary folder beside it, then renamed: TensorFlow's own temporary files (a full disk
-    # leaves saved_model.pb.tmp<hex>) never reach the deliverable, and a failed write leaves no half SavedModel.
+    # Written beside it and renamed: a failed write leaves no half SavedModel, nor TensorFlow's temporary files.
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f"{TEMPORARY}{os.path.basename(path)}-{os.getpid()}")
     try:
         archive.write_out(tmp, verbose=False)

@@ -245,8 +245,7 @@ class PooledConv(keras.layers.Layer):
             raise ValueError(f"PooledConv takes one-channel images, got shape {input_shape}")
         self.kernel = self.add_weight(shape=(self.kernel_size, self.kernel_size, 1, self.filters), name="kernel")
         self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
-        # one compiled function per layer: TFLite's converter gives every caller of a shared one the weights
-        # of one of them (an ensemble's members)
+        # one per layer: TFLite's converter gives every caller of a shared one the same weights (an ensemble's)
         self.compiled = tf.function(_pooled_conv, jit_compile=True)
 
     def call(self, x):

@@ -17,8 +17,7 @@ from mnistcompare.config import ARCHS, PADDINGS, Config
 from mnistcompare.layers import (ExactCompare, FusedBatchNormalization, InferenceViews, MeanOfViews, PooledConv,
                                  PoolUnits, SplitPair, StackPair, Standardize, TwoClassProbability)
 
-# Momentum 0.9 is PyTorch's BatchNorm convention (0.1), which the reports used;
-# Keras' 0.99 leaves moving averages poorly estimated after a few hundred steps.
+# PyTorch's BatchNorm momentum (0.1), the reports': Keras' 0.99 leaves the moving averages poor after 100s of steps.
 BN_MOMENTUM = 0.9
 
 
@@ -30,8 +29,7 @@ class Layers:
         self.cfg, self.parts, self.synchronized = cfg, cfg.torch_parts, synchronized
         self.regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
         self.negative_slope = 0.01 if "slope" in self.parts else 0.2  # 0.2: keras.activations.leaky_relu
-        # Every initialiser and dropout layer gets its seed from the config's: unseeded, Keras draws them from
-        # Python's global `random`, which other code in the process (a Dask worker's own threads) also draws from.
+        # Seeded from the config's: unseeded, Keras draws from the global `random`, which other code shares.
         self.seeds = random.Random(cfg.seed)
 
     def seed(self):
@@ -149,8 +147,7 @@ def _per_image(fn, inputs, standardize, apart):
 def _towers_and_heads(inputs, tower_a, tower_b, cfg, make):
     """The two towers' outputs (digit logits, or features) -> compare and the two digit outputs."""
     if cfg.head_input == "features":
-        # Report 003's auxiliary model: the two feature vectors joined, reduced to the head's last layer,
-        # from which both the comparison and each image's digit are read.
+        # Report 003's auxiliary model: the comparison and both digits read from the head's last layer.
         compare, joint = _compare_head(tower_a, tower_b, cfg, make)
         tower_a, tower_b = make.dense(joint, 10, "digit_a_logits"), make.dense(joint, 10, "digit_b_logits")
     digit_a, digit_b = layers.Softmax(name="digit_a")(tower_a), layers.Softmax(name="digit_b")(tower_b)

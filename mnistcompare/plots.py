@@ -149,8 +149,7 @@ def plot_pairs(examples, path, title):
     n = len(examples["p"])
     columns = 6
     rows = -(-n // columns)
-    # One axes holding every pair, in pixel units (a cell: its pair, 29 wide, 14 high, and room for the text
-    # above and below): thirty axes of their own made most of a training run's time in drawing.
+    # One axes for every pair, in pixels (a cell: 29x14 and its text): thirty axes took most of the drawing time.
     width, height, above = 37, 26, 4
     inches, title_inches = 1.55 * rows + 0.6, 0.6
     fig = Figure(figsize=(2.2 * columns, inches))

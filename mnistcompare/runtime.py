@@ -31,12 +31,9 @@ DEFAULT_JOBS = available_cpus()  # rounds side by side (evaluate --jobs, tune's 
 
 
 ENVIRONMENT = {
-    # 3: not even C++ errors, such as Grappler's harmless "remapper failed" on LeakyReLU gradients in a loop,
-    # or CUDA's "failed call to cuInit" on a machine without a GPU; a real failure still raises in Python.
+    # 3: not even harmless C++ errors (Grappler's "remapper failed", CUDA's cuInit); real failures raise in Python.
     "TF_CPP_MIN_LOG_LEVEL": "3",
-    # TensorFlow 2.21 turns oneDNN on by itself only on CPUs with AVX-512-class instructions; on an AVX2-only
-    # CPU it falls back to Eigen's kernels, which train these nets slower and to other numbers
-    # (docs/performance.md).
+    # On by itself only with AVX-512; on AVX2, Eigen's kernels train slower, to other numbers (docs/performance.md).
     "TF_ENABLE_ONEDNN_OPTS": "1",
     # Each op on one thread (see choose_threads): oneDNN's sums then add in one order, so a round's numbers do
     # not depend on the cores (one round, seed 0: 0.588 with it, 0.585 with TensorFlow's default on 2 cores).
@@ -97,9 +94,8 @@ def quiet_tensorflow():
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
-    # The import makes some 700,000 objects that live as long as the process: the garbage collector's passes
-    # over them as they come took 0.6 s of a 3.7 s import. In a process of the package's own, they are frozen
-    # instead (not in a user's: gc.get_referrers, which some libraries rely on, no longer sees frozen objects).
+    # The import makes ~700,000 lasting objects, whose collection took 0.6 s of 3.7: in the package's own processes
+    # they are frozen (not in a user's: gc.get_referrers, which some libraries use, misses frozen objects).
     freezing = _OWN_PROCESS and gc.isenabled()
     if freezing:
         gc.disable()
@@ -195,8 +191,7 @@ def start_tensorflow(strategy="none", collective_timeout=60, start_timeout=120, 
     import tensorflow as tf
     if strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
-    # Making the strategy waits for every worker of TF_CONFIG to join; one that never does (it died, or
-    # its address is wrong) would keep the others waiting for an hour: they give up after start_timeout.
+    # Making it waits for every worker of TF_CONFIG: one that never joins would keep the others an hour.
     kind, index, size, _ = cluster_role()
     watchdog = threading.Timer(start_timeout, _give_up, args=(
         f"the {size} processes of TF_CONFIG did not all join within {start_timeout:.0f} s ({kind} {index} here); "

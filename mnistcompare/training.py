@@ -53,9 +53,8 @@ def compile_model(model, cfg: Config, steps_per_epoch, distributed=False):
             losses[name] = keras.losses.SparseCategoricalCrossentropy()
             metrics[name] = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         weights = loss_weights(cfg.alpha)
-    # A whole epoch per graph call: Keras then runs the steps in a tf.while_loop over the iterator, which
-    # saves the per-step overhead of a call from Python (on nets this small, about as long as the step).
-    # Not under a strategy: TensorFlow 2.21 fails there ("You must feed a value for placeholder tensor").
+    # A whole epoch per graph call (a tf.while_loop: no per-step call from Python, as long as a step here); not under
+    # a strategy, where TensorFlow 2.21 fails ("You must feed a value for placeholder tensor").
     model.compile(optimizer=make_optimizer(cfg, steps_per_epoch), loss=losses, loss_weights=weights,
                   metrics=metrics, steps_per_execution=1 if distributed else steps_per_epoch)
     model.optimizer.build(model.trainable_variables)  # its variables made now, not inside a traced loop
@@ -79,9 +78,8 @@ def pixel_stats(cfg: Config, fit_pairs):
 
 def new_model(cfg: Config, fit_pairs):
     """A compiled model of `cfg`, freshly initialised from its seed, standardising with `fit_pairs`."""
-    # Every draw of a round is seeded from cfg.seed already (initialisers, dropout, data); this also seeds
-    # Python's, NumPy's and TensorFlow's global generators for a user's own code. Not for a cached model:
-    # TensorFlow's set_seed clears the kernel caches, which the next epoch would rebuild (docs/performance.md).
+    # Every draw is seeded from cfg.seed already; this seeds the global generators for a user's code. Not for a
+    # cached model: TensorFlow's set_seed clears the kernel caches (docs/performance.md).
     keras.utils.set_random_seed(cfg.seed)
     return compile_model(build_model(cfg, *pixel_stats(cfg, fit_pairs)), cfg, epoch_steps(cfg, len(fit_pairs)))
 
@@ -96,8 +94,7 @@ class Predictor:
     def __init__(self, model):
         import tensorflow as tf
         self.model = model
-        # one trace for every batch size: TensorFlow counts the traces of all Predictors together (they share
-        # this lambda's code) and warns of "excessive retracing" past five
+        # one trace for every batch size: TensorFlow counts all Predictors' traces together, and warns past five
         spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
         self.call = tf.function(lambda x: model(x, training=False), autograph=False,  # nothing to convert
                                 input_signature=[{"image_a": spec, "image_b": spec}])
@@ -235,9 +232,8 @@ def distributed_model(cfg, strategy, fit_pairs):
     Keras 3.15's fit would reduce a first batch across the replicas to build it, which fails for dict
     inputs under MultiWorkerMirroredStrategy."""
     import tensorflow as tf
-    # BatchNorm statistics over the whole batch, across the replicas, as one process computes them; but
-    # PyTorch's way (numerics part "apart") normalises each replica's batch, as its DistributedDataParallel
-    # does (and TensorFlow 2.21's collectives fail on that many synchronised calls per step).
+    # BatchNorm statistics across the replicas, as one process computes them; but per replica with numerics part
+    # "apart", as PyTorch's DistributedDataParallel (and TensorFlow 2.21's collectives fail on that many calls).
     synchronized = "apart" not in cfg.torch_parts
     keras.utils.set_random_seed(cfg.seed)  # as new_model
     steps = epoch_steps(cfg, len(fit_pairs))

@@ -63,8 +63,7 @@ def connect(address):
         except Exception as e:  # noqa: BLE001 (handed to the caller's thread)
             made["error"] = e
 
-    # Dask's timeout covers the TCP connection, not its handshake: a peer that accepts and never answers
-    # would keep Client() waiting for ever. So it waits in a thread of its own, given up after a deadline.
+    # Dask's timeout misses the handshake: a peer that never answers would keep Client() for ever; so a thread.
     thread = threading.Thread(target=make, daemon=True)
     thread.start()
     thread.join(CONNECT_DEADLINE)
@@ -83,8 +82,7 @@ CONNECT_DEADLINE = 20.0  # seconds for a Dask scheduler to answer
 
 
 # -- tune --workers: keras-tuner's chief and workers on this machine -----------------------
-# A chief or worker started by the launcher: the installed package, never a module name that the
-# working directory could shadow (-c puts the working directory first on sys.path; it is dropped).
+# A chief or worker runs the installed package: -c puts the working directory on sys.path, which could shadow it.
 WORKER_CODE = "import sys; del sys.path[0]; from mnistcompare.tuning.cli import tune_main; tune_main()"
 LAUNCHED = "MNISTCOMPARE_TUNE_LAUNCHER"  # set in the children of the launcher, which holds the folder
 WORKERS = "MNISTCOMPARE_TUNE_WORKERS"  # how many of them train at once: each gets its share of the cores

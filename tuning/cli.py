@@ -31,8 +31,7 @@ def check_search(out, search, overwrite):
     """Refuse an --out that holds another search (its space, tuner, base config or protocol differ), or whose
     search.json is damaged; the search is saved there once it is known to be ours (`save_search`)."""
     def settled(search):
-        # Read as train and evaluate read a saved config: a field added since takes its default, which is
-        # what that search ran with; so do the tuner and its trials, for searches saved before they were asked.
+        # A field added since takes its default, which that search ran with (the tuner and trials too).
         return json.loads(json.dumps({"tuner": "grid", "max_trials": None, **search,
                                       "base": Config.from_dict(search["base"]).to_dict()}))
 

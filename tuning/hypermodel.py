@@ -99,8 +99,7 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         self._last = (hp, executions)
         first_seed = cfg.seed + executions * self.runs
         self.trained, self.rounds = cfg.replace(seed=first_seed), []
-        # keras-tuner's best-weights checkpoint is given rounds as epochs (see the class docstring); its
-        # other callbacks and the user's see every epoch, each TensorBoard callback in a folder per round.
+        # keras-tuner's best-weights checkpoint sees rounds as epochs; other callbacks see every epoch.
         checkpoints = [c for c in callbacks if type(c).__name__ == "SaveBestEpoch"]
         per_epoch = [c for c in callbacks if c not in checkpoints]
         handed_on = model.get_weights() if initial_epoch and "tuner/trial_id" in hp.values else None

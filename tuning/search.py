@@ -27,9 +27,7 @@ class Resumable:
     new one unlisted (never run, yet counted). The trial's file is the later word."""
 
     def save(self):
-        # keras-tuner writes its files in place (oracle.json at every trial's start and end, trial.json,
-        # tuner0.json): a process killed during a write left the file unreadable and the search lost. Each is
-        # written beside and renamed, so it is always the whole of one state.
+        # keras-tuner writes its files in place: a kill during a write lost the search. Written beside and renamed.
         write_json(self._get_oracle_fname(), self.get_state())
 
     def _save_trial(self, trial):
@@ -38,8 +36,7 @@ class Resumable:
     def set_state(self, state):
         ongoing = {tuner: trial for tuner, trial in state["ongoing_trials"].items()
                    if self.trials[trial].status != "COMPLETED"}
-        # A finished trial whose rounds.json is missing or damaged is trained again (keras-tuner's retry queue
-        # runs it under its own number and values), so resuming depends only on what the files hold.
+        # A finished trial whose rounds.json is missing or damaged is trained again (keras-tuner's retry queue).
         lost = [t for t, trial in sorted(self.trials.items())
                 if trial.status == "COMPLETED" and rounds_of(self._get_trial_dir(t)) is None]
         for trial_id in lost:
@@ -116,9 +113,8 @@ class ComparisonTuner(keras_tuner.Tuner):
         write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
 
     def on_search_begin(self):
-        # keras-tuner reloads a project only where its tuner file exists, and writes that file first at the
-        # end of the first trial, after the trial's own file: a search killed in between would start again
-        # and train its first trial twice. Written now, before any trial, as the chief's is.
+        # keras-tuner reloads a project only where its tuner file exists, first written after the first trial:
+        # a kill in between trained that trial twice. Written now.
         super().on_search_begin()
         self.save()
 
