@@ -186,9 +186,7 @@ class MeanOfViews(keras.layers.Layer):
         self.views = views
 
     def call(self, x, training=False):
-        if training:
-            return x
-        return ops.mean(ops.reshape(x, (self.views, -1, *x.shape[1:])), axis=0)
+        return x if training else ops.mean(ops.reshape(x, (self.views, -1, *x.shape[1:])), axis=0)
 
     def compute_output_shape(self, input_shape):
         return input_shape

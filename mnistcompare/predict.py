@@ -102,25 +102,16 @@ def to_mnist(gray, name="image", raw=False):
 def find_saved_model(path):
     """The SavedModel folder of a run folder (DIR/saved_model/1), of a versioned export (BASE/<version>: the
     newest) or of a SavedModel folder itself; a folder that cannot be read is one UserError naming it."""
-    def listed(folder):
+    def names(folder):  # none if it is no folder
         try:
             return os.listdir(folder) if os.path.isdir(folder) else []
         except OSError as e:
             raise UserError(f"{path}: cannot read {folder} ({e.strerror})") from None
 
-    def holds_model(folder):
-        try:
-            os.stat(os.path.join(folder, "saved_model.pb"))
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            raise UserError(f"{path}: cannot read {folder} ({e.strerror})") from None
-
     for base in (os.path.join(path, "saved_model"), path):
-        numbered = sorted((int(v), v) for v in listed(base) if v.isascii() and v.isdigit())
+        numbered = sorted((int(v), v) for v in names(base) if v.isascii() and v.isdigit())
         for folder in [os.path.join(base, v) for _, v in numbered[::-1]] + [base]:
-            if os.path.isdir(folder) and holds_model(folder):
+            if "saved_model.pb" in names(folder):
                 return folder
     raise UserError(f"{path}: neither a run folder of mnistcompare-train (with saved_model/) nor a SavedModel folder")
 

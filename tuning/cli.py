@@ -23,25 +23,22 @@ from .grid import MAX_POINTS, parse_grid
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
 
-def search_file(out):
-    return os.path.join(out, "search.json")
-
-
 def check_search(out, search, overwrite):
     """Refuse an --out that holds another search (its space, tuner, base config or protocol differ), or whose
-    search.json is damaged; the search is saved there once it is known to be ours (`save_search`)."""
+    search.json is damaged; the search is saved there once it is known to be ours."""
     def settled(search):
         # A field added since takes its default, which that search ran with (the tuner and trials too).
         return json.loads(json.dumps({"tuner": "grid", "max_trials": None, **search,
                                       "base": Config.from_dict(search["base"]).to_dict()}))
 
+    path = os.path.join(out, "search.json")
     if overwrite or not os.path.isdir(os.path.join(out, PROJECT)):
         return
     try:
-        with open(search_file(out)) as f:
+        with open(path) as f:
             saved = settled(json.load(f))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, UserError) as e:
-        raise UserError(f"{search_file(out)} is damaged or missing ({type(e).__name__}): the search in {out} "
+        raise UserError(f"{path} is damaged or missing ({type(e).__name__}): the search in {out} "
                         "cannot be resumed; pass --overwrite to start it again") from None
     if saved != settled(search):
         raise UserError(f"--out {out} holds another search (its grid, base configuration or protocol differ); "
@@ -58,10 +55,6 @@ def damaged_file(project):
         except (OSError, ValueError):
             return path
     return f"keras-tuner's project {project}"
-
-
-def save_search(out, search):
-    write_json(search_file(out), search)
 
 
 # -- mnistcompare-tune --------------------------------------------------------------
@@ -138,7 +131,7 @@ def tune_main(argv=None):
         with run_folder(args.out):
             if args.overwrite:  # here, once: every process deleting the project would race
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
-            save_search(args.out, search)
+            write_json(os.path.join(args.out, "search.json"), search)
             if args.workers:
                 given = sys.argv[1:] if argv is None else argv
                 launch_workers(without_flag(without_flag(given, "--workers"), "--overwrite"), args.workers, args.out)
@@ -198,7 +191,7 @@ def study_main(args):
                     "val_pairs": args.val_pairs, "tuner": "grid", "max_trials": None}
             check_search(out, plan, args.overwrite)
             make_out(out)
-            save_search(out, plan)
+            write_json(os.path.join(out, "search.json"), plan)
             print(f"{args.study}, stage {number}/{len(search.stages)} ({stage.label}) -> {out}/", flush=True)
             rows = search_grid(args, start, stage.grid, source, out=out, final=False)
             stages.append(stage_record(stage, rows))
