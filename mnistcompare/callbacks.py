@@ -15,6 +15,7 @@ quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with the
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import atomic_path
@@ -49,11 +50,9 @@ class TestCurve(keras.callbacks.Callback):
         self.score, self.log_dirs, self.writers, self.seconds = score, log_dirs, [], 0.0
 
     def on_train_begin(self, logs=None):
-        import tensorflow as tf
         self.writers = [tf.summary.create_file_writer(os.path.join(d, "test")) for d in self.log_dirs]
 
     def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
         start = time.perf_counter()
         result = self.score(self.model)
         logs.update(test_accuracy=result["accuracy"], test_compare_loss=result["compare_loss"])
@@ -118,7 +117,6 @@ class Checkpoint(keras.callbacks.Callback):
         self.folder, self.write, self._read = folder, write, None
 
     def set_model(self, model):
-        import tensorflow as tf
         super().set_model(model)
         variables = self.state_variables(model)  # read in one graph call: one by one, 10 ms an epoch
         self._read = tf.function(lambda: [v.value for v in variables], autograph=False)
@@ -134,9 +132,8 @@ class Checkpoint(keras.callbacks.Callback):
             return []
         except OSError as e:
             raise UserError(f"cannot read the backups in {self.folder} ({e.strerror})") from None
-        found = [(int(m.group(1)), os.path.join(self.folder, name)) for name in names
-                 if (m := self.PATTERN.fullmatch(name))]
-        return sorted(found)
+        return sorted((int(m.group(1)), os.path.join(self.folder, name)) for name in names
+                      if (m := self.PATTERN.fullmatch(name)))
 
     def restore(self, model):
         """Load the newest whole epoch file into `model`; the number of finished epochs (0: none)."""
@@ -171,7 +168,7 @@ class Checkpoint(keras.callbacks.Callback):
             os.rmdir(self.folder)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.write:
+        if not self.write:  # a multi-worker peer
             return
         os.makedirs(self.folder, exist_ok=True)
         path = os.path.join(self.folder, f"epoch-{epoch + 1:04d}.npz")

@@ -63,9 +63,8 @@ def strict_score(entry, key="test_accuracy"):
 
 def _shown(mean, std=None, errors=False):
     """An accuracy as a table shows it: to 3 decimals, or (errors) as the error in %."""
-    if errors:
-        return f"{100 * (1 - mean):.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    scale, digits, mean = (100, 1, 1 - mean) if errors else (1, 3, mean)
+    return f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if std is not None else "")
 
 
 def score_cells(results, errors=False):

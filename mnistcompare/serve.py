@@ -123,23 +123,15 @@ def model_message(error):
 
 
 def signature_defs(folder):
-    """The SavedModel's signatures as TF Serving's metadata gives them: read from its saved_model.pb, tensor
-    names included (serving_default_image_a:0, ...)."""
-    from tensorflow.core.framework import types_pb2
+    """The SavedModel's signatures as TF Serving's metadata gives them: its saved_model.pb's SignatureDefs in
+    protobuf's JSON form, every field printed, tensor names included (serving_default_image_a:0, ...)."""
+    from google.protobuf import json_format
     from tensorflow.core.protobuf import saved_model_pb2
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(folder, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
-
-    def tensor(info):
-        shape = info.tensor_shape
-        return {"dtype": types_pb2.DataType.Name(info.dtype),
-                "tensor_shape": {"dim": [{"size": str(d.size), "name": d.name} for d in shape.dim],
-                                 "unknown_rank": shape.unknown_rank},
-                "name": info.name}
-
-    return {key: {"inputs": {k: tensor(v) for k, v in sig.inputs.items()},
-                  "outputs": {k: tensor(v) for k, v in sig.outputs.items()}, "method_name": sig.method_name}
+    return {key: json_format.MessageToDict(sig, always_print_fields_with_no_presence=True,
+                                           preserving_proto_field_name=True)
             for key, sig in proto.meta_graphs[0].signature_def.items()}
 
 

@@ -15,6 +15,7 @@ quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with the
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from mnistcompare.callbacks import Diverged, TestCurve
 from mnistcompare.config import Config
@@ -92,7 +93,6 @@ class Predictor:
     calling the model eagerly; under a strategy too (each process computes the whole batch)."""
 
     def __init__(self, model):
-        import tensorflow as tf
         self.model = model
         # one trace for every batch size: TensorFlow counts all Predictors' traces together, and warns past five
         spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
@@ -202,7 +202,6 @@ class ModelCache:
 
     @staticmethod
     def entry(model):
-        import tensorflow as tf
         targets = model.variables + model.optimizer.variables
         # every variable in one traced call, not one call per variable
         return model, tf.function(lambda values: [t.assign(v) for t, v in zip(targets, values)], autograph=False), targets
@@ -231,7 +230,6 @@ def distributed_model(cfg, strategy, fit_pairs):
     object is made outside it, over the same layers, and its loss and metric variables here on two pairs:
     Keras 3.15's fit would reduce a first batch across the replicas to build it, which fails for dict
     inputs under MultiWorkerMirroredStrategy."""
-    import tensorflow as tf
     # BatchNorm statistics across the replicas, as one process computes them; but per replica with numerics part
     # "apart", as PyTorch's DistributedDataParallel (and TensorFlow 2.21's collectives fail on that many calls).
     synchronized = "apart" not in cfg.torch_parts

@@ -22,6 +22,7 @@ quiet_tensorflow()  # TensorFlow loaded as the commands load it: quiet, with the
 
 import keras
 import keras_tuner
+import tensorflow as tf
 
 from mnistcompare.config import Config
 from mnistcompare.errors import RunError, UserError
@@ -132,7 +133,9 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
                 _keep_if_best(checkpoint, model, metrics["test_accuracy"])
         score = statistics.mean(r[OBJECTIVE.name] for r in self.rounds)
         for board in (c for c in per_epoch if isinstance(c, keras.callbacks.TensorBoard)):
-            _write_score(board.log_dir, score)  # beside the hparams keras-tuner writes there
+            # the trial's score in its TensorBoard run, beside keras-tuner's hparams: the HParams dashboard's metric
+            with tf.summary.create_file_writer(board.log_dir).as_default():
+                tf.summary.scalar(OBJECTIVE.name, score, step=0)
         return {OBJECTIVE.name: score}
 
 
@@ -154,13 +157,10 @@ def _trial_pairs(x, y, validation_data, validation_split):
         return pairs, val, batch_size
     if validation_data is None:
         raise UserError("no validation_data (or validation_split): the objective is the validation accuracy")
-    if isinstance(validation_data, (tuple, list)):
-        if len(validation_data) != 2:
-            raise UserError("validation_data: (x, y), without sample weights")
-        val, _ = as_pairs(*validation_data, what="validation_data")
-    else:
-        val, _ = as_pairs(validation_data, what="validation_data")
-    return pairs, val, batch_size
+    given = validation_data if isinstance(validation_data, (tuple, list)) else (validation_data,)
+    if len(given) not in (1, 2):
+        raise UserError("validation_data: (x, y), without sample weights")
+    return pairs, as_pairs(*given, what="validation_data")[0], batch_size
 
 
 def _keep_if_best(checkpoint, model, value):
@@ -181,9 +181,3 @@ def _for_round(callback, run, runs):
     board.log_dir = os.path.join(callback.log_dir, f"round-{run + 1}")
     return board
 
-
-def _write_score(log_dir, score):
-    """The trial's score as a scalar of its TensorBoard run, the metric of the HParams dashboard."""
-    import tensorflow as tf
-    with tf.summary.create_file_writer(log_dir).as_default():
-        tf.summary.scalar(OBJECTIVE.name, score, step=0)

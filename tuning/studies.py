@@ -146,11 +146,6 @@ def _values(values):
     return ", ".join(f"{name} {_value(value)}" for name, value in values.items())
 
 
-def z(ours, std, published):
-    """(ours - published) / std, or None."""
-    return (ours - published) / std if published is not None and std else None
-
-
 def results_markdown(results):
     """Each stage's best and score beside the report's, the test of the chosen configuration, the
     assumptions; no z off the report's protocol."""
@@ -173,7 +168,8 @@ def results_markdown(results):
         searched = "; ".join(f"{name} {', '.join(map(_value, values))}" for name, values in stage["grid"].items()
                              if len(values) > 1)
         same = all(stage["best"].get(name) == value for name, value in stage["published"].items())
-        score = z(stage["score"], max(stage["std"], spread), stage["published_score"])
+        scale, theirs = max(stage["std"], spread), stage["published_score"]
+        score = (stage["score"] - theirs) / scale if theirs is not None and scale else None
         here = f"{stage['theirs_score']:.4f} ({stage['theirs_rank']} of {stage['trials']})" \
             if "theirs_score" in stage else "–"
         lines.append(f"| {stage['label']} | {searched} | {_values(stage['published'])} | {here} | "
