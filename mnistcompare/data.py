@@ -202,9 +202,7 @@ def load_mnist(split, source=None):
 # -- 2. pairs ------------------------------------------------------------------
 def pool(images):
     """uint8 [N, 28, 28] -> float32 [N, 14, 14, 1], 2x2 average, pixel scale 0..255."""
-    images = np.asarray(images, np.float32)
-    n = len(images)
-    return images.reshape(n, 14, 2, 14, 2).mean(axis=(2, 4))[..., None]
+    return np.asarray(images, np.float32).reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))[..., None]
 
 
 @dataclasses.dataclass
@@ -248,20 +246,16 @@ class Pairs:
 
     def split(self, n_held_out):
         """(first len-n pairs, last n pairs)."""
-        cut = len(self) - n_held_out
-        head = Pairs(*(x[:cut] for x in dataclasses.astuple(self)))
-        tail = Pairs(*(x[cut:] for x in dataclasses.astuple(self)))
-        return head, tail
+        cut, parts = len(self) - n_held_out, dataclasses.astuple(self)
+        return Pairs(*(x[:cut] for x in parts)), Pairs(*(x[cut:] for x in parts))
 
     def features(self):
         return {"image_a": self.image_a, "image_b": self.image_b}
 
     def labels(self, digits=True):
         """Targets by output name; `digits=False` for models without digit heads."""
-        labels = {"compare": self.target[:, None]}
-        if digits:
-            labels.update(digit_a=self.digit_a, digit_b=self.digit_b)
-        return labels
+        digit_labels = {"digit_a": self.digit_a, "digit_b": self.digit_b} if digits else {}
+        return {"compare": self.target[:, None], **digit_labels}
 
 
 def as_pairs(x, y=None, what="x"):
@@ -330,9 +324,8 @@ def load_pairs(cfg, source=None, validation=0):
     train_images, train_labels = load_mnist("train", source)
     if validation:
         return tuple(sample_pairs(train_images, train_labels, [cfg.pairs, validation], rng))
-    train = make_pairs(train_images, train_labels, cfg.pairs, rng)
-    test = make_pairs(*load_mnist("test", source), cfg.n_test_pairs, rng)
-    return train, test
+    return (make_pairs(train_images, train_labels, cfg.pairs, rng),  # the training pairs drawn first
+            make_pairs(*load_mnist("test", source), cfg.n_test_pairs, rng))
 
 
 def normalisation(pairs):
@@ -352,8 +345,7 @@ def epoch_steps(cfg, n_pairs):
 
 
 def labels_for(labels, outputs):
-    """The labels of the `outputs` a model is trained on (its `output_names`): the comparison, and the digits
-    where it has digit heads."""
+    """The labels of the `outputs` a model is trained on (its `output_names`)."""
     return {name: labels[name] for name in outputs}
 
 
@@ -374,11 +366,9 @@ def to_dataset(pairs, cfg, first_epoch=0, training=True, outputs=DEFAULT_OUTPUTS
     if not training:
         return tf.data.Dataset.from_tensor_slices((x, labels_for(y, outputs))).batch(size).prefetch(tf.data.AUTOTUNE)
     if cfg.double:  # each pair, then each pair swapped with its target flipped (report 002's doubled set)
-        x = {"image_a": np.concatenate([x["image_a"], x["image_b"]]),
-             "image_b": np.concatenate([x["image_b"], x["image_a"]])}
-        y = {"compare": np.concatenate([y["compare"], 1 - y["compare"]]),
-             "digit_a": np.concatenate([y["digit_a"], y["digit_b"]]),
-             "digit_b": np.concatenate([y["digit_b"], y["digit_a"]])}
+        swapped = ({"image_a": x["image_b"], "image_b": x["image_a"]},
+                   {"compare": 1 - y["compare"], "digit_a": y["digit_b"], "digit_b": y["digit_a"]})
+        x, y = tf.nest.map_structure(lambda first, second: np.concatenate([first, second]), (x, y), swapped)
     n = len(y["compare"])
     x, y = tf.nest.map_structure(tf.constant, (x, y))
     moves = (cfg.shift, cfg.rotate, cfg.zoom)

@@ -28,10 +28,6 @@ IDLE_SECONDS = 5  # a kept-alive connection with no request is closed after this
 MAX_CONNECTIONS = 256  # open connections; one more is closed at once
 HELD_BYTES = 64 * 1024 * 1024  # request bodies held at once (read, or waiting for the model); past it: 503
 STOP_SECONDS = 3  # after SIGTERM or Ctrl-C, requests in progress get this long, then the server ends
-# the page's icon: "a ≤ b" in two squares
-FAVICON = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
-           'fill="#1f2937"/><text x="16" y="23" font-size="18" font-family="sans-serif" text-anchor="middle" '
-           'fill="#fff">≤</text></svg>')
 
 
 class ServedModel:
@@ -49,12 +45,6 @@ class ServedModel:
         return {"model_spec": {"name": self.name, "signature_name": "", "version": self.version},
                 "metadata": {"signature_def": {"signature_def": self.signature_defs}}}
 
-    def inputs(self, signature_name):
-        if signature_name not in self.signatures:
-            raise BadRequest(f"Serving signature name: \"{signature_name}\" not found in signature def; the model "
-                             f"has {', '.join(sorted(self.signatures))}")
-        return self.signatures[signature_name].structured_input_signature[1]
-
     def predict(self, body):
         """A :predict request's answer (row or columnar, as the request), or BadRequest."""
         if not isinstance(body, dict):
@@ -62,7 +52,10 @@ class ServedModel:
         signature_name = body.get("signature_name", "serving_default")
         if not isinstance(signature_name, str):
             raise BadRequest("signature_name must be a string")
-        specs = self.inputs(signature_name)
+        if signature_name not in self.signatures:
+            raise BadRequest(f"Serving signature name: \"{signature_name}\" not found in signature def; the model "
+                             f"has {', '.join(sorted(self.signatures))}")
+        specs = self.signatures[signature_name].structured_input_signature[1]
         if ("instances" in body) == ("inputs" in body):
             raise BadRequest("give either \"instances\" (row format) or \"inputs\" (columnar format)")
         if "instances" in body:
@@ -179,7 +172,8 @@ def make_app(model, timeout=TIMEOUT):
     from starlette.requests import ClientDisconnect
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
-    page = resources.files("mnistcompare").joinpath("static", "draw.html").read_text()
+    static = resources.files("mnistcompare").joinpath("static")
+    page, icon = static.joinpath("draw.html").read_text(), static.joinpath("favicon.svg").read_bytes()
 
     class ModelName(convertors.StringConvertor):  # a model's name ends before ':' (/v1/models/NAME:predict)
         regex = "[^/:]+"
@@ -261,7 +255,7 @@ def make_app(model, timeout=TIMEOUT):
         return HTMLResponse(page.replace("MODEL_NAME", model.name))
 
     async def favicon(request):
-        return Response(FAVICON, media_type="image/svg+xml")
+        return Response(icon, media_type="image/svg+xml")
 
     async def http_error(request, exc):  # unknown paths (404) and methods (405): JSON, as TF Serving answers
         what = "Malformed request" if exc.status_code == 404 else "Method not allowed"
