@@ -199,9 +199,7 @@ class Config:
     @property
     def torch_parts(self):
         """The PyTorch defaults this config uses instead of Keras' (a subset of TORCH_PARTS)."""
-        if self.numerics == "torch":
-            return frozenset(TORCH_PARTS)
-        return frozenset() if self.numerics == "keras" else frozenset([self.numerics])
+        return frozenset(TORCH_PARTS if self.numerics == "torch" else () if self.numerics == "keras" else [self.numerics])
 
     def per_conv(self, name):
         """`kernel`, `padding` or `pool` expanded to one value per conv layer."""
@@ -337,10 +335,7 @@ def sections():
     return groups
 
 
-def _purpose(f):
-    """A field's help up to its first aside: what the field is for, in a few words."""
-    return re.split(r" \(|; |: ", f.metadata["help"], maxsplit=1)[0]
-
-
-Config.__doc__ += "".join(f"\n    {name.capitalize()}:\n" + "".join(f"        {f.name}: {_purpose(f)}\n" for f in group)
-                          for name, group in sections().items())
+ASIDE = re.compile(r" \(|; |: ")  # the docstring gives each field's help up to its first aside: what it is for
+Config.__doc__ += "".join(f"\n    {name.capitalize()}:\n" + "".join(
+    f"        {f.name}: {ASIDE.split(f.metadata['help'], maxsplit=1)[0]}\n" for f in group)
+    for name, group in sections().items())

@@ -32,9 +32,7 @@ def plot_curves(results, path):
     entries = [e for e in results["entries"] if e["per_round"]]
     fig = Figure(figsize=(12, 4.5 + 0.18 * max(0, len(entries) - 4)))
     acc_ax, loss_ax = fig.subplots(1, 2, gridspec_kw=dict(wspace=0.3))
-    colors = _colors(len(entries))
-    for i, entry in enumerate(entries):
-        color = colors[i]
+    for entry, color in zip(entries, _colors(len(entries))):
         label = f"{entry['name']} ({len(entry['per_round'])} rounds)"
         if entry.get("config", {}).get("tta"):  # see training.TestCurve
             label += ", each test image once per epoch (the final scores read the test-time views)"

@@ -26,8 +26,7 @@ from mnistcompare.models import build_model, count_params
 
 def loss_weights(alpha):
     """loss = alpha*compare + (1 - alpha)/2 * (digit_a + digit_b)."""
-    digits = (1 - alpha) / 2
-    return {"compare": alpha, "digit_a": digits, "digit_b": digits}
+    return {"compare": alpha, "digit_a": (1 - alpha) / 2, "digit_b": (1 - alpha) / 2}
 
 
 def make_optimizer(cfg: Config, steps_per_epoch):
@@ -119,17 +118,17 @@ def model_outputs(model, pairs, batch_size=2000):
     return Predictor.of(model)(pairs, batch_size)
 
 
-def scores(out, pairs, prefix=""):
+def scores(out, pairs):
     """Compare accuracy and loss and, where the outputs have them, digit accuracy (both images)."""
     if len(pairs) == 0:
         raise UserError("no pairs to score")
     target = pairs.target
     p = np.clip(out["compare"][:, 0].astype(np.float64), 1e-7, 1 - 1e-7)
-    result = {f"{prefix}accuracy": float(np.mean((p > 0.5) == (target > 0.5))),
-              f"{prefix}compare_loss": float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p)))}
+    result = {"accuracy": float(np.mean((p > 0.5) == (target > 0.5))),
+              "compare_loss": float(-np.mean(target * np.log(p) + (1 - target) * np.log(1 - p)))}
     if "digit_a" in out:
         hits = np.concatenate([out["digit_a"].argmax(1) == pairs.digit_a, out["digit_b"].argmax(1) == pairs.digit_b])
-        result[f"{prefix}digit_accuracy"] = float(hits.mean())
+        result["digit_accuracy"] = float(hits.mean())
     return result
 
 

@@ -39,14 +39,10 @@ def apply(cfg: Config, values: dict) -> Config:
     # keras-tuner may hand back a bool as 0/1 and an int as a float (its gRPC messages): the field's type
     changes = {k: SCALARS[k](v) for k, v in values.items() if k in SCALARS}
     cfg = cfg.replace(**changes)
-    hidden_layers = values.get("layers", len(cfg.hidden))
-    head_layers = values.get("head_layers", len(cfg.head))
-    hidden = values.get("hidden", cfg.hidden[0] if cfg.hidden else 64)
-    head = values.get("head", cfg.head[0] if cfg.head else 64)
-    if "layers" in values or "hidden" in values:
-        cfg = cfg.replace(hidden=(hidden,) * hidden_layers)
-    if "head_layers" in values or "head" in values:
-        cfg = cfg.replace(head=(head,) * head_layers)
+    for units, layers in (("hidden", "layers"), ("head", "head_layers")):  # the tower's layers, the head's
+        if units in values or layers in values:
+            old = getattr(cfg, units)
+            cfg = cfg.replace(**{units: (values.get(units, old[0] if old else 64),) * values.get(layers, len(old))})
     if "channels" in values:
         base = cfg.channels or (values["channels"],)
         cfg = cfg.replace(channels=tuple(max(1, round(c * values["channels"] / base[0])) for c in base))

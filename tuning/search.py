@@ -121,8 +121,7 @@ class ComparisonTuner(keras_tuner.Tuner):
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         if self.progress.enabled:  # (a worker's output goes to its log: no progress there)
-            finished = self.oracle.get_best_trials(num_trials=len(self.oracle.trials) + 1)
-            self.progress.update(sum(t.status == "COMPLETED" for t in finished))
+            self.progress.update(sum(t.status == "COMPLETED" for t in self.oracle.trials.values()))
             self.progress.stream.write("\n")
 
 
