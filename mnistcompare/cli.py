@@ -16,7 +16,7 @@ import time
 import warnings
 
 import mnistcompare
-from mnistcompare.config import Config, bounds_text, sections
+from mnistcompare.config import Config, bounds_text, sections, shown_value
 from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 from mnistcompare.data import find_source
 from mnistcompare.files import FolderLock, check_writable, clear_run, make_out, run_folder, write_text
@@ -412,12 +412,9 @@ def entries_from_args(args):
         if args.preset or args.config:
             raise UserError("--study: give a study, or --preset/--config, not both")
         changes = explicit_flags(args)
-        plans = []
-        for name in (TABLES if args.study == "all" else (args.study,)):
-            chosen = study(name)
-            plans.append((name, [Entry(e.name, e.config.replace(**changes).validate(), e.published)
-                                 for e in chosen.entries()], chosen.rounds, chosen))
-        return plans
+        chosen = {name: study(name) for name in (TABLES if args.study == "all" else (args.study,))}
+        return [(name, [Entry(e.name, e.config.replace(**changes).validate(), e.published) for e in s.entries()],
+                 s.rounds, s) for name, s in chosen.items()]
     if args.preset:
         names = [n for n in args.preset.split(",") if n]
         return [(",".join(names), [Entry(n, config_from_args(args, preset_name=n)) for n in names], 10, None)]
@@ -436,15 +433,10 @@ def off_protocol(args, study, rounds):
         theirs = {json.dumps(getattr(e.config, name)) for e in study.entries()}
         if theirs != {json.dumps(value)}:
             shown = json.loads(theirs.pop()) if len(theirs) == 1 else "varies"
-            differences.append(f"{name.replace('_', '-')} {_shown(value)}, report {_shown(shown)}")
+            differences.append(f"{name.replace('_', '-')} {shown_value(value)}, report {shown_value(shown)}")
     if args.rounds and args.rounds < rounds:
         differences.append(f"rounds {args.rounds}, report {rounds}")
     return "; ".join(differences) or None
-
-
-def _shown(value):
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
-        if isinstance(value, float) else str(value)
 
 
 def evaluate_main(argv=None):

@@ -326,6 +326,12 @@ class Config:
         return self.replace(tta=False, tta_rotate=0.0, tta_zoom=0.0)
 
 
+def shown_value(value):
+    """A value as tables and messages show it: a list joined by commas, a float in %g."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
 def sections():
     """{group name: [its fields]}, in Config's order."""
     groups, current = {}, None

@@ -56,8 +56,8 @@ class Layers:
         return layers.Conv2D(channels, kernel, padding=padding, groups=groups, name=name, **self._init(fan_in))(x)
 
     def batch_norm(self, x, name):
-        epsilon = 1e-5 if "bn-eps" in self.parts else 1e-3
-        return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, synchronized=self.synchronized, name=name)(x)
+        return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-5 if "bn-eps" in self.parts else 1e-3,
+                                       synchronized=self.synchronized, name=name)(x)
 
     def activation(self, x, name, kind=None):
         kind = kind or self.cfg.activation
@@ -120,10 +120,9 @@ def build_tower(cfg, make, name="tower", pooled_conv=False):
 
 
 def _inputs(mean, std):
-    image_a = keras.Input((14, 14, 1), name="image_a")
-    image_b = keras.Input((14, 14, 1), name="image_b")
-    standardize = Standardize(mean, std, name="standardize")
-    return {"image_a": image_a, "image_b": image_b}, standardize
+    """The two image inputs, and the layer that standardises them."""
+    inputs = {k: keras.Input((14, 14, 1), name=k) for k in ("image_a", "image_b")}
+    return inputs, Standardize(mean, std, name="standardize")
 
 
 def _compare_head(a, b, cfg, make):

@@ -9,7 +9,7 @@ import itertools
 import os
 import statistics
 
-from mnistcompare.config import Config
+from mnistcompare.config import Config, shown_value
 from mnistcompare.reports import R001_CNN, R001_FCN, preset
 
 FOUND = {True: "✓", False: "✗"}
@@ -138,12 +138,8 @@ def final_test(args, search, configs, labels, source, top):
                                "train_seconds_median", "params") if k in e} for e in results["entries"]]
 
 
-def _value(value):
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def _values(values):
-    return ", ".join(f"{name} {_value(value)}" for name, value in values.items())
+    return ", ".join(f"{name} {shown_value(value)}" for name, value in values.items())
 
 
 def results_markdown(results):
@@ -165,7 +161,7 @@ def results_markdown(results):
     # A round's spread, for z: a stage's few rounds may agree by chance, so at least the final test's spread
     spread = max((e["test_accuracy_std"] for e in results["final"] or []), default=0.0)
     for stage in results["stages"]:
-        searched = "; ".join(f"{name} {', '.join(map(_value, values))}" for name, values in stage["grid"].items()
+        searched = "; ".join(f"{name} {', '.join(map(shown_value, values))}" for name, values in stage["grid"].items()
                              if len(values) > 1)
         same = all(stage["best"].get(name) == value for name, value in stage["published"].items())
         scale, theirs = max(stage["std"], spread), stage["published_score"]
@@ -173,8 +169,7 @@ def results_markdown(results):
         here = f"{stage['theirs_score']:.4f} ({stage['theirs_rank']} of {stage['trials']})" \
             if "theirs_score" in stage else "–"
         lines.append(f"| {stage['label']} | {searched} | {_values(stage['published'])} | {here} | "
-                     f"{_values(stage['best'])} | "
-                     f"{FOUND[same]} | {_value(stage['published_score']) if stage['published_score'] else '–'} | "
+                     f"{_values(stage['best'])} | {FOUND[same]} | {shown_value(theirs) if theirs else '–'} | "
                      f"{stage['score']:.4f} ± {stage['std']:.4f} | "
                      f"{f'{score:+.1f}' if score is not None and not off else '–'} |")
     if results["final"]:
@@ -186,10 +181,10 @@ def results_markdown(results):
             pub = entry.get("published") or {}
             scale = max(pub.get("std") or 0.0, entry["test_accuracy_std"])
             score = (entry["test_accuracy_mean"] - pub["test_accuracy"]) / scale if pub and scale else None
+            plus_minus = f" ± {shown_value(pub['std'])}" if "std" in pub else ""
+            theirs = f"{shown_value(pub['test_accuracy'])}{plus_minus} ({pub['source']})" if pub else "–"
             lines.append(f"| {entry['name']} | {entry['test_accuracy_mean']:.4f} ± {entry['test_accuracy_std']:.4f} | "
-                         + (f"{_value(pub['test_accuracy'])}{' ± ' + _value(pub['std']) if 'std' in pub else ''} "
-                            f"({pub['source']})" if pub else "–")
-                         + f" | {f'{score:+.1f}' if score is not None and not off else '–'} | "
+                         f"{theirs} | {f'{score:+.1f}' if score is not None and not off else '–'} | "
                          f"{entry['train_accuracy_mean']:.3f} ± {entry['train_accuracy_std']:.3f} | "
                          f"{entry['params']:,} |")
         if len(results["final"]) == 2:  # report 000: Adam against SGD, in errors
