@@ -173,6 +173,7 @@ class Config:
     rotate: float = _opt(0.0, "random rotation of each training image by up to this many degrees", low=0, high=180)
     zoom: float = _opt(0.0, "random scaling of each training image by up to this fraction (0.1: 0.9-1.1)",
                        low=0, high=1, high_open=True)
+
     def __post_init__(self):
         for f in fields(self):
             if f.type is tuple and isinstance(getattr(self, f.name), list):

@@ -338,6 +338,7 @@ def deadline_protocol(timeout=TIMEOUT):
     closed; and a bound on open connections (MAX_CONNECTIONS), past which a new one is closed at once.
     uvicorn closes idle kept-alive connections itself, but not one that trickles its headers."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
+
     class DeadlineProtocol(H11Protocol):
         deadline = None
 
