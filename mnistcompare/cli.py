@@ -7,22 +7,26 @@ import argparse
 import atexit
 import dataclasses
 import faulthandler
+import itertools
 import json
 import os
 import re
 import signal
 import sys
+import textwrap
 import time
 import warnings
 
 import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections, shown_value
 from mnistcompare.errors import MnistcompareWarning, RunError, UserError
-from mnistcompare.data import find_source
-from mnistcompare.files import FolderLock, check_writable, clear_run, make_out, run_folder, write_text
-from mnistcompare.reports import PRESETS, preset
-from mnistcompare.runtime import own_process
-from mnistcompare.workers import LAUNCHED
+from mnistcompare.data import find_source, load_pairs
+from mnistcompare.files import (FolderLock, atomic_path, check_writable, clear_run, make_out, run_folder, write_json,
+                                write_text)
+from mnistcompare.reports import ALIASES, PRESETS, STUDIES, TABLES, Entry, preset, study
+from mnistcompare.runtime import (DEFAULT_JOBS, STRATEGIES, cluster_role, own_process, peer_failure, quiet_tensorflow,
+                                  start_tensorflow)
+from mnistcompare.workers import LAUNCHED, connect
 
 EXIT_USER_ERROR = 2
 
@@ -250,7 +254,6 @@ def run(main, prog, argv, stopped="rerun the same command to resume"):
 
 # -- mnistcompare-train ----------------------------------------------------------
 def train_parser():
-    from mnistcompare.runtime import STRATEGIES
     parser = Parser(
         prog="mnistcompare-train",
         description="Train one round on the 1000-pair protocol, print the accuracy, "
@@ -276,7 +279,6 @@ def train_main(argv=None):
     args = train_parser().parse_args(argv)
 
     def main():
-        from mnistcompare.runtime import cluster_role
         cfg = config_from_args(args)
         writes = cluster_role()[3] if args.strategy == "multiworker" else True
         source = data_source(args)
@@ -287,9 +289,7 @@ def train_main(argv=None):
             check_out(out, cfg, args.overwrite)
             if args.tensorboard:
                 check_writable(args.tensorboard, "--tensorboard")
-        from mnistcompare.runtime import start_tensorflow
         strategy = start_tensorflow(args.strategy)  # before any op: a multi-worker strategy needs that
-        from mnistcompare.data import load_pairs
         train, test = load_pairs(cfg, source)  # data errors leave no folder behind
         if not writes:  # a multi-worker peer: trains its share, writes nothing
             train_here(cfg, args, train, test, out, strategy, resuming=False, writes=False)
@@ -307,7 +307,6 @@ def train_main(argv=None):
 def train_here(cfg, args, train, test, out, strategy, resuming, writes):
     from mnistcompare.callbacks import Checkpoint, HistoryFile
     from mnistcompare.export import export_saved_model
-    from mnistcompare.files import atomic_path, write_json
     from mnistcompare.training import as_saved, distributed_model, fit_split, new_model, train_round
     name = args.preset or cfg.arch
     checkpoint = Checkpoint(os.path.join(out, "backup"), write=writes)
@@ -319,7 +318,6 @@ def train_here(cfg, args, train, test, out, strategy, resuming, writes):
         callbacks.append(keras.callbacks.TensorBoard(args.tensorboard, write_graph=False))
     import tensorflow as tf
 
-    from mnistcompare.runtime import peer_failure
     fit_pairs = fit_split(cfg, train)[0]
     model = new_model(cfg, fit_pairs) if strategy is None else distributed_model(cfg, strategy, fit_pairs)
     done = checkpoint.restore(model)  # (a peer of a multi-worker run restores the chief's backup too)
@@ -375,8 +373,6 @@ def draw_run(model, cfg, metrics, test, out, name):
 
 # -- mnistcompare-evaluate -------------------------------------------------------
 def evaluate_parser():
-    from mnistcompare.reports import ALIASES, STUDIES
-    from mnistcompare.runtime import DEFAULT_JOBS
     parser = Parser(
         prog="mnistcompare-evaluate",
         description="Train many rounds of one or more configurations (round r: seed+r for the pairs and the "
@@ -407,7 +403,6 @@ def evaluate_parser():
 def entries_from_args(args):
     """What to evaluate: [(label, entries, default rounds, Study or None)] from --study (all: every table of
     the reports), --preset P[,Q..] or --arch A[,B..]; validated."""
-    from mnistcompare.reports import TABLES, Entry, study
     if args.study:
         if args.preset or args.config:
             raise UserError("--study: give a study, or --preset/--config, not both")
@@ -452,7 +447,6 @@ def evaluate_main(argv=None):
         source = data_source(args)
         label = "all" if args.study == "all" else plans[0][0]
         top = args.out or os.path.join("runs", "evaluate-" + label.replace(",", "-"))
-        from mnistcompare.workers import connect
         cluster = connect(args.cluster) if args.cluster else None  # first: a refused address writes nothing
         try:
             if args.tensorboard:
@@ -485,7 +479,6 @@ def evaluate_plans(args, plans, source, top, cluster):
         print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
     if args.study == "all":
         from mnistcompare.experiments import tables_summary
-        from mnistcompare.reports import TABLES
         summary, _ = tables_summary(top, TABLES)
         write_text(os.path.join(top, "summary.md"), summary)
         print(f"\nAll tables ({top}/summary.md):\n\n{console_text(summary, top)}", end="", flush=True)
@@ -518,10 +511,6 @@ def predict_main(argv=None):
     args = predict_parser().parse_args(argv)
 
     def main():
-        import itertools
-        import json
-        import textwrap
-
         import numpy as np
 
         from mnistcompare.predict import (PREDICT_BATCH, SHOW_PAIRS, answer, batches, check_file, describe,
@@ -546,7 +535,6 @@ def predict_main(argv=None):
         chunks = batches(pairs(), PREDICT_BATCH)  # PREDICT_BATCH pairs at a time: memory stays the same however
         first = next(chunks)                      # many pairs there are; the first read before TensorFlow starts
         images = read(first)
-        from mnistcompare.runtime import quiet_tensorflow
         quiet_tensorflow()
         import tensorflow as tf
         try:

@@ -9,9 +9,11 @@ import json
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field, fields
 
 from mnistcompare.errors import MnistcompareWarning, UserError
+from mnistcompare.files import write_json
 
 
 @dataclass(frozen=True)
@@ -291,13 +293,11 @@ class Config:
             raise UserError(f"{source}: unknown option(s) {', '.join(map(str, unknown))}")
         used = [f"{name} {data[name]!r}" for name in REMOVED if name in data and data[name] != REMOVED[name]]
         if used:
-            import warnings
             warnings.warn(f"{source}: option(s) no longer in mnistcompare, ignored: {', '.join(used)}; this run "
                           "trains without them (docs/best.md)", MnistcompareWarning, stacklevel=2)
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def save(self, path):
-        from mnistcompare.files import write_json
         write_json(path, self.to_dict())
 
     @classmethod

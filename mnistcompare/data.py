@@ -7,12 +7,17 @@ import dataclasses
 import functools
 import glob
 import gzip
+import hashlib
+import math
 import os
+import socket
 import zipfile
 
 import numpy as np
 
 from mnistcompare.errors import UserError
+from mnistcompare.files import TEMPORARY
+from mnistcompare.runtime import keras_home, quiet_tensorflow
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -63,18 +68,15 @@ def find_source(data_dir=None, idx_dir=None, npz=None, download=True):
 
 def keras_npz_path():
     """Where keras.datasets.mnist.load_data() keeps mnist.npz (KERAS_HOME, else ~/.keras)."""
-    from mnistcompare.runtime import keras_home
     return os.path.join(keras_home(), "datasets", "mnist.npz")
 
 
 def _download():
     """Keras' own download of mnist.npz into its cache; one clear line, within seconds, when offline."""
-    import socket
     print("MNIST not found here: downloading it once with keras.datasets.mnist.load_data() ...", flush=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
-        from mnistcompare.runtime import quiet_tensorflow
         quiet_tensorflow()
         import keras
         keras.datasets.mnist.load_data()
@@ -150,7 +152,6 @@ def load_tfds_cached(data_dir, split):
     """`load_tfds`, through a decoded copy of the split kept in `cache_dir()`, named by the TFDS files' paths,
     sizes and times: reading it takes 0.1 s, where TFDS takes 3 s (its import and the PNGs it decodes) of a
     15 s main job. Where the copy cannot be written, MNIST is read from TFDS each time."""
-    import hashlib
     records = sorted(glob.glob(os.path.join(data_dir, "mnist", "*", f"mnist-{split}.tfrecord*")))
     if not records:
         return load_tfds(data_dir, split)
@@ -163,7 +164,6 @@ def load_tfds_cached(data_dir, split):
         pass  # not there yet, or damaged: read from TFDS, and written again
     images, labels = load_tfds(data_dir, split)
     try:
-        from mnistcompare.files import TEMPORARY
         os.makedirs(cache_dir(), exist_ok=True)
         tmp = f"{os.path.join(cache_dir(), TEMPORARY)}{os.getpid()}.npz"
         np.savez(tmp, images=images, labels=labels)
@@ -419,8 +419,6 @@ def augment_batch(batch, seed, swap, moves):
 def _affine(images, max_shift, max_degrees, max_zoom, seed):
     """Random shift (whole pixels), rotation and scaling of each image about its centre;
     background 0 fills in (pixel scale, before the model's normalisation)."""
-    import math
-
     import tensorflow as tf
     n = tf.shape(images)[0]
     seeds = tf.random.experimental.stateless_split(seed, 3)

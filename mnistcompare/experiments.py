@@ -15,9 +15,11 @@ import numpy as np
 from concurrent.futures.process import BrokenProcessPool
 
 from mnistcompare.config import MAX_SEED, Config
+from mnistcompare.data import load_pairs
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import finite, run_folder, write_json, write_text
 from mnistcompare.progress import Progress
+from mnistcompare.runtime import start_tensorflow
 from mnistcompare.workers import connect, end_workers, local_pool
 
 
@@ -321,11 +323,9 @@ def train_job(job, cache=None):
     global _CACHE
     cfg, source, pictures, tensorboard = job
     with _ONE_ROUND_AT_A_TIME:
-        from mnistcompare.runtime import start_tensorflow
         start_tensorflow()  # in a Dask worker, one round at a time; done already in the other processes
         import keras
 
-        from mnistcompare.data import load_pairs
         from mnistcompare.training import ModelCache, Predictor, examples, fit_split, train_round
         if cache is None:
             _CACHE = cache = _CACHE or ModelCache()
@@ -435,7 +435,6 @@ def _evaluate(entries, rounds, out, source, overwrite, log, jobs, study, tensorb
         executor, pids = local_pool(min(jobs, len(todo)))
         trained = executor.map(train_job, jobs_args)
     else:  # trained here (with --jobs N, TensorFlow is never imported in this process)
-        from mnistcompare.runtime import start_tensorflow
         start_tensorflow()  # before Keras is imported: TensorFlow's start-up quiet
         from mnistcompare.training import ModelCache
         cache = ModelCache()  # one build and trace per configuration, not per round

@@ -4,12 +4,15 @@ MNIST digits are white on black, scaled to fit 20x20 and centred by mass in 28x2
 image there (grayscale, polarity from the border, background removed, box scaled, centred by mass); an
 image in that form already is taken as it is, its polarity fixed; `raw=True` takes 28x28 images as they are.
 """
+import csv
 import itertools
 import os
 
 import numpy as np
 
+from mnistcompare.data import pool
 from mnistcompare.errors import UserError
+from mnistcompare.files import atomic_path
 
 
 MAX_PIXELS = 50_000_000  # an image larger than this is refused before it is decoded
@@ -129,7 +132,6 @@ SHOW_PAIRS = 50  # pairs --show draws at most
 def read_pairs_file(path):
     """(image_a, image_b) paths, one pair per line of a CSV file, read as they are needed (a generator); relative
     paths are taken from the file's folder. UserError for a line that is not two paths, or a file of none."""
-    import csv
     if not os.path.isfile(path):
         raise UserError(f"--pairs {path}: no such file")
     folder = os.path.dirname(os.path.abspath(path))
@@ -189,9 +191,6 @@ def describe(row, name_a, name_b):
 def show(pairs, images_a, images_b, answers, path):
     """A picture of each pair as the model sees it (14x14), with its answer."""
     from matplotlib.figure import Figure
-
-    from mnistcompare.data import pool
-    from mnistcompare.files import atomic_path
     n = len(pairs)
     fig = Figure(figsize=(4.4, 2.3 * n))
     axes = fig.subplots(n, 2, squeeze=False)

@@ -7,8 +7,9 @@ import logging
 import os
 import sys
 import threading
+import warnings
 
-from mnistcompare.errors import UserError
+from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 
 
 def available_cpus():
@@ -47,9 +48,6 @@ def tensorflow_environment():
     reads it when it loads: if it loaded before without those that change the numbers, one warning says so."""
     unset = [name for name in NUMERICS if name not in os.environ]
     if "tensorflow" in sys.modules and unset:
-        import warnings
-
-        from mnistcompare.errors import MnistcompareWarning
         warnings.warn(f"TensorFlow was imported before mnistcompare, without {' and '.join(unset)}: its kernels "
                       "then differ from the commands', and the numbers can too; import mnistcompare before "
                       "TensorFlow", MnistcompareWarning, stacklevel=3)
@@ -211,6 +209,5 @@ def _give_up(message):
 
 def peer_failure(error):
     """A RunError for a tf.distribute collective that failed because a peer died or hung (one line, exit 1)."""
-    from mnistcompare.errors import RunError
     return RunError(f"another process of the multi-worker run died or stopped answering ({type(error).__name__}); "
                     "nothing of the unfinished epoch is saved: restart every worker to resume")

@@ -12,13 +12,18 @@ import asyncio
 import json
 import os
 import re
+import resource
 import socket
 import sys
 from importlib import resources
 
 import numpy as np
 
+from mnistcompare.cli import Parser, run
+from mnistcompare.data import pool
 from mnistcompare.errors import UserError
+from mnistcompare.predict import find_saved_model, to_mnist, version_of
+from mnistcompare.runtime import available_cpus, quiet_tensorflow
 
 MAX_BODY = 8 * 1024 * 1024  # bytes of a request: 1,000 pairs of raw 28x28 images as JSON text fit
 MAX_BATCH = 1024  # instances of one request
@@ -139,8 +144,6 @@ def parse(data):
 def draw_answer(model, body):
     """The drawing page's request: two grayscale drawings (any size, light on dark) -> the 28x28 images in
     MNIST form, the 14x14 images the net reads, and the model's answer."""
-    from mnistcompare.data import pool
-    from mnistcompare.predict import to_mnist
     images = []
     for side in ("a", "b"):
         drawing = body.get(f"image_{side}") if isinstance(body, dict) else None
@@ -179,7 +182,6 @@ def make_app(model, timeout=TIMEOUT):
         regex = "[^/:]+"
     convertors.register_url_convertor("model", ModelName())
 
-    from mnistcompare.runtime import available_cpus
     workers = anyio.CapacityLimiter(available_cpus())
 
     def error(message, status=400):
@@ -270,7 +272,6 @@ def make_app(model, timeout=TIMEOUT):
 
 
 def serve_parser():
-    from mnistcompare.cli import Parser
     parser = Parser(
         prog="mnistcompare-serve",
         description="Serve a trained model over TF Serving's REST API (GET /v1/models/NAME, .../metadata, "
@@ -290,11 +291,9 @@ def serve_parser():
 
 
 def serve_main(argv=None):
-    from mnistcompare.cli import run
     args = serve_parser().parse_args(argv)
 
     def main():
-        from mnistcompare.predict import find_saved_model, version_of
         if not 0 < args.port < 65536:
             raise UserError(f"--port: must be in 1..65535, got {args.port}")
         if not 0 < args.timeout <= 3600:
@@ -313,7 +312,6 @@ def serve_main(argv=None):
         except ImportError:
             raise UserError("mnistcompare-serve needs Starlette and uvicorn: pip install 'mnistcompare[serve]'") \
                 from None
-        from mnistcompare.runtime import quiet_tensorflow
         quiet_tensorflow()
         try:
             model = ServedModel(folder, args.name, version_of(folder))
@@ -379,7 +377,6 @@ def deadline_protocol(timeout=TIMEOUT):
 
 def enough_files(count):
     """Raise this process's open-file limit to `count` where its hard limit allows (connections are files)."""
-    import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < count:
         resource.setrlimit(resource.RLIMIT_NOFILE, (count if hard == resource.RLIM_INFINITY else min(count, hard),

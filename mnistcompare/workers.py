@@ -15,13 +15,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 from mnistcompare.errors import RunError, UserError
+from mnistcompare.runtime import own_process, start_tensorflow
 
 
 # -- evaluate --jobs: a pool of local processes -----------------------------------------
 def _start_worker(pids, workers):
     """A process that trains rounds for `evaluate --jobs`, one of `workers`: Ctrl-C left to the parent,
     which ends the workers; its pid reported so that the parent ends exactly its own workers."""
-    from mnistcompare.runtime import own_process, start_tensorflow
     own_process()
     pids.put(os.getpid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)

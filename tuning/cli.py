@@ -7,8 +7,10 @@
 
 Arguments, grids and data folders are checked before TensorFlow is imported.
 """
+import glob
 import json
 import os
+import shutil
 import statistics
 import sys
 
@@ -16,10 +18,12 @@ from mnistcompare.cli import (Parser, add_config_arguments, add_data_arguments, 
                               config_from_args, data_source, explicit_flags, run)
 from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
-from mnistcompare.experiments import console_text, earlier_results
+from mnistcompare.experiments import console_text, earlier_results, evaluate, markdown_table
 from mnistcompare.files import check_writable, make_out, run_folder, write_json, write_text
 from . import PROJECT, TUNERS, check_bayesian
 from .grid import MAX_POINTS, parse_grid
+from mnistcompare.reports import Entry
+from mnistcompare.runtime import DEFAULT_JOBS, start_tensorflow
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
 
 
@@ -47,7 +51,6 @@ def check_search(out, search, overwrite):
 
 def damaged_file(project):
     """The first of keras-tuner's files in `project` that is not JSON (else the folder)."""
-    import glob
     for path in sorted(glob.glob(os.path.join(project, "**", "*.json"), recursive=True)):
         try:
             with open(path) as f:
@@ -107,7 +110,6 @@ def tune_main(argv=None):
     args = tune_parser().parse_args(argv)
 
     def main():
-        import shutil
         if args.study:
             return study_main(args)
         args.out = args.out or "runs/tune"
@@ -211,9 +213,7 @@ def study_main(args):
 def search_grid(args, base, grid, source, out=None, final=True):
     """Run (or resume) the search; as the chief, write trials.md and best_config.json and test the best
     configuration. Returns the tuner's finished trials, best first (None in a worker)."""
-    from mnistcompare.runtime import start_tensorflow
     start_tensorflow(rounds_at_once=int(os.environ.get(WORKERS, 1)))
-    from mnistcompare.reports import Entry
     from .search import make_tuner, trial_rows, trials_markdown, write_outputs
     out = out or args.out
     try:  # keras-tuner reloads its project here
@@ -247,8 +247,6 @@ def search_grid(args, base, grid, source, out=None, final=True):
     print(f"best: {', '.join(f'{k}={rows[0][0].hyperparameters.values[k]}' for k in grid)} "
           f"(validation {statistics.mean(accs):.4f}); config in {out}/best_config.json")
     if final and args.final_rounds:
-        from mnistcompare.experiments import evaluate, markdown_table
-        from mnistcompare.runtime import DEFAULT_JOBS
         results = evaluate(best, args.final_rounds, os.path.join(out, "final"), source,
                            log=lambda line: print(line, flush=True), jobs=DEFAULT_JOBS, progress=not args.quiet)
         print(console_text(markdown_table(results), os.path.join(out, "final")), end="")

@@ -25,8 +25,11 @@ import keras_tuner
 import tensorflow as tf
 
 from mnistcompare.config import Config
+from mnistcompare.data import as_pairs, epoch_steps, load_pairs
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.files import write_weights
+from mnistcompare.models import build_model
+from mnistcompare.training import ModelCache, compile_model, fit_split, pixel_stats, train_round
 from .grid import apply
 
 OBJECTIVE = keras_tuner.Objective("val_compare_accuracy", "max")
@@ -72,9 +75,6 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
         return (cfg if pairs is None else cfg.replace(pairs=len(pairs))).validate()
 
     def build(self, hp):
-        from mnistcompare.data import epoch_steps
-        from mnistcompare.models import build_model
-        from mnistcompare.training import compile_model, fit_split, pixel_stats
         cfg = self.config(hp)
         stats = pixel_stats(cfg, fit_split(cfg, self.train_pairs)[0]) if self.train_pairs is not None else (0.0, 1.0)
         steps = epoch_steps(cfg, cfg.pairs - round(cfg.pairs * cfg.val_split))  # less what --val-split holds out
@@ -82,8 +82,6 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp, model, x=None, y=None, *args, validation_data=None, validation_split=0.0, epochs=None,
             batch_size=None, shuffle=None, initial_epoch=0, callbacks=(), verbose=0, **others):
-        from mnistcompare.data import load_pairs
-        from mnistcompare.training import ModelCache, fit_split, train_round
         try:
             if args or others:
                 raise UserError(f"{', '.join(sorted(others)) or 'more than x and y as positional arguments'}: not "
@@ -142,7 +140,6 @@ class ComparisonHyperModel(keras_tuner.HyperModel):
 def _trial_pairs(x, y, validation_data, validation_split):
     """(training Pairs or None, validation Pairs or None, a batched Dataset's batch size or None) from fit's
     arguments; UserError for what cannot be used."""
-    from mnistcompare.data import as_pairs
     if validation_split and validation_data is not None:
         raise UserError("give validation_data or validation_split, not both")
     if x is None:

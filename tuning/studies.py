@@ -10,7 +10,9 @@ import os
 import statistics
 
 from mnistcompare.config import Config, shown_value
-from mnistcompare.reports import R001_CNN, R001_FCN, preset
+from mnistcompare.experiments import evaluate
+from mnistcompare.reports import R001_CNN, R001_FCN, Entry, preset, published
+from mnistcompare.runtime import DEFAULT_JOBS
 
 FOUND = {True: "✓", False: "✗"}
 
@@ -125,9 +127,6 @@ def _theirs(stage, rows):
 
 
 def final_test(args, search, configs, labels, source, top):
-    from mnistcompare.experiments import evaluate
-    from mnistcompare.reports import Entry, published
-    from mnistcompare.runtime import DEFAULT_JOBS
     pub = search.final or {}
     entries = [Entry(label, config, published(pub["test_accuracy"], pub.get("std"), search.source)
                      if pub and len(configs) == 1 else None) for label, config in zip(labels, configs)]
