@@ -17,12 +17,17 @@ import textwrap
 import time
 import warnings
 
+import numpy as np
+
 import mnistcompare
 from mnistcompare.config import Config, bounds_text, sections, shown_value
-from mnistcompare.errors import MnistcompareWarning, RunError, UserError
 from mnistcompare.data import find_source, load_pairs
+from mnistcompare.errors import MnistcompareWarning, RunError, UserError
+from mnistcompare.experiments import check_entries, console_text, evaluate, markdown_table, tables_summary
 from mnistcompare.files import (FolderLock, atomic_path, check_writable, clear_run, make_out, run_folder, write_json,
                                 write_text)
+from mnistcompare.predict import (PREDICT_BATCH, SHOW_PAIRS, answer, batches, check_file, describe, find_saved_model,
+                                  load_image, read_pairs_file, show, to_mnist)
 from mnistcompare.reports import ALIASES, PRESETS, STUDIES, TABLES, Entry, preset, study
 from mnistcompare.runtime import (DEFAULT_JOBS, STRATEGIES, cluster_role, own_process, peer_failure, quiet_tensorflow,
                                   start_tensorflow)
@@ -441,7 +446,6 @@ def evaluate_main(argv=None):
         if args.jobs < 1:
             raise UserError(f"--jobs: must be a positive integer, got {args.jobs}")
         plans = entries_from_args(args)
-        from mnistcompare.experiments import check_entries
         for _, entries, rounds, _ in plans:  # --rounds, and entries of one name, before anything is written
             check_entries(entries, rounds if args.rounds is None else args.rounds)
         source = data_source(args)
@@ -461,7 +465,6 @@ def evaluate_main(argv=None):
 
 
 def evaluate_plans(args, plans, source, top, cluster):
-    from mnistcompare.experiments import console_text, evaluate, markdown_table
     for name, entries, rounds, study in plans:
         out = os.path.join(top, name) if len(plans) > 1 else top
         off = off_protocol(args, study, rounds) if study else None
@@ -478,7 +481,6 @@ def evaluate_plans(args, plans, source, top, cluster):
         print(console_text(markdown_table(results, study), out), end="")
         print(f"outputs in {out}/: results.json results.md curves.png rounds.png", flush=True)
     if args.study == "all":
-        from mnistcompare.experiments import tables_summary
         summary, _ = tables_summary(top, TABLES)
         write_text(os.path.join(top, "summary.md"), summary)
         print(f"\nAll tables ({top}/summary.md):\n\n{console_text(summary, top)}", end="", flush=True)
@@ -511,11 +513,6 @@ def predict_main(argv=None):
     args = predict_parser().parse_args(argv)
 
     def main():
-        import numpy as np
-
-        from mnistcompare.predict import (PREDICT_BATCH, SHOW_PAIRS, answer, batches, check_file, describe,
-                                          find_saved_model, load_image, read_pairs_file, show, to_mnist)
-
         if args.pairs and args.images:
             raise UserError("give IMAGE_A IMAGE_B, or --pairs FILE, not both")
         if not args.pairs and len(args.images) != 2:

@@ -20,11 +20,12 @@ from mnistcompare.config import MAX_PAIRS, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.experiments import console_text, earlier_results, evaluate, markdown_table
 from mnistcompare.files import check_writable, make_out, run_folder, write_json, write_text
-from . import PROJECT, TUNERS, check_bayesian
-from .grid import MAX_POINTS, parse_grid
 from mnistcompare.reports import Entry
 from mnistcompare.runtime import DEFAULT_JOBS, start_tensorflow
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
+from . import PROJECT, TUNERS, check_bayesian
+from .grid import MAX_POINTS, parse_grid
+from .studies import SEARCHES, final_test, results_markdown, stage_record
 
 
 def check_search(out, search, overwrite):
@@ -62,7 +63,6 @@ def damaged_file(project):
 
 # -- mnistcompare-tune --------------------------------------------------------------
 def tune_parser():
-    from .studies import SEARCHES
     parser = Parser(
         prog="mnistcompare-tune",
         description="keras-tuner search over a Config: each trial trains --runs-per-trial rounds and scores "
@@ -168,7 +168,6 @@ def check_paths(args):
 
 def study_main(args):
     """mnistcompare-tune --study NAME (see mnistcompare.tuning.studies)."""
-    from .studies import SEARCHES, final_test, results_markdown, stage_record
     if args.grid or args.tuner != "grid" or args.workers or args.preset or args.config:
         raise UserError("--study runs the report's own grids in one process: give no --grid, --tuner, --workers, "
                         "--preset or --config with it")
