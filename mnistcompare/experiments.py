@@ -222,33 +222,29 @@ def check_claims(results, claims):
     by_name = {e["name"]: e for e in results["entries"] if e["per_round"]}
     lines = []
     for claim in claims:
-        checks = []
-        for kind, pairs in (("better", claim.better), ("similar", claim.similar), ("faster", claim.faster),
-                            ("drop", claim.drop)):
-            for a, b, *amount in pairs:
-                if a not in by_name or b not in by_name:
-                    checks.append((None, f"{a} / {b}: not measured"))
-                    continue
-                ea, eb = by_name[a], by_name[b]
-                if kind == "faster":
-                    x, y = ea["train_seconds_median"], eb["train_seconds_median"]
-                    checks.append((x < y, f"{a} {x:.1f} s {'<' if x < y else '>='} {b} {y:.1f} s"))
-                    continue
-                x, y = ea["test_accuracy_mean"], eb["test_accuracy_mean"]
-                if kind == "drop":
-                    close = abs((x - y) - amount[0]) <= 0.05
-                    checks.append((close, f"{a} {x:.3f} → {b} {y:.3f}: {x - y:+.3f} (the report: "
-                                          f"{amount[0]:+.2f})"))
-                elif kind == "better":
-                    checks.append((x > y, f"{a} {x:.3f} {'>' if x > y else '<='} {b} {y:.3f}"))
-                else:
-                    close = abs(x - y) <= max(ea["test_accuracy_std"], eb["test_accuracy_std"])
-                    checks.append((close, f"{a} {x:.3f} vs {b} {y:.3f} ({'within' if close else 'beyond'} "
-                                          "one std)"))
+        checks = [_check(kind, by_name, *pair) for kind in ("better", "similar", "faster", "drop")
+                  for pair in getattr(claim, kind)]
         shown = [ok for ok, _ in checks]
         mark = "?" if None in shown else "✓" if all(shown) else "✗"
         lines.append(f"{mark} {claim.text}: " + "; ".join(text for _, text in checks))
     return lines
+
+
+def _check(kind, by_name, a, b, amount=None):
+    """(whether it holds, how it reads) of one comparison of a claim (see reports.Claim); None if not measured."""
+    if a not in by_name or b not in by_name:
+        return None, f"{a} / {b}: not measured"
+    ea, eb = by_name[a], by_name[b]
+    if kind == "faster":
+        x, y = ea["train_seconds_median"], eb["train_seconds_median"]
+        return x < y, f"{a} {x:.1f} s {'<' if x < y else '>='} {b} {y:.1f} s"
+    x, y = ea["test_accuracy_mean"], eb["test_accuracy_mean"]
+    if kind == "drop":
+        return abs((x - y) - amount) <= 0.05, f"{a} {x:.3f} → {b} {y:.3f}: {x - y:+.3f} (the report: {amount:+.2f})"
+    if kind == "better":
+        return x > y, f"{a} {x:.3f} {'>' if x > y else '<='} {b} {y:.3f}"
+    close = abs(x - y) <= max(ea["test_accuracy_std"], eb["test_accuracy_std"])
+    return close, f"{a} {x:.3f} vs {b} {y:.3f} ({'within' if close else 'beyond'} one std)"
 
 
 # -- running ---------------------------------------------------------------------
