@@ -202,7 +202,8 @@ class Config:
     @property
     def torch_parts(self):
         """The PyTorch defaults this config uses instead of Keras' (a subset of TORCH_PARTS)."""
-        return frozenset(TORCH_PARTS if self.numerics == "torch" else () if self.numerics == "keras" else [self.numerics])
+        parts = TORCH_PARTS if self.numerics == "torch" else () if self.numerics == "keras" else [self.numerics]
+        return frozenset(parts)
 
     def per_conv(self, name):
         """`kernel`, `padding` or `pool` expanded to one value per conv layer."""

@@ -30,8 +30,7 @@ DOWNLOAD_TIMEOUT = 10  # seconds a network operation may wait: offline, the down
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where MNIST is read from: kind "tfds" (a TFDS data dir), "idx" (a folder of the four IDX files)
-    or "npz" (Keras' mnist.npz), and its path."""
+    """Where MNIST is read from: kind "tfds" (a TFDS data dir), "idx" (the four IDX files) or "npz", and its path."""
     kind: str
     path: str
 
@@ -142,8 +141,7 @@ def load_tfds(data_dir, split):
 
 
 def cache_dir():
-    """Where decoded copies of MNIST are kept: $MNISTCOMPARE_CACHE, else $XDG_CACHE_HOME/mnistcompare, else
-    ~/.cache/mnistcompare."""
+    """Decoded MNIST's folder: $MNISTCOMPARE_CACHE, else $XDG_CACHE_HOME/mnistcompare, else ~/.cache/mnistcompare."""
     return os.environ.get("MNISTCOMPARE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "mnistcompare")
 
@@ -192,8 +190,7 @@ def _load_cached(split, source):
 
 
 def load_mnist(split, source=None):
-    """uint8 images [N, 28, 28] and labels [N] of one split of `source` (default: `find_source()`),
-    cached per process."""
+    """uint8 images [N, 28, 28] and labels [N] of a split of `source` (default: `find_source()`), kept per process."""
     if split not in IDX_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     return _load_cached(split, source or find_source())

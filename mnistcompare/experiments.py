@@ -43,8 +43,7 @@ STD_KEYS = {"test_accuracy": "std", "train_accuracy": "train_std"}  # a publishe
 
 
 def z_score(entry, key="test_accuracy"):
-    """(ours - published) / max(published std, our std) on test (or train) accuracy; None without a
-    published figure and std."""
+    """(ours - published) / max(published std, our std) of an accuracy; None without a published figure and std."""
     pub = entry.get("published") or {}
     if key not in pub or not entry.get("rounds"):
         return None
@@ -265,8 +264,7 @@ def load_results(path):
 
 
 def earlier_results(entries, out, overwrite=False):
-    """The entries of out/results.json (none with `overwrite`); UserError if it holds one of `entries` under
-    another configuration."""
+    """out/results.json's entries (none with `overwrite`); UserError if one of `entries` has another Config there."""
     path = os.path.join(out, "results.json")
     previous = load_results(path) if os.path.exists(path) and not overwrite else {}
     for entry in entries:

@@ -144,8 +144,7 @@ def choose_threads(rounds_at_once=1):
 
 
 def op_threads(rounds_at_once=1, cpus=None):
-    """Inter-op threads of each process when `rounds_at_once` processes train on the machine at
-    once: its share of the cores, plus one."""
+    """Inter-op threads of each of `rounds_at_once` processes training at once: its share of the cores, plus one."""
     return max(1, (cpus or available_cpus()) // max(1, rounds_at_once)) + 1
 
 

@@ -315,8 +315,7 @@ def test_scorer(cfg: Config, pairs):
 
 
 def round_metrics(model, cfg, fit_pairs, val_pairs, test_pairs):
-    """Accuracies of a trained model (compare and, where it has them, digits, with the test digits'
-    confusion matrix), with what defines the round."""
+    """A trained model's accuracies (compare, digits and their test confusion matrix), with what defines the round."""
     predictor = Predictor.of(model)
     train, out = accuracy(model, fit_pairs, predictor), predictor(test_pairs)
     test = scores(out, test_pairs)

@@ -170,8 +170,7 @@ def _keep_if_best(checkpoint, model, value):
 
 
 def _for_round(callback, run, runs):
-    """A TensorBoard callback of its own for each round (LOG_DIR/round-R) where a trial has several;
-    other callbacks as they are."""
+    """A TensorBoard callback of its own for each round (LOG_DIR/round-R) of a trial of several; others as they are."""
     if runs == 1 or not isinstance(callback, keras.callbacks.TensorBoard):
         return callback
     board = copy.deepcopy(callback)  # as keras-tuner copies it for each trial

@@ -142,8 +142,7 @@ def _values(values):
 
 
 def results_markdown(results):
-    """Each stage's best and score beside the report's, the test of the chosen configuration, the
-    assumptions; no z off the report's protocol."""
+    """Each stage's best beside the report's, the chosen configuration's test, the assumptions; no z off protocol."""
     off = results.get("off_protocol")
     lines = [f"**{results['about']}**", ""]
     if off:
