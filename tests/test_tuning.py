@@ -163,10 +163,10 @@ def test_workers_start_from_the_installed_package_even_beside_a_tuning_py(idx_di
 
 @pytest.mark.slow
 def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_dir, tmp_path, main, monkeypatch):
-    import mnistcompare.training as training
+    import mnistcompare.tuning.hypermodel as hypermodel
 
     out = tmp_path / "tune"
-    train = training.train_round
+    train = hypermodel.train_round
 
     def failing(cfg, *args, **kwargs):
         if cfg.dropout == 0.5:
@@ -175,7 +175,7 @@ def test_a_failing_grid_point_stops_the_search_and_is_retried_by_the_rerun(idx_d
 
     args = ["--idx-dir", idx_dir, *DENSE, "--grid", "dropout=0.0,0.5", "--final-rounds", "0", "--out", out]
     with monkeypatch.context() as patch:
-        patch.setattr(training, "train_round", failing)
+        patch.setattr(hypermodel, "train_round", failing)  # where the HyperModel's rounds look it up
         failed = main("tune", *args)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert "failed in round 1: ValueError: boom" in failed.stderr.strip().splitlines()[-1]
