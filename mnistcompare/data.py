@@ -199,7 +199,10 @@ def load_mnist(split, source=None):
 # -- 2. pairs ------------------------------------------------------------------
 def pool(images):
     """uint8 [N, 28, 28] -> float32 [N, 14, 14, 1], 2x2 average, pixel scale 0..255."""
-    return np.asarray(images, np.float32).reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))[..., None]
+    images = np.asarray(images, np.float32)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise UserError(f"pool: expected raw MNIST images of shape [N, 28, 28], got {list(images.shape)}")
+    return images.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))[..., None]
 
 
 @dataclasses.dataclass

@@ -133,11 +133,11 @@ def choose_threads(rounds_at_once=1):
     if _THREADS_SET:
         return
     _THREADS_SET = True
+    try:
+        intra = max(0, int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
+    except ValueError:  # TensorFlow's own reading of it ignores such a value too
+        intra = 1
     with contextlib.suppress(RuntimeError):  # TensorFlow already ran an op: it keeps its threads
-        try:
-            intra = max(0, int(os.environ.get("TF_NUM_INTRAOP_THREADS", 1)))
-        except ValueError:
-            intra = 1
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         if not os.environ.get("TF_NUM_INTEROP_THREADS"):
             tf.config.threading.set_inter_op_parallelism_threads(op_threads(rounds_at_once))

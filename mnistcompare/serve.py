@@ -187,11 +187,12 @@ def make_app(model, timeout=TIMEOUT):
     def error(message, status=400):
         return JSONResponse({"error": message}, status_code=status)
 
-    held = {"bytes": 0}  # request bodies held at once (read, or waiting for the model): at most HELD_BYTES
+    held = 0  # bytes of request bodies held at once (read, or waiting for the model): at most HELD_BYTES
 
     async def body_of(request):
         """(body bytes, None) or (None, an error answer). The bytes taken from `held` are noted in
         request.state.held, for `answer` to give back once it has answered."""
+        nonlocal held
         too_large = error(f"the request is larger than {MAX_BODY:,} bytes", 413)
         length = request.headers.get("content-length", "0")
         if not length.isdigit() or int(length) > 4 * MAX_BODY:  # not even read: the connection is closed
@@ -202,9 +203,9 @@ def make_app(model, timeout=TIMEOUT):
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size <= MAX_BODY:
-                        if held["bytes"] + len(chunk) > HELD_BYTES:
+                        if held + len(chunk) > HELD_BYTES:
                             return None, error("the server holds too many requests at once; try again", 503)
-                        held["bytes"] += len(chunk)
+                        held += len(chunk)
                         request.state.held += len(chunk)
                         chunks.append(chunk)
         except TimeoutError:
@@ -220,6 +221,7 @@ def make_app(model, timeout=TIMEOUT):
     async def answer(request, compute):
         """`compute(body)` on the request's JSON body, in one of a few threads (a core each): requests beyond
         them wait their turn, their bodies counted in `held`, which bounds the bytes held at once."""
+        nonlocal held
         request.state.held = 0
         try:
             data, refused = await body_of(request)
@@ -229,7 +231,7 @@ def make_app(model, timeout=TIMEOUT):
         except BadRequest as e:
             return error(str(e))
         finally:
-            held["bytes"] -= request.state.held
+            held -= request.state.held
 
     def missing(request):
         """TF Serving's 404 for a model name or version that is not served here, else None."""

@@ -14,6 +14,9 @@ def test_pool_is_2x2_average_at_pixel_scale():
     assert pooled.shape == (2, 14, 14, 1) and pooled.dtype == np.float32
     expected = images[1, 2:4, 6:8].astype(np.float32).mean()
     assert pooled[1, 1, 3, 0] == pytest.approx(expected)
+    for wrong in (images[0], images[:, :, :27]):  # one image without its batch axis; not 28x28
+        with pytest.raises(UserError, match=r"pool: expected raw MNIST images of shape \[N, 28, 28\]"):
+            pool(wrong)
 
 
 def test_pairs_follow_the_protocol():

@@ -9,6 +9,7 @@ import importlib.util
 from mnistcompare.errors import UserError
 
 PROJECT = "keras_tuner"  # keras-tuner's project folder inside the output folder
+SEARCH_FILE = "search.json"  # beside it: the search's space, base Config and protocol, to resume or refuse
 TUNERS = ("grid", "random", "bayesian", "hyperband")  # mnistcompare-tune --tuner: keras-tuner's four oracles
 
 

@@ -23,7 +23,7 @@ from mnistcompare.files import check_writable, make_out, run_folder, write_json,
 from mnistcompare.reports import Entry
 from mnistcompare.runtime import DEFAULT_JOBS, start_tensorflow
 from mnistcompare.workers import LAUNCHED, WORKERS, launch_workers, without_flag
-from . import PROJECT, TUNERS, check_bayesian
+from . import PROJECT, SEARCH_FILE, TUNERS, check_bayesian
 from .grid import MAX_POINTS, parse_grid
 from .studies import SEARCHES, final_test, results_markdown, stage_record
 
@@ -36,7 +36,7 @@ def check_search(out, search, overwrite):
         return json.loads(json.dumps({"tuner": "grid", "max_trials": None, **search,
                                       "base": Config.from_dict(search["base"]).to_dict()}))
 
-    path = os.path.join(out, "search.json")
+    path = os.path.join(out, SEARCH_FILE)
     if overwrite or not os.path.isdir(os.path.join(out, PROJECT)):
         return
     try:
@@ -133,7 +133,7 @@ def tune_main(argv=None):
         with run_folder(args.out):
             if args.overwrite:  # here, once: every process deleting the project would race
                 shutil.rmtree(os.path.join(args.out, PROJECT), ignore_errors=True)
-            write_json(os.path.join(args.out, "search.json"), search)
+            write_json(os.path.join(args.out, SEARCH_FILE), search)
             if args.workers:
                 given = sys.argv[1:] if argv is None else argv
                 launch_workers(without_flag(without_flag(given, "--workers"), "--overwrite"), args.workers, args.out)
@@ -192,7 +192,7 @@ def study_main(args):
                     "val_pairs": args.val_pairs, "tuner": "grid", "max_trials": None}
             check_search(out, plan, args.overwrite)
             make_out(out)
-            write_json(os.path.join(out, "search.json"), plan)
+            write_json(os.path.join(out, SEARCH_FILE), plan)
             print(f"{args.study}, stage {number}/{len(search.stages)} ({stage.label}) -> {out}/", flush=True)
             rows = search_grid(args, start, stage.grid, source, out=out, final=False)
             stages.append(stage_record(stage, rows))

@@ -16,7 +16,7 @@ from mnistcompare.config import MAX_SEED, Config
 from mnistcompare.errors import RunError, UserError
 from mnistcompare.progress import Progress
 from mnistcompare.files import write_json, write_text
-from . import PROJECT, check_bayesian
+from . import PROJECT, SEARCH_FILE, check_bayesian
 from .grid import points
 from .hypermodel import OBJECTIVE, ComparisonHyperModel, declare
 
@@ -155,7 +155,7 @@ def make_tuner(base, space, out, runs, val_pairs, source=None, kind="grid", max_
 def load_tuner(out, source=None):
     """The tuner of the search that mnistcompare-tune ran in `out`, for keras-tuner's reading API:
     `get_best_hyperparameters`, `results_summary`, `get_best_models` (each trial's best round)."""
-    with open(os.path.join(out, "search.json")) as f:
+    with open(os.path.join(out, SEARCH_FILE)) as f:
         search = json.load(f)
     return make_tuner(Config.from_dict(search["base"]), search["grid"], out, search["runs_per_trial"],
                       search["val_pairs"], source, kind=search.get("tuner", "grid"),
